@@ -1,0 +1,81 @@
+"""The exercise's math: a linear softmax classifier ``logits = X @ W``.
+
+Shapes broadcast over a leading configuration axis: ``W`` is ``(d, C)`` for one model or
+``(K, d, C)`` for K models; ``X`` is ``(N, d)`` and is shared by all K. Every function
+returns one value per model (a scalar, or a ``(K,)`` tensor).
+
+    loss(W)      = -(1/N) sum_i  y*_i . log softmax(x_i W)
+    gradient(W)  = -(1/N) X^T (Y* - softmax(XW))  =  (1/N) X^T R,   R = softmax(XW) - Y*
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def one_hot(y: torch.Tensor, n_classes: int = 10, dtype: torch.dtype = torch.float32
+            ) -> torch.Tensor:
+    """``Y*``: row i has a 1 in column ``y[i]`` and 0 elsewhere."""
+    out = torch.zeros(*y.shape, n_classes, dtype=dtype, device=y.device)
+    return out.scatter_(-1, y.unsqueeze(-1), 1)
+
+
+def logits(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    return X @ W  # (N, C) or (K, N, C)
+
+
+def log_softmax(Z: torch.Tensor) -> torch.Tensor:
+    """``Z - logsumexp(Z)`` with the row max taken out first, so large logits cannot overflow."""
+    Z = Z - Z.amax(dim=-1, keepdim=True)
+    return Z - Z.exp().sum(dim=-1, keepdim=True).log()
+
+
+def softmax(Z: torch.Tensor) -> torch.Tensor:
+    E = (Z - Z.amax(dim=-1, keepdim=True)).exp()
+    return E / E.sum(dim=-1, keepdim=True)
+
+
+def _picked(A: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``A[..., i, y_i]`` for every row i (the true class's entry)."""
+    return A.gather(-1, y.expand(*A.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+
+
+def cross_entropy(Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits ``Z`` against labels ``y``: ``-mean_i log softmax(z_i)[y_i]``."""
+    return -_picked(log_softmax(Z), y).mean(dim=-1)
+
+
+def accuracy(Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of rows whose largest logit is the label (ties go to the lowest class)."""
+    return (Z.argmax(dim=-1) == y).to(Z.dtype).mean(dim=-1)
+
+
+def loss(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return cross_entropy(logits(W, X), y)
+
+
+def residuals(Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``R = softmax(Z) - Y*``, the per-example gradient of the loss with respect to the logits."""
+    R = softmax(Z)
+    R.scatter_add_(-1, y.expand(*R.shape[:-1]).unsqueeze(-1),
+                   torch.full_like(R[..., :1], -1.0))
+    return R
+
+
+def gradient(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(1/N) X^T (softmax(XW) - Y*)``: the analytic gradient of :func:`loss`."""
+    return X.T @ residuals(logits(W, X), y) / len(X)
+
+
+def hvp(W: torch.Tensor, X: torch.Tensor, V: torch.Tensor, Xt: torch.Tensor | None = None
+        ) -> torch.Tensor:
+    """Hessian-vector product of :func:`loss` at ``W`` applied to a direction ``V`` (d, C).
+
+    With ``P = softmax(XW)`` and ``U = XV``, the logits' Hessian acts row-wise as
+    ``P * U - P * sum(P * U)``; the chain rule then gives ``(1/N) X^T (that)``. ``Xt`` is an
+    optional contiguous copy of ``X^T``.
+    """
+    P = softmax(logits(W, X))
+    U = X @ V
+    PU = P * U
+    return (X.T if Xt is None else Xt) @ (PU - P * PU.sum(dim=-1, keepdim=True)) / len(X)

@@ -1,0 +1,83 @@
+"""Figures: training curves side by side, the learned weight images, a grid of digits.
+
+Every function returns a matplotlib Figure; :func:`stochopt.files.save_figure` writes it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed or wanted
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .train import History  # noqa: E402
+
+PANELS = [("train_loss", "train loss"), ("train_acc", "train accuracy (%)"),
+          ("val_loss", "validation loss"), ("val_acc", "validation accuracy (%)")]
+
+
+def curves(histories: Sequence[History], labels: Sequence[str] | None = None) -> Figure:
+    """2x2 panels (train loss, train accuracy, validation loss, validation accuracy) per
+    epoch, one line per run; a fifth panel with ``f(W) - f*`` on a log axis when known.
+    A diverged run ends in an x at its last finite point."""
+    labels = labels or [h.config.optimizer for h in histories]
+    has_sub = any(math.isfinite(r.get("suboptimality", math.nan))
+                  for h in histories for r in h.rows)
+    panels = [*PANELS, ("suboptimality", "suboptimality f(W) - f*")] if has_sub else PANELS
+    ncols = 3 if has_sub else 2
+    fig, axes = plt.subplots(2, ncols, figsize=(5 * ncols, 7.5), squeeze=False)
+    flat = axes.T.flatten() if ncols == 2 else axes.flatten()
+    order = [0, 1, 3, 4, 2] if has_sub else [0, 2, 1, 3]
+    for (key, title), ax in zip(panels, [flat[i] for i in order], strict=False):
+        for h, label in zip(histories, labels, strict=True):
+            epochs = [r["epoch"] for r in h.rows if math.isfinite(r.get(key, math.nan))]
+            values = [r[key] for r in h.rows if math.isfinite(r.get(key, math.nan))]
+            (line,) = ax.plot(epochs, values, marker="o", ms=3, label=label)
+            if h.status == "diverged" and epochs:
+                ax.plot(epochs[-1], values[-1], "x", ms=10, mew=2, color=line.get_color())
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if key == "suboptimality":
+            ax.set_yscale("log")
+    if has_sub:
+        axes[1, 2].axis("off")
+    flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def weights(W: np.ndarray, title: str = "") -> Figure:
+    """The ten columns of W (784 x 10, a bias row beyond 784 ignored) as 28x28 images,
+    titled by their class; red is positive evidence for the class, blue negative."""
+    fig, axes = plt.subplots(2, 5, figsize=(10, 4.6))
+    images = W[:784].T.reshape(-1, 28, 28)
+    for digit, (ax, img) in enumerate(zip(axes.flat, images, strict=False)):
+        lim = float(np.abs(img).max()) or 1.0
+        ax.imshow(img, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_title(str(digit))
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def samples(X: np.ndarray, y: np.ndarray, n: int = 32) -> Figure:
+    """The first ``n`` rows of X as 28x28 digits, each titled with its label."""
+    n = min(n, len(X))
+    cols = 8
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(X[i, :784].reshape(28, 28), cmap="gray_r")
+            ax.set_title(str(int(y[i])), fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,110 @@
+"""Learning-rate schedules: the factor that multiplies the base learning rate, as a function
+of the training progress ``e`` in epochs (``e = epoch + i / steps_per_epoch`` at the start of
+step ``i``; 0 at the very first step).
+
+    lr(e) = lr_0 * schedule(e)
+
+Parameters may be tensors of shape ``(K, 1, 1)``, so one schedule serves K configurations.
+Schedules compose by multiplication: ``Warmup(Exponential(0.9), epochs=1)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import StochoptError
+from .optim import Hyper
+
+
+class Schedule:
+    def __call__(self, e: float) -> Hyper:
+        raise NotImplementedError
+
+
+@dataclass
+class Constant(Schedule):
+    """``1``."""
+
+    def __call__(self, e):
+        return 1.0
+
+
+@dataclass
+class Exponential(Schedule):
+    """``gamma ** floor(e)``: multiply the rate by gamma after every epoch (the exercise's
+    x0.9, torch's ExponentialLR stepped once per epoch)."""
+
+    gamma: Hyper = 0.9
+
+    def __call__(self, e):
+        return self.gamma ** math.floor(e)
+
+
+@dataclass
+class Step(Schedule):
+    """``gamma ** floor(e / step_size)``: multiply by gamma every ``step_size`` epochs (StepLR)."""
+
+    gamma: Hyper = 0.1
+    step_size: int = 3
+
+    def __call__(self, e):
+        return self.gamma ** math.floor(e / self.step_size)
+
+
+@dataclass
+class Cosine(Schedule):
+    """``min_factor + (1 - min_factor) (1 + cos(pi e / epochs)) / 2``, updated every step
+    (CosineAnnealingLR with T_max = all steps)."""
+
+    epochs: float = 10
+    min_factor: Hyper = 0.0
+
+    def __call__(self, e):
+        return self.min_factor + (1 - self.min_factor) * (1 + math.cos(math.pi * e / self.epochs)) / 2
+
+
+@dataclass
+class InverseTime(Schedule):
+    """``1 / (1 + decay * e)``, updated every step (the classic Robbins-Monro O(1/t) decay)."""
+
+    decay: Hyper = 1.0
+
+    def __call__(self, e):
+        return 1 / (1 + self.decay * e)
+
+
+@dataclass
+class Warmup(Schedule):
+    """``inner(e) * (start + (1 - start) * min(1, e / epochs))``: a linear warm-up from
+    ``start`` times the rate to the full rate over the first ``epochs`` epochs."""
+
+    inner: Schedule
+    epochs: float = 1.0
+    start: float = 0.01
+
+    def __call__(self, e):
+        ramp = self.start + (1 - self.start) * min(1.0, e / self.epochs)
+        return self.inner(e) * ramp
+
+
+SCHEDULES = {"constant": Constant, "exponential": Exponential, "step": Step, "cosine": Cosine,
+             "inverse-time": InverseTime}
+
+
+def make_schedule(name: str, lr_decay: Hyper | None = None, epochs: int = 10,
+                  step_size: int = 3, warmup_epochs: float = 0.0) -> Schedule:
+    """The schedule ``name``. ``lr_decay`` is gamma for exponential (default 0.9) and step
+    (0.1), the decay rate for inverse-time (1.0) and the final factor for cosine (0.0);
+    ``warmup_epochs > 0`` adds a linear warm-up."""
+    if name not in SCHEDULES:
+        raise StochoptError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    decay = {} if lr_decay is None else {"_": lr_decay}
+    schedule: Schedule = {
+        "constant": lambda: Constant(),
+        "exponential": lambda: Exponential(*decay.values()),
+        "step": lambda: Step(*decay.values(), step_size=step_size),
+        "cosine": lambda: Cosine(epochs, *decay.values()),
+        "inverse-time": lambda: InverseTime(*decay.values()),
+    }[name]()
+    return Warmup(schedule, warmup_epochs) if warmup_epochs > 0 else schedule

@@ -1,0 +1,226 @@
+"""The training loop: ``fit(configs, split) -> [History]``.
+
+One call trains K configurations that share an optimiser, a batch size, a data order and a
+number of epochs, all at once: weights ``(K, d, C)``, hyperparameters that differ between
+the K as ``(K, 1, 1)`` tensors. K = 1 is a single run on the same code path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import N_CLASSES, Split, batch_order
+from .errors import StochoptError
+from .gradients import ESTIMATORS, MiniBatch
+from .model import accuracy, cross_entropy, logits
+from .optim import OPTIMIZERS, SGD, Hyper, make_optimizer
+from .schedules import SCHEDULES, make_schedule
+
+OPTIMIZER_NAMES = (*OPTIMIZERS, *ESTIMATORS)
+
+
+@dataclass
+class Config:
+    """One training run. ``lr=None`` takes the optimiser's default; ``hyper`` holds the
+    optimiser's other hyperparameters (momentum, beta1, weight_decay, ...)."""
+
+    optimizer: str = "momentum"
+    lr: float | None = None
+    batch_size: int = 64
+    epochs: int = 10
+    schedule: str = "exponential"
+    lr_decay: float | None = None
+    step_size: int = 3
+    warmup_epochs: float = 0.0
+    seed: int = 0
+    train_metrics: str = "after"  # "after": the exercise's metrics after each step; "before"
+    hyper: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return OPTIMIZERS.get(self.optimizer, SGD).default_lr
+
+    def lr_at(self, epoch: float) -> float:
+        schedule = make_schedule(self.schedule, self.lr_decay, self.epochs, self.step_size,
+                                 self.warmup_epochs)
+        return self.base_lr * float(schedule(epoch))
+
+    @property
+    def weight_decay(self) -> float:
+        return float(self.hyper.get("weight_decay", 0.0))
+
+    def validate(self, n_train: int | None = None) -> None:
+        """Raise StochoptError naming the first bad value."""
+        if self.optimizer not in OPTIMIZER_NAMES:
+            raise StochoptError(f"unknown optimizer {self.optimizer!r}; "
+                                f"choose one of {', '.join(OPTIMIZER_NAMES)}")
+        if self.schedule not in SCHEDULES:
+            raise StochoptError(f"unknown schedule {self.schedule!r}; "
+                                f"choose one of {', '.join(SCHEDULES)}")
+        if self.batch_size < 1:
+            raise StochoptError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if n_train is not None and self.batch_size > n_train:
+            raise StochoptError(f"--batch-size {self.batch_size} is larger than the "
+                                f"{n_train} training examples; use at most {n_train}")
+        if self.epochs < 1:
+            raise StochoptError(f"--epochs must be at least 1, got {self.epochs}")
+        if not (math.isfinite(self.base_lr) and self.base_lr > 0):
+            raise StochoptError(f"--lr must be a positive finite number, got {self.base_lr}")
+        if self.train_metrics not in ("after", "before"):
+            raise StochoptError("train_metrics must be 'after' or 'before'")
+        for name in ("momentum", "beta1", "beta2", "alpha", "rho", "dampening"):
+            v = self.hyper.get(name)
+            if v is not None and not 0 <= v < 1:
+                raise StochoptError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
+        for name in ("eps", "weight_decay", "lr_decay"):
+            v = self.hyper.get(name, self.lr_decay if name == "lr_decay" else None)
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                raise StochoptError(f"--{name.replace('_', '-')} must be finite and >= 0, got {v}")
+        make_schedule(self.schedule, self.lr_decay, self.epochs, self.step_size,
+                      self.warmup_epochs)
+        name = "sgd" if self.optimizer in ESTIMATORS else self.optimizer
+        make_optimizer(name, **self.hyper)
+
+
+@dataclass
+class History:
+    """What one run recorded: a row per epoch, the final test metrics and weights."""
+
+    config: Config
+    rows: list[dict[str, float]] = field(default_factory=list)
+    test_loss: float = float("nan")
+    test_acc: float = float("nan")
+    status: str = "ok"  # or "diverged"
+    diverged_epoch: int | None = None
+    weights: np.ndarray | None = None
+
+    def final(self, key: str) -> float:
+        return self.rows[-1][key] if self.rows else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": asdict(self.config), "status": self.status,
+                "diverged_epoch": self.diverged_epoch, "test_loss": self.test_loss,
+                "test_acc": self.test_acc, "history": self.rows}
+
+
+def _stack(values: list[Any], like: torch.Tensor) -> Hyper:
+    """One value when all K agree (fast scalar path), else a (K, 1, 1) tensor."""
+    if all(v == values[0] for v in values):
+        return values[0]
+    if any(isinstance(v, bool) for v in values):
+        raise StochoptError("boolean options must be the same for all configurations of a sweep")
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, 1, 1)
+
+
+def objective(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight_decay: Hyper = 0.0
+              ) -> torch.Tensor:
+    """``f(W) = loss(W) + (wd / 2) ||W||^2`` for each of the K models."""
+    penalty = (W * W).sum(dim=(-2, -1)) * (torch.as_tensor(weight_decay).flatten() / 2)
+    return cross_entropy(logits(W, X), y) + penalty.to(W.dtype)
+
+
+@torch.no_grad()
+def evaluate(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> tuple[list, list]:
+    """Loss and accuracy (percent) of each of the K models on (X, y)."""
+    Z = logits(W, X)
+    return cross_entropy(Z, y).tolist(), (100 * accuracy(Z, y)).tolist()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def fit(
+    configs: Config | list[Config],
+    split: Split,
+    f_star: list[float] | None = None,
+    on_epoch: Callable[[int, list[History]], None] | None = None,
+) -> list[History]:
+    """Train every configuration of ``configs`` on ``split`` at once.
+
+    The K configurations must share optimizer, batch_size, epochs, seed, schedule and
+    train_metrics; numeric hyperparameters (lr, momentum, betas, lr_decay...) may differ.
+    ``f_star`` (one per configuration) adds a ``suboptimality`` column ``f(W) - f*``.
+    """
+    configs = [configs] if isinstance(configs, Config) else list(configs)
+    c0, K = configs[0], len(configs)
+    X, y = split.X_train, split.y_train
+    for c in configs:
+        c.validate(len(X))
+        shared = ("optimizer", "batch_size", "epochs", "seed", "schedule", "train_metrics")
+        if any(getattr(c, a) != getattr(c0, a) for a in shared):
+            raise StochoptError(f"configurations trained together must share {shared}")
+    W = torch.zeros(K, split.n_features, N_CLASSES, dtype=X.dtype, device=X.device)
+
+    def hyper(get: Callable[[Config], Any]) -> Hyper:
+        return _stack([get(c) for c in configs], W)
+
+    names = set().union(*(c.hyper for c in configs))
+    rule = "sgd" if c0.optimizer in ESTIMATORS else c0.optimizer
+    opt = make_optimizer(rule, **{n: hyper(lambda c, n=n: c.hyper.get(
+        n, OPTIMIZERS[rule].hyperparameters()[n])) for n in names})
+    state = opt.init(W)
+    estimator = ESTIMATORS.get(c0.optimizer, MiniBatch)(split, W)
+    base_lr = hyper(lambda c: c.base_lr)
+    schedule = make_schedule(c0.schedule, hyper(lambda c: c.lr_decay), c0.epochs,
+                             c0.step_size, c0.warmup_epochs)
+    wd = hyper(lambda c: c.weight_decay)
+    lr_per_config = [c.lr_at for c in configs]  # in float64, for the records
+    histories = [History(c) for c in configs]
+    alive = [True] * K
+    steps = math.ceil(len(X) / c0.batch_size)
+
+    for epoch in range(c0.epochs):
+        _sync(X.device)
+        t0 = time.perf_counter()
+        estimator.epoch_start(W)
+        loss_sum = torch.zeros(K, dtype=X.dtype, device=X.device)
+        acc_sum = torch.zeros_like(loss_sum)
+        for i, idx in enumerate(batch_order(len(X), c0.batch_size, c0.seed, epoch, X.device)):
+            Xb, yb = X[idx], y[idx]
+            g, Z = estimator(W, idx, Xb, yb)
+            lr = base_lr * schedule(epoch + i / steps)
+            opt.step(W, g, state, lr)
+            if c0.train_metrics == "after":  # the exercise: metrics of the updated model
+                Z = logits(W, Xb)
+            loss_sum += cross_entropy(Z, yb)
+            acc_sum += accuracy(Z, yb)
+        train_loss, train_acc = (loss_sum / steps).tolist(), (100 * acc_sum / steps).tolist()
+        seconds = time.perf_counter() - t0
+        val_loss, val_acc = evaluate(W, split.X_val, split.y_val)
+        sub = [math.nan] * K
+        if f_star is not None:
+            sub = [f - s for f, s in zip(objective(W, X, y, wd).tolist(), f_star, strict=True)]
+        for k, h in enumerate(histories):
+            if not alive[k]:
+                continue
+            row = {"epoch": epoch + 1, "train_loss": train_loss[k], "train_acc": train_acc[k],
+                   "val_loss": val_loss[k], "val_acc": val_acc[k],
+                   "lr": lr_per_config[k](epoch), "suboptimality": sub[k],
+                   "seconds": seconds}
+            h.rows.append(row)
+            if not all(math.isfinite(row[m]) for m in ("train_loss", "val_loss")):
+                alive[k], h.status, h.diverged_epoch = False, "diverged", epoch + 1
+        if on_epoch is not None:
+            on_epoch(epoch + 1, histories)
+        if not any(alive):
+            break
+
+    test_loss, test_acc = evaluate(W, split.X_test, split.y_test)
+    weights = W.float().cpu().numpy()
+    for k, h in enumerate(histories):
+        h.weights = weights[k]
+        if alive[k]:
+            h.test_loss, h.test_acc = test_loss[k], test_acc[k]
+    return histories

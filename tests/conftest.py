@@ -1,0 +1,69 @@
+"""Shared fixtures: the real MNIST files (``$STOCHOPT_DATA``, else ``../shared/mnist`` beside
+the repository) and small IDX writers for the reader's unit tests."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stochopt.data import load_split
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mnist_dir() -> Path:
+    path = Path(os.environ.get("STOCHOPT_DATA") or REPO.parent / "shared" / "mnist")
+    if not path.is_dir():
+        pytest.fail(f"real MNIST not found at {path}: set STOCHOPT_DATA (see ../shared/DATA.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return mnist_dir()
+
+
+@pytest.fixture(scope="session")
+def split(data_dir):
+    return load_split(data_dir)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's cache."""
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("STOCHOPT_CACHE", str(cache / "stochopt"))
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
+    return header + array.tobytes()
+
+
+def write_idx_set(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool = True,
+                  seed: int = 0) -> Path:
+    """A small, valid data set in MNIST's four-file layout (not MNIST's content)."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    parts = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+             "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+             "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+             "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
+    for stem, array in parts.items():
+        raw = idx_bytes(array)
+        if gz:
+            (directory / f"{stem}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (directory / stem).write_bytes(raw)
+    return directory
+
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -1,0 +1,92 @@
+"""The exercise's math against torch's own: F.cross_entropy, autograd, finite differences."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stochopt.model import accuracy, cross_entropy, gradient, hvp, loss, one_hot, residuals
+
+
+def _problem(n=50, d=20, c=10, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, d, generator=g, dtype=dtype)
+    y = torch.randint(0, c, (n,), generator=g)
+    W = torch.randn(d, c, generator=g, dtype=dtype)
+    return W, X, y
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e2, 1e4])
+def test_loss_equals_torch_cross_entropy(scale):
+    g = torch.Generator().manual_seed(1)
+    Z = torch.randn(200, 10, generator=g) * scale
+    y = torch.randint(0, 10, (200,), generator=g)
+    ours, ref = cross_entropy(Z, y), F.cross_entropy(Z, y)
+    assert torch.isfinite(ours)
+    assert abs(ours.item() - ref.item()) <= 1e-6 * max(1.0, abs(ref.item()))
+
+
+def test_loss_broadcasts_over_configurations():
+    W, X, y = _problem()
+    Wk = torch.stack([W, 2 * W, -W])
+    ours = loss(Wk, X, y)
+    assert ours.shape == (3,)
+    for k in range(3):
+        assert torch.allclose(ours[k], F.cross_entropy(X @ Wk[k], y), atol=1e-12)
+
+
+def test_one_hot_matches_torch():
+    y = torch.tensor([3, 0, 9, 3])
+    assert torch.equal(one_hot(y), F.one_hot(y, 10).float())
+
+
+def test_gradient_equals_autograd_float64():
+    W, X, y = _problem()
+    Wr = W.clone().requires_grad_(True)
+    F.cross_entropy(X @ Wr, y).backward()
+    assert (gradient(W, X, y) - Wr.grad).abs().max().item() <= 1e-10
+
+
+def test_gradient_equals_exercise_formula():
+    W, X, y = _problem()
+    Ystar = one_hot(y, dtype=X.dtype)
+    exercise = -(X.T @ (Ystar - torch.softmax(X @ W, dim=1))) / len(X)
+    assert torch.allclose(gradient(W, X, y), exercise, atol=1e-14)
+
+
+def test_gradient_matches_central_finite_differences():
+    W, X, y = _problem(n=30, d=6)
+    G = gradient(W, X, y)
+    h = 1e-6
+    for i, j in [(0, 0), (2, 5), (5, 9), (3, 1)]:
+        E = torch.zeros_like(W)
+        E[i, j] = h
+        fd = (loss(W + E, X, y) - loss(W - E, X, y)) / (2 * h)
+        assert abs(fd.item() - G[i, j].item()) <= 1e-8
+
+
+def test_gradient_of_k_models_is_k_gradients():
+    W, X, y = _problem()
+    Wk = torch.stack([W, 0.5 * W])
+    Gk = X.T @ residuals(X @ Wk, y) / len(X)
+    for k in range(2):
+        assert torch.allclose(Gk[k], gradient(Wk[k], X, y), atol=1e-14)
+
+
+def test_extreme_logits_give_finite_loss_and_gradient():
+    W, X, y = _problem(dtype=torch.float32)
+    W = W * 1e4
+    assert torch.isfinite(loss(W, X, y))
+    assert torch.isfinite(gradient(W, X, y)).all()
+
+
+def test_hvp_equals_autograd_hessian_vector_product():
+    W, X, y = _problem(n=40, d=8)
+    V = torch.randn_like(W)
+    _, ref = torch.autograd.functional.hvp(lambda w: F.cross_entropy(X @ w, y), W, V)
+    assert torch.allclose(hvp(W, X, V), ref, atol=1e-12)
+
+
+def test_accuracy_counts_argmax_hits():
+    Z = torch.tensor([[0.0, 1.0], [2.0, 1.0], [0.0, 3.0], [5.0, 0.0]])
+    y = torch.tensor([1, 0, 0, 1])
+    assert accuracy(Z, y).item() == 0.5

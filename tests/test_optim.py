@@ -1,0 +1,104 @@
+"""Every update rule against torch.optim, fed the same 200-step random gradient sequence."""
+
+import pytest
+import torch
+
+from stochopt.errors import StochoptError
+from stochopt.optim import OPTIMIZERS, make_optimizer
+
+# (our name, our hyperparameters, torch class, torch kwargs, lr)
+CASES = [
+    ("sgd", {}, torch.optim.SGD, {}, 0.1),
+    ("momentum", {"momentum": 0.9}, torch.optim.SGD, {"momentum": 0.9}, 0.1),
+    ("momentum", {"momentum": 0.8, "dampening": 0.3}, torch.optim.SGD,
+     {"momentum": 0.8, "dampening": 0.3}, 0.05),
+    ("nesterov", {"momentum": 0.9}, torch.optim.SGD, {"momentum": 0.9, "nesterov": True}, 0.1),
+    ("adagrad", {}, torch.optim.Adagrad, {}, 0.01),
+    ("adagrad", {"initial_accumulator_value": 0.1}, torch.optim.Adagrad,
+     {"initial_accumulator_value": 0.1}, 0.05),
+    ("rmsprop", {}, torch.optim.RMSprop, {}, 0.01),
+    ("rmsprop", {"centered": True}, torch.optim.RMSprop, {"centered": True}, 0.01),
+    ("rmsprop", {"momentum": 0.9}, torch.optim.RMSprop, {"momentum": 0.9}, 0.01),
+    ("rmsprop", {"momentum": 0.5, "centered": True, "alpha": 0.9}, torch.optim.RMSprop,
+     {"momentum": 0.5, "centered": True, "alpha": 0.9}, 0.01),
+    ("adadelta", {}, torch.optim.Adadelta, {}, 1.0),
+    ("adadelta", {"rho": 0.95, "eps": 1e-5}, torch.optim.Adadelta, {"rho": 0.95, "eps": 1e-5},
+     0.5),
+    ("adam", {}, torch.optim.Adam, {}, 1e-3),
+    ("adam", {"beta1": 0.8, "beta2": 0.99}, torch.optim.Adam, {"betas": (0.8, 0.99)}, 1e-2),
+    ("adam", {"amsgrad": True}, torch.optim.Adam, {"amsgrad": True}, 1e-2),
+    ("adamw", {}, torch.optim.AdamW, {}, 1e-2),
+    ("adamw", {"amsgrad": True}, torch.optim.AdamW, {"amsgrad": True}, 1e-2),
+    ("nadam", {}, torch.optim.NAdam, {}, 2e-3),
+]
+TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
+
+
+@pytest.fixture
+def _restore_default_dtype():
+    previous = torch.get_default_dtype()
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _gradients(steps, shape, dtype):
+    g = torch.Generator().manual_seed(123)
+    # scaled so that the weights stay of order 1, where 1e-6 is a few float32 ulps
+    return [0.1 * torch.randn(shape, generator=g, dtype=dtype) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize(("name", "ours", "ref_cls", "ref_kwargs", "lr"), CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_matches_torch_optim(name, ours, ref_cls, ref_kwargs, lr, weight_decay, dtype,
+                             _restore_default_dtype):
+    shape = (7, 5)
+    w0 = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
+    ref_param = torch.nn.Parameter(w0.clone())
+    # torch keeps scalar state (NAdam's mu_product, step counts) in the default dtype
+    torch.set_default_dtype(dtype)  # restored by the fixture
+    ref = ref_cls([ref_param], lr=lr, weight_decay=weight_decay, **ref_kwargs)
+    opt = make_optimizer(name, weight_decay=weight_decay, **ours)
+    w = w0.clone()
+    state = opt.init(w)
+    for g in _gradients(200, shape, dtype):
+        ref_param.grad = g.clone()
+        ref.step()
+        opt.step(w, g, state, lr)
+    assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
+    assert (w - w0).abs().max().item() > 10 * TOL[dtype]  # the test moved the weights
+
+
+@pytest.mark.parametrize("name", ["momentum", "rmsprop", "adam", "nadam", "adadelta"])
+def test_k_configurations_at_once_equal_k_separate_runs(name):
+    """Hyperparameters as (K,1,1) tensors update K models exactly as K separate runs."""
+    hypers = {"momentum": ("momentum", [0.0, 0.5, 0.9]), "rmsprop": ("alpha", [0.9, 0.99, 0.5]),
+              "adam": ("beta1", [0.0, 0.9, 0.5]), "nadam": ("beta2", [0.9, 0.999, 0.99]),
+              "adadelta": ("rho", [0.9, 0.5, 0.95])}
+    key, values = hypers[name]
+    lrs = [0.1, 0.01, 0.001]
+    W = torch.zeros(3, 6, 4, dtype=torch.float64)
+    opt = make_optimizer(name, **{key: torch.tensor(values, dtype=W.dtype).view(3, 1, 1)})
+    state = opt.init(W)
+    singles = [make_optimizer(name, **{key: v}) for v in values]
+    ws = [torch.zeros(6, 4, dtype=torch.float64) for _ in values]
+    states = [o.init(w) for o, w in zip(singles, ws, strict=True)]
+    lr = torch.tensor(lrs, dtype=W.dtype).view(3, 1, 1)
+    for g in _gradients(50, (3, 6, 4), torch.float64):
+        opt.step(W, g, state, lr)
+        for k in range(3):
+            singles[k].step(ws[k], g[k], states[k], lrs[k])
+    for k in range(3):
+        assert torch.allclose(W[k], ws[k], atol=1e-13, rtol=0)
+
+
+def test_every_optimizer_has_a_torch_reference_case():
+    assert {c[0] for c in CASES} == set(OPTIMIZERS)
+
+
+def test_unknown_names_are_refused_with_the_valid_ones():
+    with pytest.raises(StochoptError, match="choose one of sgd, momentum"):
+        make_optimizer("adamax")
+    with pytest.raises(StochoptError, match="has no hyperparameter beta1"):
+        make_optimizer("momentum", beta1=0.9)
