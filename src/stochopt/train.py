@@ -112,6 +112,17 @@ class History:
                 "test_acc": self.test_acc, "history": self.rows}
 
 
+# The zero model's loss is log(10) = 2.3; a model whose mean cross-entropy is 100 times that
+# has blown up. Softmax regression's gradient is bounded, so a too-large step rarely reaches
+# inf: it makes the loss huge but finite instead.
+DIVERGENCE_LOSS = 100 * math.log(N_CLASSES)
+
+
+def diverged(loss: float) -> bool:
+    """True for a NaN/inf loss or one above :data:`DIVERGENCE_LOSS`."""
+    return not (math.isfinite(loss) and loss <= DIVERGENCE_LOSS)
+
+
 def _stack(values: list[Any], like: torch.Tensor) -> Hyper:
     """One value when all K agree (fast scalar path), else a (K, 1, 1) tensor."""
     if all(v == values[0] for v in values):
@@ -210,7 +221,7 @@ def fit(
                    "lr": lr_per_config[k](epoch), "suboptimality": sub[k],
                    "seconds": seconds}
             h.rows.append(row)
-            if not all(math.isfinite(row[m]) for m in ("train_loss", "val_loss")):
+            if diverged(row["train_loss"]) or diverged(row["val_loss"]):
                 alive[k], h.status, h.diverged_epoch = False, "diverged", epoch + 1
         if on_epoch is not None:
             on_epoch(epoch + 1, histories)

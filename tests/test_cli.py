@@ -1,0 +1,114 @@
+"""The command line end to end: files written, and bad input ending in one clear line."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from stochopt.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_writes_every_file(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = _run(capsys, "train", "--epochs", "2", "--batch-size", "512",
+                             "--data-dir", str(data_dir), "--out", str(out), "--no-optimum")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves.png", "history.csv", "samples.png", "summary.json", "weights.npy", "weights.png"]
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"} <= set(rows[0])
+    assert 50 < float(rows[-1]["val_acc"]) <= 100  # percent, not a fraction
+    assert float(rows[1]["lr"]) == pytest.approx(0.09)
+    W = np.load(out / "weights.npy")
+    assert W.shape == (784, 10) and W.dtype == np.float32 and np.abs(W).max() > 0
+    summary = json.load(open(out / "summary.json"))
+    assert summary["config"]["batch_size"] == 512 and summary["status"] == "ok"
+    assert summary["final"]["val_acc"] == pytest.approx(float(rows[-1]["val_acc"]))
+    assert 80 < summary["test_acc"] <= 100 and summary["versions"]["torch"] == torch.__version__
+    for name in ("curves.png", "weights.png", "samples.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+    assert "epoch   2" in stdout and "test accuracy" in stdout and "epoch/s" in err  # bar on stderr
+
+
+BAD_FLAGS = [
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--batch-size", "-5"], "--batch-size must be at least 1"),
+    (["--batch-size", "3.5"], "--batch-size must be an integer"),
+    (["--batch-size", "100000"], "larger than the 48000 training examples"),
+    (["--lr", "0"], "--lr must be a positive finite number"),
+    (["--lr", "-1"], "--lr must be a positive finite number"),
+    (["--lr", "nan"], "--lr must be a number"),
+    (["--lr", "inf"], "--lr must be a positive finite number"),
+    (["--momentum", "1.0"], "--momentum must be in [0, 1)"),
+    (["--optimizer", "adam", "--beta2", "-0.1"], "--beta2 must be in [0, 1)"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--optimizer", "adamax"], "unknown optimizer 'adamax'; choose one of sgd, momentum"),
+    (["--schedule", "wavy"], "unknown schedule 'wavy'; choose one of constant"),
+    (["--optimizer", "sgd", "--beta1", "0.9"], "--beta1 does not apply to --optimizer sgd"),
+    (["--device", "tpu"], "--device 'tpu'"),
+    (["--dtype", "float16"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize(("flags", "message"), BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_bad_flags_give_one_line_and_write_nothing(tmp_path, data_dir, capsys, flags, message):
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, "train", *flags, "--data-dir", str(data_dir), "--out", str(out),
+                        "--no-optimum", "--quiet")
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("stochopt: error:") and message in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys, data_dir):
+    code, _, err = _run(capsys, "train", "--device", "cuda", "--data-dir", str(data_dir),
+                        "--out", str(tmp_path / "o"))
+    assert code == 2 and "CUDA is not available" in err and err.count("\n") == 1
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys, data_dir):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    code, _, err = _run(capsys, "train", "--data-dir", str(data_dir), "--out", str(target))
+    assert code == 2 and "is a file" in err and target.read_text() == "keep me"
+
+
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
+    code, _, err = _run(capsys, "train", "--data-dir", str(tmp_path / "none"),
+                        "--out", str(tmp_path / "o"))
+    assert code == 2 and "does not exist" in err and err.count("\n") == 1
+
+
+def test_diverging_run_exits_nonzero_with_complete_files(tmp_path, capsys, data_dir):
+    out = tmp_path / "o"
+    code, _, err = _run(capsys, "train", "--optimizer", "sgd", "--lr", "1e4", "--epochs", "3",
+                        "--batch-size", "4096", "--data-dir", str(data_dir), "--out", str(out),
+                        "--no-optimum", "--quiet")
+    assert code == 1 and "diverged" in err and "epoch 1" in err
+    summary = json.load(open(out / "summary.json"))
+    assert summary["status"] == "diverged" and summary["diverged_epoch"] == 1
+    assert len(list(csv.DictReader(open(out / "history.csv")))) == 1
+
+
+def test_console_script_runs_and_errors_without_traceback(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "stochopt", "train", "--help"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "--batch-size" in ok.stdout and "--optimizer" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "stochopt", "train", "--lr", "-3",
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0
