@@ -27,14 +27,15 @@ def test_train_writes_every_file(tmp_path, data_dir, capsys):
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == [
         "curves.png", "history.csv", "samples.png", "summary.json", "weights.npy", "weights.png"]
-    rows = list(csv.DictReader(open(out / "history.csv")))
+    rows = list(csv.DictReader((out / "history.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"} <= set(rows[0])
+    required = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert required <= set(rows[0])
     assert 50 < float(rows[-1]["val_acc"]) <= 100  # percent, not a fraction
     assert float(rows[1]["lr"]) == pytest.approx(0.09)
     W = np.load(out / "weights.npy")
     assert W.shape == (784, 10) and W.dtype == np.float32 and np.abs(W).max() > 0
-    summary = json.load(open(out / "summary.json"))
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["batch_size"] == 512 and summary["status"] == "ok"
     assert summary["final"]["val_acc"] == pytest.approx(float(rows[-1]["val_acc"]))
     assert 80 < summary["test_acc"] <= 100 and summary["versions"]["torch"] == torch.__version__
@@ -99,9 +100,9 @@ def test_diverging_run_exits_nonzero_with_complete_files(tmp_path, capsys, data_
                         "--batch-size", "4096", "--data-dir", str(data_dir), "--out", str(out),
                         "--no-optimum", "--quiet")
     assert code == 1 and "diverged" in err and "epoch 1" in err
-    summary = json.load(open(out / "summary.json"))
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["diverged_epoch"] == 1
-    assert len(list(csv.DictReader(open(out / "history.csv")))) == 1
+    assert len(list(csv.DictReader((out / "history.csv").read_text().splitlines()))) == 1
 
 
 def test_console_script_runs_and_errors_without_traceback(tmp_path):

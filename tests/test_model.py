@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stochopt.model import accuracy, cross_entropy, gradient, hvp, loss, one_hot, residuals
+from stochopt.model import accuracy, cross_entropy, gradient, loss, one_hot, residuals
 
 
 def _problem(n=50, d=20, c=10, dtype=torch.float64, seed=0):
@@ -77,13 +77,6 @@ def test_extreme_logits_give_finite_loss_and_gradient():
     W = W * 1e4
     assert torch.isfinite(loss(W, X, y))
     assert torch.isfinite(gradient(W, X, y)).all()
-
-
-def test_hvp_equals_autograd_hessian_vector_product():
-    W, X, y = _problem(n=40, d=8)
-    V = torch.randn_like(W)
-    _, ref = torch.autograd.functional.hvp(lambda w: F.cross_entropy(X @ w, y), W, V)
-    assert torch.allclose(hvp(W, X, V), ref, atol=1e-12)
 
 
 def test_accuracy_counts_argmax_hits():

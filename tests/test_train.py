@@ -38,15 +38,14 @@ def _plain_momentum_loop(split, config, steps):
     X, y = split.X_train.double(), split.y_train
     W = torch.zeros(X.shape[1], 10, dtype=torch.float64)
     m = torch.zeros_like(W)
-    losses, t = [], 0
-    for idx in batch_order(len(X), config.batch_size, config.seed, 0, "cpu"):
+    losses = []
+    for t, idx in enumerate(batch_order(len(X), config.batch_size, config.seed, 0, "cpu")):
         if t == steps:
             break
         g = gradient(W, X[idx], y[idx])
         m = g.clone() if t == 0 else 0.9 * m + g
         W = W - 0.1 * m
         losses.append(cross_entropy(X[idx] @ W, y[idx]).item())
-        t += 1
     return W, losses
 
 

@@ -12,14 +12,13 @@ import math
 import platform
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from . import __version__
-from .data import DATASETS, N_VAL, Split, load_split
+from .data import DATASETS, VAL_FRACTION, Split, load_split
 from .errors import StochoptError
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
@@ -33,7 +32,7 @@ HYPER_FLAGS = {"momentum": float, "dampening": float, "beta1": float, "beta2": f
                "weight_decay": float, "centered": bool, "amsgrad": bool}
 PRESETS = {  # values a preset sets unless the flag is given
     "exercise": {},
-    "deepobs": {"bias": True, "batch_size": 128, "epochs": 50, "n_val": 10_000},
+    "deepobs": {"bias": True, "batch_size": 128, "epochs": 50, "val_fraction": 1 / 6},
 }
 
 
@@ -126,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     optimum = sub.add_parser("optimum", help="solve the full-batch problem: f*, W*",
                              description="Solve min_W mean cross-entropy + wd/2 ||W||^2 on the "
-                             "training split in float64 (L-BFGS + Newton-CG), cache it, report it.")
+                             "training split in float64 (whitened L-BFGS), cache it, report it.")
     optimum.add_argument("--weight-decay", type=_number(float, "--weight-decay"), default=0.0)
     _add_data_args(optimum)
     optimum.add_argument("--out", help="write optimum.json and weights.npy here")
@@ -147,7 +146,7 @@ def check_device(name: str) -> torch.device:
 
 
 def _preset(args: argparse.Namespace) -> dict[str, Any]:
-    values = {"bias": False, "batch_size": 64, "epochs": 10, "n_val": N_VAL}
+    values = {"bias": False, "batch_size": 64, "epochs": 10, "val_fraction": VAL_FRACTION}
     values.update(PRESETS[args.preset])
     for key in ("bias", "batch_size", "epochs"):
         if getattr(args, key, None) is not None:
@@ -180,7 +179,7 @@ def load_data(args: argparse.Namespace) -> Split:
     preset = _preset(args)
     dtype = getattr(torch, args.dtype)
     return load_split(args.data_dir, args.dataset, check_device(args.device), dtype,
-                      preset["bias"], preset["n_val"])
+                      preset["bias"], preset["val_fraction"])
 
 
 def versions() -> dict[str, str]:

