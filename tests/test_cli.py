@@ -23,9 +23,9 @@ def _run(capsys, *argv):
 def test_train_writes_every_file(tmp_path, data_dir, capsys):
     out = tmp_path / "run"
     code, stdout, err = _run(capsys, "train", "--epochs", "2", "--batch-size", "512",
-                             "--data-dir", str(data_dir), "--out", str(out), "--no-optimum")
+                             "--data-dir", str(data_dir), "--out", str(out), "--optimum", "skip")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "curves.png", "history.csv", "samples.png", "summary.json", "weights.npy", "weights.png"]
     rows = list(csv.DictReader((out / "history.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -68,7 +68,7 @@ BAD_FLAGS = [
 def test_bad_flags_give_one_line_and_write_nothing(tmp_path, data_dir, capsys, flags, message):
     out = tmp_path / "run"
     code, _, err = _run(capsys, "train", *flags, "--data-dir", str(data_dir), "--out", str(out),
-                        "--no-optimum", "--quiet")
+                        "--optimum", "skip", "--quiet")
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("stochopt: error:") and message in err
     assert not out.exists() or not any(out.iterdir())
@@ -98,7 +98,7 @@ def test_diverging_run_exits_nonzero_with_complete_files(tmp_path, capsys, data_
     out = tmp_path / "o"
     code, _, err = _run(capsys, "train", "--optimizer", "sgd", "--lr", "1e4", "--epochs", "3",
                         "--batch-size", "4096", "--data-dir", str(data_dir), "--out", str(out),
-                        "--no-optimum", "--quiet")
+                        "--optimum", "skip", "--quiet")
     assert code == 1 and "diverged" in err and "epoch 1" in err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["diverged_epoch"] == 1

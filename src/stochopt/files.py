@@ -85,3 +85,26 @@ def save_figure(path: str | Path, fig: Any) -> None:
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"),
                  binary=True)
     plt.close(fig)
+
+
+_locks: list[Any] = []  # open lock files, held until release_locks() or the process exits
+
+
+def lock_out(out: Path) -> None:
+    """Hold an exclusive lock on ``out`` for this process, so two stochopt processes never
+    write the same folder; the second is refused with a clear message."""
+    import fcntl
+
+    f = open(out / ".lock", "w")  # noqa: SIM115 -- kept open: the lock lives with it
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise StochoptError(f"another stochopt process is writing to {out}; wait for it to "
+                            "finish or choose another --out") from None
+    _locks.append(f)
+
+
+def release_locks() -> None:
+    while _locks:
+        _locks.pop().close()  # closing the file drops its lock

@@ -81,3 +81,55 @@ def samples(X: np.ndarray, y: np.ndarray, n: int = 32) -> Figure:
             ax.set_title(str(int(y[i])), fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _by(table: Sequence[dict], key: str) -> dict:
+    groups: dict = {}
+    for row in table:
+        groups.setdefault(row[key], []).append(row)
+    return groups
+
+
+def batch_sizes(table: Sequence[dict]) -> Figure:
+    """Final validation loss and accuracy, and seconds per epoch, against the batch size,
+    one line per optimiser (median over seeds)."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = [("final_val_loss", "final validation loss"),
+              ("final_val_acc", "final validation accuracy (%)"),
+              ("seconds_per_epoch", "seconds per epoch")]
+    for optimizer, rows in _by(table, "optimizer").items():
+        sizes = sorted({r["batch_size"] for r in rows})
+        for ax, (key, title) in zip(axes, panels, strict=True):
+            med = [float(np.nanmedian([r[key] for r in rows if r["batch_size"] == b]))
+                   for b in sizes]
+            ax.plot(sizes, med, marker="o", label=optimizer)
+            ax.set_title(title)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.grid(alpha=0.3)
+    axes[-1].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def lr_sensitivity(table: Sequence[dict]) -> Figure:
+    """DeepOBS-style: final validation accuracy against the learning rate, the median over
+    seeds with the min-max band; a diverged run counts as chance (10%)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for optimizer, rows in _by(table, "optimizer").items():
+        lrs = sorted({r["lr"] for r in rows})
+        accs = [[r["final_val_acc"] if r["status"] == "ok" else 10.0
+                 for r in rows if r["lr"] == lr] for lr in lrs]
+        med = [float(np.median(a)) for a in accs]
+        (line,) = ax.plot(lrs, med, marker="o", label=optimizer)
+        ax.fill_between(lrs, [min(a) for a in accs], [max(a) for a in accs], alpha=0.2,
+                        color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("final validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

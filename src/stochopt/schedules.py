@@ -89,23 +89,25 @@ class Warmup(Schedule):
         return self.inner(e) * ramp
 
 
+DEFAULT_DECAY = {"constant": None, "exponential": 0.9, "step": 0.1, "cosine": 0.0,
+                 "inverse-time": 1.0}
 SCHEDULES = {"constant": Constant, "exponential": Exponential, "step": Step, "cosine": Cosine,
              "inverse-time": InverseTime}
 
 
 def make_schedule(name: str, lr_decay: Hyper | None = None, epochs: int = 10,
                   step_size: int = 3, warmup_epochs: float = 0.0) -> Schedule:
-    """The schedule ``name``. ``lr_decay`` is gamma for exponential (default 0.9) and step
-    (0.1), the decay rate for inverse-time (1.0) and the final factor for cosine (0.0);
+    """The schedule ``name``. ``lr_decay`` (default :data:`DEFAULT_DECAY`) is gamma for
+    exponential and step, the decay rate for inverse-time and the final factor for cosine;
     ``warmup_epochs > 0`` adds a linear warm-up."""
     if name not in SCHEDULES:
         raise StochoptError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
-    decay = {} if lr_decay is None else {"_": lr_decay}
+    decay = DEFAULT_DECAY[name] if lr_decay is None else lr_decay
     schedule: Schedule = {
         "constant": lambda: Constant(),
-        "exponential": lambda: Exponential(*decay.values()),
-        "step": lambda: Step(*decay.values(), step_size=step_size),
-        "cosine": lambda: Cosine(epochs, *decay.values()),
-        "inverse-time": lambda: InverseTime(*decay.values()),
+        "exponential": lambda: Exponential(decay),
+        "step": lambda: Step(decay, step_size),
+        "cosine": lambda: Cosine(epochs, decay),
+        "inverse-time": lambda: InverseTime(decay),
     }[name]()
     return Warmup(schedule, warmup_epochs) if warmup_epochs > 0 else schedule

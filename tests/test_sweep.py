@@ -1,0 +1,139 @@
+"""compare and sweep: the tidy results, resuming after an interruption, divergence, and a
+report whose numbers are those of results.csv."""
+
+import csv
+import json
+import re
+
+import pytest
+
+from stochopt import sweep
+from stochopt.cli import main
+
+COMMON = ["--epochs", "2", "--quiet", "--optimum", "skip"]
+
+
+def _rows(path):
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
+def _compare(data_dir, out, *flags):
+    return main(["compare", "--optimizers", "sgd,momentum,adam", "--batch-sizes", "1000,4000",
+                 *COMMON, "--data-dir", str(data_dir), "--out", str(out), *flags])
+
+
+@pytest.fixture(scope="module")
+def compared(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    assert _compare(data_dir, out) == 0
+    return out
+
+
+def test_results_csv_schema_and_row_count(compared):
+    rows = _rows(compared / "results.csv")
+    assert len(rows) == 3 * 2 * 2  # optimizers x batch sizes x epochs
+    required = ["run", "optimizer", "lr", "batch_size", "seed", "epoch", "train_loss",
+                "train_acc", "val_loss", "val_acc", "suboptimality", "seconds", "status"]
+    assert list(rows[0])[:len(required)] == required
+    assert {"momentum", "beta1", "beta2", "eps", "weight_decay"} <= set(rows[0])
+    assert {r["status"] for r in rows} == {"ok"}
+    assert {(r["optimizer"], r["batch_size"]) for r in rows} == {
+        (o, b) for o in ("sgd", "momentum", "adam") for b in ("1000", "4000")}
+    adam = next(r for r in rows if r["optimizer"] == "adam")
+    assert float(adam["lr"]) == 1e-3 and float(adam["beta2"]) == 0.999 and adam["momentum"] == ""
+
+
+def test_report_numbers_equal_results_csv(compared):
+    rows = _rows(compared / "results.csv")
+    summary = json.loads((compared / "summary.json").read_text())
+    md = (compared / "report.md").read_text()
+    html = (compared / "report.html").read_text()
+    for s in summary:
+        last = [r for r in rows if r["run"] == s["run"]][-1]
+        assert s["final_val_acc"] == pytest.approx(float(last["val_acc"]))
+        assert f"{float(last['val_acc']):.2f}" in md and f"{float(last['val_acc']):.2f}" in html
+    best = max((s for s in summary if s["batch_size"] == 1000), key=lambda s: s["final_val_acc"])
+    sentence = re.search(r"At batch 1000, (\w+) .*?highest validation accuracy, ([\d.]+)%", md)
+    assert sentence and sentence.group(1) == best["optimizer"]
+    assert float(sentence.group(2)) == pytest.approx(best["final_val_acc"], abs=0.005)
+    for fig in ("curves.png", "batch_sizes.png", "weights_adam.png"):
+        assert (compared / fig).is_file() and f'src="{fig}"' in html
+
+
+def test_resume_after_interruption_reruns_nothing_finished(data_dir, compared, tmp_path,
+                                                           monkeypatch):
+    out = tmp_path / "resumed"
+    calls = []
+    real_fit = sweep.fit
+
+    def interrupted_fit(configs, *args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C in the third group
+        calls.append(len(configs))
+        return real_fit(configs, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "fit", interrupted_fit)
+    assert _compare(data_dir, out) == 130
+    finished = sorted(p.name for p in (out / "runs").glob("*.json"))
+    assert len(finished) == sum(calls) == 2
+    assert not (out / "results.csv").exists()
+    assert not list(out.rglob("*.tmp"))  # nothing half-written
+
+    calls.clear()
+    monkeypatch.setattr(sweep, "fit", lambda configs, *a, **k: calls.append(len(configs))
+                        or real_fit(configs, *a, **k))
+    assert _compare(data_dir, out) == 0
+    assert sum(calls) == 4  # only the runs that had not finished
+
+    def strip(path):  # wall-clock times differ from run to run; everything else may not
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in _rows(path)]
+
+    assert strip(out / "results.csv") == strip(compared / "results.csv")
+
+
+def test_a_diverging_configuration_is_marked_and_the_rest_complete(data_dir, tmp_path):
+    out = tmp_path / "div"
+    code = main(["sweep", "--optimizer", "sgd", "--lr", "0.1,1e4", "--batch-size", "2000",
+                 *COMMON, "--data-dir", str(data_dir), "--out", str(out)])
+    assert code == 0
+    rows = _rows(out / "results.csv")
+    bad = [r for r in rows if float(r["lr"]) == 1e4]
+    good = [r for r in rows if float(r["lr"]) == 0.1]
+    assert [r["status"] for r in bad] == ["diverged"] and len(good) == 2
+    assert all(r["status"] == "ok" for r in good) and float(good[-1]["val_acc"]) > 80
+    assert "diverged" in (out / "report.md").read_text()
+    assert (out / "lr_sensitivity.png").is_file()
+
+
+def test_sweep_reports_the_best_configuration(data_dir, tmp_path, capsys):
+    out = tmp_path / "sw"
+    code = main(["sweep", "--optimizer", "adam", "--lr", "1e-4,1e-3,1e-2", "--seeds", "0,1",
+                 "--batch-size", "2000", "--epochs", "2", "--optimum", "skip",
+                 "--data-dir", str(data_dir), "--out", str(out)])
+    assert code == 0
+    table = json.loads((out / "summary.json").read_text())
+    assert len(table) == 6
+    best = min(table, key=lambda r: r["final_val_loss"])
+    assert f"best by validation loss: {best['run']}" in capsys.readouterr().out
+
+
+def test_a_second_process_on_the_same_out_is_refused(data_dir, tmp_path, capsys):
+    from stochopt.files import lock_out, prepare_out
+
+    out = prepare_out(tmp_path / "busy")
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from stochopt.files import lock_out; "
+        f"lock_out(Path({str(out)!r})); print('locked', flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code = main(["train", "--epochs", "1", "--quiet", "--optimum", "skip",
+                     "--data-dir", str(data_dir), "--out", str(out)])
+        assert code == 2 and "another stochopt process is writing" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    lock_out(out)  # free again once the holder is gone
