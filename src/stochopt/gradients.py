@@ -19,12 +19,7 @@ from __future__ import annotations
 import torch
 
 from .data import Split
-from .model import logits, residuals
-
-
-def matmul_t(X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """``X^T R`` for R of shape (N, C) or (K, N, C)."""
-    return X.T @ R
+from .model import logits, residuals, xt_r
 
 
 class MiniBatch:
@@ -36,7 +31,7 @@ class MiniBatch:
 
     def __call__(self, W, idx, Xb, yb) -> tuple[torch.Tensor, torch.Tensor]:
         Z = logits(W, Xb)
-        return matmul_t(Xb, residuals(Z, yb)) / len(idx), Z
+        return xt_r(Xb, residuals(Z, yb)) / len(idx), Z
 
 
 class SVRG(MiniBatch):
@@ -45,12 +40,12 @@ class SVRG(MiniBatch):
 
     def epoch_start(self, W):
         self.snapshot = W.clone()
-        self.full = matmul_t(self.X, residuals(logits(W, self.X), self.y)) / len(self.X)
+        self.full = xt_r(self.X, residuals(logits(W, self.X), self.y)) / len(self.X)
 
     def __call__(self, W, idx, Xb, yb):
         Z = logits(W, Xb)
         R = residuals(Z, yb) - residuals(logits(self.snapshot, Xb), yb)
-        return matmul_t(Xb, R) / len(idx) + self.full, Z
+        return xt_r(Xb, R) / len(idx) + self.full, Z
 
 
 class SAGA(MiniBatch):
@@ -58,13 +53,13 @@ class SAGA(MiniBatch):
         X, y = split.X_train, split.y_train
         self.n = len(X)
         self.table = residuals(logits(W, X), y)  # (N, C) or (K, N, C)
-        self.mean = matmul_t(X, self.table) / self.n
+        self.mean = xt_r(X, self.table) / self.n
 
     def __call__(self, W, idx, Xb, yb):
         Z = logits(W, Xb)
         R = residuals(Z, yb)
         delta = R - self.table[..., idx, :]
-        step = matmul_t(Xb, delta)
+        step = xt_r(Xb, delta)
         g = step / len(idx) + self.mean
         self.mean += step / self.n
         self.table[..., idx, :] = R

@@ -21,18 +21,42 @@ def one_hot(y: torch.Tensor, n_classes: int = 10, dtype: torch.dtype = torch.flo
 
 
 def logits(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-    return X @ W  # (N, C) or (K, N, C)
+    """``X @ W``: (N, C) for W (d, C); (K, N, C) for W (K, d, C).
+
+    Computed as ``(W^T X^T)^T`` with the K models' class rows stacked, ``(K*C, d) @ (d, N)``:
+    one matrix product for all K, and with the narrow side (C = 10) as the output's rows,
+    which CPU BLAS runs 3-4x faster than ``X @ W``. The result is a transposed view; when W
+    is stored as (K, C, d) (see :func:`zeros`), no copy is made at all.
+    """
+    Wt = W.transpose(-1, -2)
+    Zt = Wt.reshape(-1, Wt.shape[-1]) @ X.T
+    return Zt.view(*Wt.shape[:-1], -1).transpose(-1, -2)
+
+
+def xt_r(X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """``X^T R`` for R (N, C) or (K, N, C), as ``(R^T X)^T`` for the same reason as
+    :func:`logits`."""
+    Rt = R.transpose(-1, -2)
+    G = Rt.reshape(-1, Rt.shape[-1]) @ X
+    return G.view(*Rt.shape[:-1], -1).transpose(-1, -2)
+
+
+def zeros(K: int, d: int, C: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """K zero models of shape (K, d, C), stored class-major (K, C, d) so that
+    :func:`logits` and :func:`xt_r` need no copies."""
+    return torch.zeros(K, C, d, dtype=dtype, device=device).transpose(1, 2)
 
 
 def log_softmax(Z: torch.Tensor) -> torch.Tensor:
-    """``Z - logsumexp(Z)`` with the row max taken out first, so large logits cannot overflow."""
-    Z = Z - Z.amax(dim=-1, keepdim=True)
-    return Z - Z.exp().sum(dim=-1, keepdim=True).log()
+    """``Z - logsumexp(Z)``, with the row max taken out before exponentiating so that large
+    logits cannot overflow (torch's fused kernel for exactly this: one pass instead of six
+    small ops, which is most of a mini-batch step's cost)."""
+    return torch.log_softmax(Z, dim=-1)
 
 
 def softmax(Z: torch.Tensor) -> torch.Tensor:
-    E = (Z - Z.amax(dim=-1, keepdim=True)).exp()
-    return E / E.sum(dim=-1, keepdim=True)
+    """``exp(Z - max) / sum exp(Z - max)``, torch's fused kernel."""
+    return torch.softmax(Z, dim=-1)
 
 
 def _picked(A: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -65,4 +89,4 @@ def residuals(Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def gradient(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(1/N) X^T (softmax(XW) - Y*)``: the analytic gradient of :func:`loss`."""
-    return X.T @ residuals(logits(W, X), y) / len(X)
+    return xt_r(X, residuals(logits(W, X), y)) / len(X)

@@ -22,7 +22,7 @@ import torch
 
 from .data import Split, cache_dir
 from .files import atomic_write
-from .model import cross_entropy, logits, residuals
+from .model import cross_entropy, logits, residuals, xt_r
 
 CACHE_VERSION = 2
 
@@ -36,15 +36,11 @@ class Optimum:
     seconds: float
 
 
-def objective_and_gradient(W, X, y, weight_decay: float, Xt: torch.Tensor | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``f(W)`` and its gradient from one pass of logits. ``Xt``, a contiguous copy of X^T,
-    makes ``X^T R`` a row-major matmul (4x faster than through a transposed view on CPU)."""
+def objective_and_gradient(W, X, y, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``f(W)`` and its gradient from one pass of logits."""
     Z = logits(W, X)
     f = cross_entropy(Z, y) + weight_decay / 2 * (W * W).sum()
-    R = residuals(Z, y)
-    g = (X.T if Xt is None else Xt) @ R / len(X)
-    return f, g + weight_decay * W
+    return f, xt_r(X, residuals(Z, y)) / len(X) + weight_decay * W
 
 
 def whitener(X: torch.Tensor, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,17 +71,17 @@ def solve(X: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0, gtol: flo
     # grad_V = P grad_W, so |grad_W|_max <= |P^-1|_inf |grad_V|_max: stop on grad_V accordingly
     v_tol = gtol / P_inv.abs().sum(dim=1).max().item()
     Xp = X @ P
-    Xpt = Xp.T.contiguous()
     V = torch.nn.Parameter(torch.zeros(X.shape[1], 10, dtype=torch.float64, device=X.device))
     lbfgs = torch.optim.LBFGS([V], lr=1, max_iter=max_iter, max_eval=2 * max_iter,
                               tolerance_grad=v_tol, tolerance_change=1e-16, history_size=30,
                               line_search_fn="strong_wolfe")
 
     def closure():
-        Z = Xp @ V.detach()
+        Z = logits(V.detach(), Xp)
         W = P @ V.detach()
         f = cross_entropy(Z, y) + weight_decay / 2 * (W * W).sum()
-        V.grad = Xpt @ residuals(Z, y) / len(X) + weight_decay * (P @ W)
+        g = xt_r(Xp, residuals(Z, y)) / len(X) + weight_decay * (P @ W)
+        V.grad = g.contiguous()  # L-BFGS flattens it with view()
         return f
 
     lbfgs.step(closure)

@@ -1,0 +1,22 @@
+"""The benchmark script runs end to end on a tiny setting, so it cannot rot."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_epoch_runs_and_writes_its_table(tmp_path, data_dir):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_epoch.py"), "--tiny",
+                           "--out", str(tmp_path)], capture_output=True, text=True,
+                          env={**__import__("os").environ, "STOCHOPT_DATA": str(data_dir)},
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "bench_epoch.json").read_text())
+    names = [r["what"] for r in result["rows"]]
+    for prefix in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"):
+        assert any(n.startswith(prefix) for n in names), prefix
+    assert all(r > 0 for r in result["ratios"].values())
+    assert (tmp_path / "bench_epoch.csv").is_file() and "(d)/(e)" in proc.stdout
