@@ -394,8 +394,8 @@ def cmd_optimum(args: argparse.Namespace) -> int:
     wd = args.weight_decay
     if not (math.isfinite(wd) and wd >= 0):
         raise StochoptError(f"--weight-decay must be finite and >= 0, got {wd}")
-    out = prepare_out(args.out) if args.out else None
     split = load_data(args)
+    out = prepare_out(args.out) if args.out else None
     opt = cached_optimum(split, wd, progress=True)
     W = opt.W.to(split.X_train.device, split.X_train.dtype).unsqueeze(0)
     result: dict[str, Any] = {"objective": opt.objective, "weight_decay": wd,

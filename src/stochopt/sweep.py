@@ -81,6 +81,8 @@ def run_all(
     the order of ``configs``. ``on_group(configs, skipped)`` reports each group."""
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*runs_dir.glob(".*.tmp"), *out.glob(".*.tmp")]:
+        stale.unlink()  # left by a killed process; we hold the folder's lock
     ids = [run_id(c) for c in configs]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate configurations")
