@@ -23,7 +23,7 @@ from .data import DATASETS, VAL_FRACTION, Split, load_split
 from .errors import StochoptError
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
-from .train import OPTIMIZER_NAMES, Config, History
+from .train import OPTIMIZER_NAMES, Config, History, update_rule
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                    "suboptimality", "seconds"]
@@ -209,7 +209,7 @@ def configs_from_args(args: argparse.Namespace) -> list[Config]:
         if optimizer not in OPTIMIZER_NAMES:
             raise StochoptError(f"unknown optimizer {optimizer!r}; "
                                 f"choose one of {', '.join(OPTIMIZER_NAMES)}")
-        rule = OPTIMIZERS.get(optimizer, OPTIMIZERS["sgd"])
+        rule = OPTIMIZERS[update_rule(optimizer)]
         applicable = {n: v for n, v in hyper_lists.items() if n in rule.hyperparameters()}
         if len(args.optimizer) == 1 and len(applicable) < len(hyper_lists):
             name = next(n for n in hyper_lists if n not in applicable)

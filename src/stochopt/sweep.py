@@ -25,7 +25,7 @@ from .data import Split
 from .files import write_csv, write_json, write_npy
 from .optim import OPTIMIZERS
 from .schedules import DEFAULT_DECAY
-from .train import Config, History, fit
+from .train import Config, History, fit, update_rule
 
 BASE_COLUMNS = ["run", "optimizer", "lr", "batch_size", "seed", "epoch", "train_loss",
                 "train_acc", "val_loss", "val_acc", "suboptimality", "seconds", "status",
@@ -50,13 +50,13 @@ def hyper_columns(configs: list[Config]) -> list[str]:
     """The further hyperparameters of these runs, one results.csv column each."""
     names: list[str] = []
     for c in configs:
-        rule = OPTIMIZERS.get(c.optimizer, OPTIMIZERS["sgd"])
+        rule = OPTIMIZERS[update_rule(c.optimizer)]
         names += [n for n in rule.hyperparameters() if n not in names]
     return ["schedule", "lr_decay", *names]
 
 
 def _hyper_values(config: Config) -> dict[str, Any]:
-    rule = OPTIMIZERS.get(config.optimizer, OPTIMIZERS["sgd"])
+    rule = OPTIMIZERS[update_rule(config.optimizer)]
     values = {**rule.hyperparameters(), **config.hyper}
     decay = config.lr_decay if config.lr_decay is not None else DEFAULT_DECAY[config.schedule]
     return {**values, "schedule": config.schedule, "lr_decay": decay}

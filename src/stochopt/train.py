@@ -26,6 +26,12 @@ from .schedules import SCHEDULES, make_schedule
 OPTIMIZER_NAMES = (*OPTIMIZERS, *ESTIMATORS)
 
 
+def update_rule(optimizer: str) -> str:
+    """The update rule behind an optimizer name: svrg and saga are plain SGD steps on a
+    variance-reduced gradient."""
+    return "sgd" if optimizer in ESTIMATORS else optimizer
+
+
 @dataclass
 class Config:
     """One training run. ``lr=None`` takes the optimiser's default; ``hyper`` holds the
@@ -47,7 +53,7 @@ class Config:
     def base_lr(self) -> float:
         if self.lr is not None:
             return self.lr
-        return OPTIMIZERS.get(self.optimizer, SGD).default_lr
+        return OPTIMIZERS.get(update_rule(self.optimizer), SGD).default_lr
 
     def lr_at(self, epoch: float) -> float:
         schedule = make_schedule(self.schedule, self.lr_decay, self.epochs, self.step_size,
@@ -81,14 +87,13 @@ class Config:
             v = self.hyper.get(name)
             if v is not None and not 0 <= v < 1:
                 raise StochoptError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
-        for name in ("eps", "weight_decay", "lr_decay"):
-            v = self.hyper.get(name, self.lr_decay if name == "lr_decay" else None)
+        for name, v in (("eps", self.hyper.get("eps")), ("lr_decay", self.lr_decay),
+                        ("weight_decay", self.hyper.get("weight_decay"))):
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise StochoptError(f"--{name.replace('_', '-')} must be finite and >= 0, got {v}")
         make_schedule(self.schedule, self.lr_decay, self.epochs, self.step_size,
                       self.warmup_epochs)
-        name = "sgd" if self.optimizer in ESTIMATORS else self.optimizer
-        make_optimizer(name, **self.hyper)
+        make_optimizer(update_rule(self.optimizer), **self.hyper)
 
 
 @dataclass
@@ -178,7 +183,7 @@ def fit(
         return _stack([get(c) for c in configs], W)
 
     names = set().union(*(c.hyper for c in configs))
-    rule = "sgd" if c0.optimizer in ESTIMATORS else c0.optimizer
+    rule = update_rule(c0.optimizer)
     opt = make_optimizer(rule, **{n: hyper(lambda c, n=n: c.hyper.get(
         n, OPTIMIZERS[rule].hyperparameters()[n])) for n in names})
     state = opt.init(W)
