@@ -75,10 +75,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
     """Training flags; with ``many`` (compare, sweep) numbers take comma-separated lists."""
-    kind = "values" if many else "value"
-    g = p.add_argument_group(f"training (each flag takes one {kind}"
-                             + (", comma-separated; every combination is trained)" if many
-                                else ")"))
+    g = p.add_argument_group("training (lists are comma-separated; every combination is "
+                             "trained)" if many else "training")
     g.add_argument("--optimizer", "--optimizers", dest="optimizer", type=_names,
                    default=["momentum"], metavar="NAME",
                    help=f"one of {', '.join(OPTIMIZER_NAMES)} (default: momentum)")
