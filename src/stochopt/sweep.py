@@ -25,13 +25,11 @@ from .data import Split
 from .files import write_csv, write_json, write_npy
 from .optim import OPTIMIZERS
 from .schedules import DEFAULT_DECAY
-from .train import Config, History, fit, update_rule
+from .train import SHARED, Config, History, fit, update_rule
 
 BASE_COLUMNS = ["run", "optimizer", "lr", "batch_size", "seed", "epoch", "train_loss",
                 "train_acc", "val_loss", "val_acc", "suboptimality", "seconds", "status",
                 "epoch_lr"]  # lr: the run's base rate; epoch_lr: the schedule's rate that epoch
-SHARED = ("optimizer", "batch_size", "epochs", "seed", "schedule", "step_size",
-          "warmup_epochs", "train_metrics")
 
 
 def run_id(config: Config) -> str:

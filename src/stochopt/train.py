@@ -24,6 +24,9 @@ from .optim import OPTIMIZERS, SGD, Hyper, make_optimizer
 from .schedules import SCHEDULES, make_schedule
 
 OPTIMIZER_NAMES = (*OPTIMIZERS, *ESTIMATORS)
+# what configurations trained together (one batch of K models) must have in common
+SHARED = ("optimizer", "batch_size", "epochs", "seed", "schedule", "step_size",
+          "warmup_epochs", "train_metrics")
 
 
 def update_rule(optimizer: str) -> str:
@@ -165,8 +168,8 @@ def fit(
 ) -> list[History]:
     """Train every configuration of ``configs`` on ``split`` at once.
 
-    The K configurations must share optimizer, batch_size, epochs, seed, schedule and
-    train_metrics; numeric hyperparameters (lr, momentum, betas, lr_decay...) may differ.
+    The K configurations must share the settings in :data:`SHARED` and any boolean
+    hyperparameter; numeric ones (lr, momentum, betas, lr_decay...) may differ.
     ``f_star`` (one per configuration) adds a ``suboptimality`` column ``f(W) - f*``.
     """
     configs = [configs] if isinstance(configs, Config) else list(configs)
@@ -174,9 +177,8 @@ def fit(
     X, y = split.X_train, split.y_train
     for c in configs:
         c.validate(len(X))
-        shared = ("optimizer", "batch_size", "epochs", "seed", "schedule", "train_metrics")
-        if any(getattr(c, a) != getattr(c0, a) for a in shared):
-            raise StochoptError(f"configurations trained together must share {shared}")
+        if any(getattr(c, a) != getattr(c0, a) for a in SHARED):
+            raise StochoptError(f"configurations trained together must share {SHARED}")
     W = zeros(K, split.n_features, N_CLASSES, X.dtype, X.device)
 
     def hyper(get: Callable[[Config], Any]) -> Hyper:
