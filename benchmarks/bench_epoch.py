@@ -50,12 +50,19 @@ def exercise_loop(split, batch_size: int, steps: int) -> float:
     images = (split.X_train.numpy() * 255).round().astype(np.uint8).reshape(-1, 28, 28)
     labels = split.y_train.numpy()
 
+    from PIL import Image
+
     class Digits(torch.utils.data.Dataset):
+        """As torchvision's MNIST: a PIL image per sample, then ToTensor()."""
+
         def __len__(self):
             return len(images)
 
-        def __getitem__(self, i):  # ToTensor(): uint8 HxW -> float CxHxW in [0, 1]
-            return torch.from_numpy(images[i]).float().div(255).unsqueeze(0), int(labels[i])
+        def __getitem__(self, i):
+            pic = Image.fromarray(images[i], mode="L")
+            # ToTensor(): PIL uint8 HxW -> float 1xHxW in [0, 1]
+            x = torch.from_numpy(np.array(pic, copy=True)).view(1, 28, 28).float().div(255)
+            return x, int(labels[i])
 
     sampler = torch.utils.data.SubsetRandomSampler(range(len(images)))
     loader = torch.utils.data.DataLoader(Digits(), batch_size=batch_size, sampler=sampler)
