@@ -146,23 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(train, many=False)
     _add_data_args(train)
 
-    compare = sub.add_parser(
-        "compare", help="the exercise's experiments: optimisers x batch sizes, with a report",
-        description="Train every combination of --optimizers, --batch-sizes, --seeds (and any "
-        "listed hyperparameters) and write results.csv, summary.csv, figures and "
-        "report.html/report.md. Re-running the same command resumes: finished runs are kept.")
-    _add_train_args(compare, many=True)
-    _add_data_args(compare)
-    compare.set_defaults(optimizer=["momentum", "nesterov", "adam"])
-
-    sweep = sub.add_parser(
-        "sweep", help="K configurations of one optimiser trained at once",
-        description="Like compare, for one optimiser and lists of hyperparameters: the "
-        "configurations sharing a batch size and seed train as one batch of K models. Adds "
-        "lr_sensitivity.png and reports the best configuration by validation loss.")
-    _add_train_args(sweep, many=True)
-    _add_data_args(sweep)
-    sweep.set_defaults(lr=[0.01, 0.03, 0.1, 0.3])
+    many = {
+        "compare": ("the exercise's experiments: optimisers x batch sizes, with a report",
+                    "Train every combination of --optimizers, --batch-sizes, --seeds (and any "
+                    "listed hyperparameters) and write results.csv, summary.csv, figures and "
+                    "report.html/report.md. Re-running the same command resumes: finished runs "
+                    "are kept.", {"optimizer": ["momentum", "nesterov", "adam"]}),
+        "sweep": ("K configurations of one optimiser trained at once",
+                  "Like compare, for one optimiser and lists of hyperparameters: the "
+                  "configurations sharing a batch size and seed train as one batch of K models. "
+                  "Adds lr_sensitivity.png and reports the best configuration by validation "
+                  "loss.", {"lr": [0.01, 0.03, 0.1, 0.3]}),
+    }
+    for name, (help_, description, defaults) in many.items():
+        p = sub.add_parser(name, help=help_, description=description)
+        _add_train_args(p, many=True)
+        _add_data_args(p)
+        p.set_defaults(**defaults)
 
     optimum = sub.add_parser("optimum", help="solve the full-batch problem: f*, W*",
                              description="Solve min_W mean cross-entropy + wd/2 ||W||^2 on the "

@@ -21,7 +21,7 @@ from .errors import StochoptError
 from .gradients import ESTIMATORS, MiniBatch
 from .model import accuracy, cross_entropy, logits, zeros
 from .optim import OPTIMIZERS, SGD, Hyper, make_optimizer
-from .schedules import SCHEDULES, make_schedule
+from .schedules import SCHEDULES, Schedule, make_schedule
 
 OPTIMIZER_NAMES = (*OPTIMIZERS, *ESTIMATORS)
 # what configurations trained together (one batch of K models) must have in common
@@ -58,10 +58,13 @@ class Config:
             return self.lr
         return OPTIMIZERS.get(update_rule(self.optimizer), SGD).default_lr
 
+    def make_schedule(self, lr_decay: Hyper | None = None) -> Schedule:
+        """This run's schedule; ``lr_decay`` overrides its own (a (K,1,1) tensor in a sweep)."""
+        return make_schedule(self.schedule, self.lr_decay if lr_decay is None else lr_decay,
+                             self.epochs, self.step_size, self.warmup_epochs)
+
     def lr_at(self, epoch: float) -> float:
-        schedule = make_schedule(self.schedule, self.lr_decay, self.epochs, self.step_size,
-                                 self.warmup_epochs)
-        return self.base_lr * float(schedule(epoch))
+        return self.base_lr * float(self.make_schedule()(epoch))
 
     @property
     def weight_decay(self) -> float:
@@ -94,8 +97,7 @@ class Config:
                         ("weight_decay", self.hyper.get("weight_decay"))):
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise StochoptError(f"--{name.replace('_', '-')} must be finite and >= 0, got {v}")
-        make_schedule(self.schedule, self.lr_decay, self.epochs, self.step_size,
-                      self.warmup_epochs)
+        self.make_schedule()
         make_optimizer(update_rule(self.optimizer), **self.hyper)
 
 
@@ -110,9 +112,6 @@ class History:
     status: str = "ok"  # or "diverged"
     diverged_epoch: int | None = None
     weights: np.ndarray | None = None
-
-    def final(self, key: str) -> float:
-        return self.rows[-1][key] if self.rows else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": asdict(self.config), "status": self.status,
@@ -191,8 +190,7 @@ def fit(
     state = opt.init(W)
     estimator = ESTIMATORS.get(c0.optimizer, MiniBatch)(split, W)
     base_lr = hyper(lambda c: c.base_lr)
-    schedule = make_schedule(c0.schedule, hyper(lambda c: c.lr_decay), c0.epochs,
-                             c0.step_size, c0.warmup_epochs)
+    schedule = c0.make_schedule(hyper(lambda c: c.lr_decay))
     wd = hyper(lambda c: c.weight_decay)
     lr_per_config = [c.lr_at for c in configs]  # in float64, for the records
     histories = [History(c) for c in configs]
