@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from stochopt.data import load_split
 from stochopt.files import write_csv, write_json
-from stochopt.model import logits, residuals, xt_r
+from stochopt.model import logits, one_hot, residuals, xt_r
 from stochopt.train import Config, fit
 
 
@@ -128,7 +128,7 @@ def roofline(split, repeats: int) -> float:
     """(e): one forward and one backward pass over the whole training matrix."""
     X, y = split.X_train, split.y_train
     W = torch.zeros(784, 10)
-    R = residuals(logits(W, X), y)
+    R = residuals(logits(W, X), one_hot(y, 10, X.dtype))
     return median_time(lambda: (logits(W, X), xt_r(X, R)), repeats)
 
 

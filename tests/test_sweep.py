@@ -67,15 +67,15 @@ def test_resume_after_interruption_reruns_nothing_finished(data_dir, compared, t
     real_fit = sweep.fit
 
     def interrupted_fit(configs, *args, **kwargs):
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # as Ctrl-C in the third group
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # as Ctrl-C in the second group (one per batch size)
         calls.append(len(configs))
         return real_fit(configs, *args, **kwargs)
 
     monkeypatch.setattr(sweep, "fit", interrupted_fit)
     assert _compare(data_dir, out) == 130
     finished = sorted(p.name for p in (out / "runs").glob("*.json"))
-    assert len(finished) == sum(calls) == 2
+    assert len(finished) == sum(calls) == 3
     assert not (out / "results.csv").exists()
     assert not list(out.rglob("*.tmp"))  # nothing half-written
 
@@ -83,7 +83,7 @@ def test_resume_after_interruption_reruns_nothing_finished(data_dir, compared, t
     monkeypatch.setattr(sweep, "fit", lambda configs, *a, **k: calls.append(len(configs))
                         or real_fit(configs, *a, **k))
     assert _compare(data_dir, out) == 0
-    assert sum(calls) == 4  # only the runs that had not finished
+    assert sum(calls) == 3  # only the runs that had not finished
 
     def strip(path):  # wall-clock times differ from run to run; everything else may not
         return [{k: v for k, v in r.items() if k != "seconds"} for r in _rows(path)]

@@ -322,10 +322,15 @@ def load_split(
                       val_fraction)
 
 
+def epoch_order(n: int, seed: int, epoch: int, device: torch.device | str) -> torch.Tensor:
+    """The order in which one epoch visits the n examples: a permutation seeded by
+    (seed, epoch), drawn on the CPU so that every device sees the same order."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).to(device)
+
+
 def batch_order(n: int, batch_size: int, seed: int, epoch: int, device: torch.device | str
                 ) -> Iterator[torch.Tensor]:
-    """Index tensors of one epoch's mini-batches: a permutation seeded by (seed, epoch),
-    cut into batches of ``batch_size``; the last, partial batch is kept."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g).to(device)
-    return iter(perm.split(batch_size))
+    """Index tensors of one epoch's mini-batches: :func:`epoch_order` cut into batches of
+    ``batch_size``; the last, partial batch is kept."""
+    return iter(epoch_order(n, seed, epoch, device).split(batch_size))

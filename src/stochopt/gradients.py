@@ -8,10 +8,12 @@
 
 For softmax regression the per-example gradient is ``x_i r_i^T`` with ``r_i = softmax(x_i W)
 - y_i``, so SAGA's table holds N x C residuals, not N x d x C gradients, and its mean is
-``(1/N) X^T R_table``. All three work on K models at once (``W`` of shape ``(K, d, C)``).
+``(1/N) X^T R_table``.
 
-Every estimator returns ``(g, Z)``: the gradient and the batch logits at ``W`` (which the loop
-may reuse for the step's metrics).
+Like the training loop, estimators work on transposes, classes first (see :mod:`.model`):
+called with ``W^T`` (K, C, d), the batch's indices, its examples ``X_B`` (B, d) and one-hot
+labels ``Y*_B^T`` (C, B), they return ``(G^T, Z^T)``: the gradient (K, C, d) and the batch
+logits at ``W`` (K, C, B), which the loop may reuse for the step's metrics.
 """
 
 from __future__ import annotations
@@ -19,51 +21,55 @@ from __future__ import annotations
 import torch
 
 from .data import Split
-from .model import logits, residuals, xt_r
+from .model import gradient_t, logits_t, one_hot, residuals_t
+
+
+def _labels_t(split: Split, Wt: torch.Tensor) -> torch.Tensor:
+    return one_hot(split.y_train, Wt.shape[-2], Wt.dtype).T
 
 
 class MiniBatch:
-    def __init__(self, split: Split, W: torch.Tensor) -> None:
+    def __init__(self, split: Split, Wt: torch.Tensor) -> None:
         pass
 
-    def epoch_start(self, W: torch.Tensor) -> None:
+    def epoch_start(self, Wt: torch.Tensor) -> None:
         pass
 
-    def __call__(self, W, idx, Xb, yb) -> tuple[torch.Tensor, torch.Tensor]:
-        Z = logits(W, Xb)
-        return xt_r(Xb, residuals(Z, yb)) / len(idx), Z
+    def __call__(self, Wt, idx, Xb, Ybt) -> tuple[torch.Tensor, torch.Tensor]:
+        Zt = logits_t(Wt, Xb)
+        return gradient_t(residuals_t(Zt, Ybt), Xb, 1 / len(Xb)), Zt
 
 
 class SVRG(MiniBatch):
-    def __init__(self, split: Split, W: torch.Tensor) -> None:
-        self.X, self.y = split.X_train, split.y_train
+    def __init__(self, split: Split, Wt: torch.Tensor) -> None:
+        self.X, self.Yt = split.X_train, _labels_t(split, Wt)
 
-    def epoch_start(self, W):
-        self.snapshot = W.clone()
-        self.full = xt_r(self.X, residuals(logits(W, self.X), self.y)) / len(self.X)
+    def epoch_start(self, Wt):
+        self.snapshot = Wt.clone()
+        self.full = gradient_t(residuals_t(logits_t(Wt, self.X), self.Yt), self.X, 1 / len(self.X))
 
-    def __call__(self, W, idx, Xb, yb):
-        Z = logits(W, Xb)
-        R = residuals(Z, yb) - residuals(logits(self.snapshot, Xb), yb)
-        return xt_r(Xb, R) / len(idx) + self.full, Z
+    def __call__(self, Wt, idx, Xb, Ybt):
+        Zt = logits_t(Wt, Xb)
+        # R(W) - R(W~): the labels cancel
+        Rt = torch.softmax(Zt, dim=-2) - torch.softmax(logits_t(self.snapshot, Xb), dim=-2)
+        return gradient_t(Rt, Xb, 1 / len(Xb)) + self.full, Zt
 
 
 class SAGA(MiniBatch):
-    def __init__(self, split: Split, W: torch.Tensor) -> None:
-        X, y = split.X_train, split.y_train
+    def __init__(self, split: Split, Wt: torch.Tensor) -> None:
+        X = split.X_train
         self.n = len(X)
-        self.table = residuals(logits(W, X), y)  # (N, C) or (K, N, C)
-        self.mean = xt_r(X, self.table) / self.n
+        self.table = residuals_t(logits_t(Wt, X), _labels_t(split, Wt))  # (K, C, N)
+        self.mean = gradient_t(self.table, X, 1 / self.n)
 
-    def __call__(self, W, idx, Xb, yb):
-        Z = logits(W, Xb)
-        R = residuals(Z, yb)
-        delta = R - self.table[..., idx, :]
-        step = xt_r(Xb, delta)
+    def __call__(self, Wt, idx, Xb, Ybt):
+        Zt = logits_t(Wt, Xb)
+        Rt = residuals_t(Zt, Ybt)
+        step = gradient_t(Rt - self.table[..., idx], Xb)
         g = step / len(idx) + self.mean
         self.mean += step / self.n
-        self.table[..., idx, :] = R
-        return g, Z
+        self.table[..., idx] = Rt
+        return g, Zt
 
 
 ESTIMATORS: dict[str, type[MiniBatch]] = {"svrg": SVRG, "saga": SAGA}

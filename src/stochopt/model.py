@@ -20,43 +20,65 @@ def one_hot(y: torch.Tensor, n_classes: int = 10, dtype: torch.dtype = torch.flo
     return out.scatter_(-1, y.unsqueeze(-1), 1)
 
 
+# The training step works on the transposes, classes first: W^T (K, C, d), Z^T = W^T X^T
+# (K, C, N), R^T and G^T = R^T X / N (K, C, d). The numbers are the same; this way the K
+# models' class rows stack into one (K*C, d) matrix, so one matrix product serves all K, and
+# the narrow side (C = 10) is the output's rows, a shape CPU BLAS runs 3-4x faster than
+# ``X @ W``. The (d, C) functions below are views of these, not copies.
+
+def logits_t(Wt: torch.Tensor, X: torch.Tensor, out: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """``Z^T = W^T X^T``: (C, N) for W^T (C, d); (K, C, N) for W^T (K, C, d)."""
+    return torch.matmul(Wt, X.T, out=out)
+
+
+def residuals_t(Zt: torch.Tensor, Yt: torch.Tensor) -> torch.Tensor:
+    """``R^T = softmax(Z)^T - Y*^T``, the softmax taken over the classes (dim -2)."""
+    return torch.softmax(Zt, dim=-2).sub_(Yt)
+
+
+def gradient_t(Rt: torch.Tensor, X: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``scale * R^T X``: (K, C, d). The scale (a gradient's 1/N) rides inside the BLAS call."""
+    G = Rt.new_empty(*Rt.shape[:-1], X.shape[-1])
+    torch.addmm(G.view(-1, X.shape[-1]), Rt.reshape(-1, X.shape[0]), X, beta=0, alpha=scale,
+                out=G.view(-1, X.shape[-1]))
+    return G
+
+
 def logits(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-    """``X @ W``: (N, C) for W (d, C); (K, N, C) for W (K, d, C).
-
-    Computed as ``(W^T X^T)^T`` with the K models' class rows stacked, ``(K*C, d) @ (d, N)``:
-    one matrix product for all K, and with the narrow side (C = 10) as the output's rows,
-    which CPU BLAS runs 3-4x faster than ``X @ W``. The result is a transposed view; when W
-    is stored as (K, C, d) (see :func:`zeros`), no copy is made at all.
-    """
-    Wt = W.transpose(-1, -2)
-    Zt = Wt.reshape(-1, Wt.shape[-1]) @ X.T
-    return Zt.view(*Wt.shape[:-1], -1).transpose(-1, -2)
+    """``X @ W``: (N, C) for W (d, C); (K, N, C) for W (K, d, C). A transposed view of
+    :func:`logits_t` (no copy when W is stored classes first, see :func:`zeros`)."""
+    return logits_t(W.mT, X).mT
 
 
-def xt_r(X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """``X^T R`` for R (N, C) or (K, N, C), as ``(R^T X)^T`` for the same reason as
-    :func:`logits`."""
-    Rt = R.transpose(-1, -2)
-    G = Rt.reshape(-1, Rt.shape[-1]) @ X
-    return G.view(*Rt.shape[:-1], -1).transpose(-1, -2)
+def xt_r(X: torch.Tensor, R: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``scale * X^T R`` for R (N, C) or (K, N, C): a transposed view of :func:`gradient_t`."""
+    return gradient_t(R.mT, X, scale).mT
 
 
 def zeros(K: int, d: int, C: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """K zero models of shape (K, d, C), stored class-major (K, C, d) so that
-    :func:`logits` and :func:`xt_r` need no copies."""
-    return torch.zeros(K, C, d, dtype=dtype, device=device).transpose(1, 2)
+    """K zero models of shape (K, d, C), stored classes first (K, C, d): ``W.mT`` is W^T."""
+    return torch.zeros(K, C, d, dtype=dtype, device=device).mT
+
+
+def _over_classes(f, Z: torch.Tensor) -> torch.Tensor:
+    """``f(Z, dim)`` along the class axis, in the order Z lies in memory: the kernels
+    copy a transposed (class-major) Z first, which costs more than the softmax itself."""
+    if Z.dim() >= 2 and Z.stride(-1) != 1 and Z.stride(-2) == 1:
+        return f(Z.mT, dim=-2).mT
+    return f(Z, dim=-1)
 
 
 def log_softmax(Z: torch.Tensor) -> torch.Tensor:
     """``Z - logsumexp(Z)``, with the row max taken out before exponentiating so that large
     logits cannot overflow (torch's fused kernel for exactly this: one pass instead of six
     small ops, which is most of a mini-batch step's cost)."""
-    return torch.log_softmax(Z, dim=-1)
+    return _over_classes(torch.log_softmax, Z)
 
 
 def softmax(Z: torch.Tensor) -> torch.Tensor:
     """``exp(Z - max) / sum exp(Z - max)``, torch's fused kernel."""
-    return torch.softmax(Z, dim=-1)
+    return _over_classes(torch.softmax, Z)
 
 
 def _picked(A: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -79,14 +101,12 @@ def loss(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return cross_entropy(logits(W, X), y)
 
 
-def residuals(Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``R = softmax(Z) - Y*``, the per-example gradient of the loss with respect to the logits."""
-    R = softmax(Z)
-    R.scatter_add_(-1, y.expand(*R.shape[:-1]).unsqueeze(-1),
-                   torch.full_like(R[..., :1], -1.0))
-    return R
+def residuals(Z: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """``R = softmax(Z) - Y*`` for the one-hot labels ``Y*`` (:func:`one_hot`): the
+    per-example gradient of the loss with respect to the logits."""
+    return softmax(Z).sub_(Y)
 
 
 def gradient(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(1/N) X^T (softmax(XW) - Y*)``: the analytic gradient of :func:`loss`."""
-    return xt_r(X, residuals(logits(W, X), y)) / len(X)
+    return xt_r(X, residuals(logits(W, X), one_hot(y, W.shape[-1], X.dtype)), 1 / len(X))

@@ -29,6 +29,25 @@ def _is_zero(x: Hyper) -> bool:
     return not isinstance(x, torch.Tensor) and x == 0
 
 
+# y <- y + a * x (* x2, / x2) in one kernel when a is a number, as torch.optim writes its
+# updates; a (K, 1, 1) tensor of K values costs one more small op. A mini-batch step is a
+# few dozen such calls, so their count, not their arithmetic, sets its speed.
+def _add_(y: torch.Tensor, a: Hyper, x: torch.Tensor) -> torch.Tensor:
+    return y.addcmul_(a, x) if isinstance(a, torch.Tensor) else y.add_(x, alpha=a)
+
+
+def _addcmul_(y: torch.Tensor, a: Hyper, x: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return y.addcmul_(a * x, x2)
+    return y.addcmul_(x, x2, value=a)
+
+
+def _addcdiv_(y: torch.Tensor, a: Hyper, x: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return y.addcdiv_(a * x, x2)
+    return y.addcdiv_(x, x2, value=a)
+
+
 @dataclass
 class Optimizer:
     name: ClassVar[str]
@@ -44,7 +63,7 @@ class Optimizer:
     def step(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
         state["t"] += 1
         if not _is_zero(self.weight_decay):
-            g = g + self.weight_decay * w
+            g = _add_(g.clone(), self.weight_decay, w)
         self.update(w, g, state, lr)
 
     @classmethod
@@ -61,7 +80,7 @@ class SGD(Optimizer):
     default_lr: ClassVar[float] = 0.1
 
     def update(self, w, g, state, lr):
-        w.sub_(lr * g)
+        _add_(w, -lr, g)
 
 
 @dataclass
@@ -89,8 +108,8 @@ class Momentum(Optimizer):
         if state["t"] == 1:
             m.copy_(g)  # torch starts the buffer at g, without dampening
         else:
-            m.mul_(self.momentum).add_((1 - self.dampening) * g)
-        w.sub_(lr * (g + self.momentum * m if self.nesterov else m))
+            _add_(m.mul_(self.momentum), 1 - self.dampening, g)
+        _add_(w, -lr, _add_(g.clone(), self.momentum, m) if self.nesterov else m)
 
 
 @dataclass
@@ -120,7 +139,7 @@ class AdaGrad(Optimizer):
 
     def update(self, w, g, state, lr):
         s = state["s"].addcmul_(g, g)
-        w.sub_(lr * g / (s.sqrt() + self.eps))
+        _addcdiv_(w, -lr, g, s.sqrt().add_(self.eps))
 
 
 @dataclass
@@ -151,14 +170,15 @@ class RMSProp(Optimizer):
         return state
 
     def update(self, w, g, state, lr):
-        v = state["v"].mul_(self.alpha).add_((1 - self.alpha) * g * g)
+        v = _addcmul_(state["v"].mul_(self.alpha), 1 - self.alpha, g, g)
         if self.centered:
-            a = state["a"].mul_(self.alpha).add_((1 - self.alpha) * g)
-            v = v - a * a
-        d = g / (v.sqrt() + self.eps)
+            a = state["a"].lerp_(g, 1 - self.alpha)
+            v = v.addcmul(a, a, value=-1)
+        denom = v.sqrt().add_(self.eps)
         if "b" in state:
-            d = state["b"].mul_(self.momentum).add_(d)
-        w.sub_(lr * d)
+            _add_(w, -lr, state["b"].mul_(self.momentum).addcdiv_(g, denom))
+        else:
+            _addcdiv_(w, -lr, g, denom)
 
 
 @dataclass
@@ -179,11 +199,11 @@ class AdaDelta(Optimizer):
         return {"t": 0, "v": torch.zeros_like(w), "u": torch.zeros_like(w)}
 
     def update(self, w, g, state, lr):
-        v = state["v"].mul_(self.rho).add_((1 - self.rho) * g * g)
+        v = _addcmul_(state["v"].mul_(self.rho), 1 - self.rho, g, g)
         u = state["u"]
-        d = (u + self.eps).sqrt() / (v + self.eps).sqrt() * g
-        u.mul_(self.rho).add_((1 - self.rho) * d * d)
-        w.sub_(lr * d)
+        d = (u + self.eps).sqrt_().div_((v + self.eps).sqrt_()).mul_(g)
+        _addcmul_(u.mul_(self.rho), 1 - self.rho, d, d)
+        _add_(w, -lr, d)
 
 
 @dataclass
@@ -213,12 +233,12 @@ class Adam(Optimizer):
 
     def update(self, w, g, state, lr):
         t = state["t"]
-        m = state["m"].mul_(self.beta1).add_((1 - self.beta1) * g)
-        v = state["v"].mul_(self.beta2).add_((1 - self.beta2) * g * g)
+        m = state["m"].lerp_(g, 1 - self.beta1)
+        v = _addcmul_(state["v"].mul_(self.beta2), 1 - self.beta2, g, g)
         if self.amsgrad:
             v = torch.maximum(state["vmax"], v, out=state["vmax"])
-        denom = (v / (1 - self.beta2**t)).sqrt() + self.eps
-        w.sub_(lr / (1 - self.beta1**t) * m / denom)
+        denom = v.sqrt().div_((1 - self.beta2**t) ** 0.5).add_(self.eps)
+        _addcdiv_(w, -lr / (1 - self.beta1**t), m, denom)
 
 
 @dataclass
@@ -262,11 +282,11 @@ class NAdam(Optimizer):
         mu = b1 * (1 - 0.5 * 0.96 ** (t * self.momentum_decay))
         mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * self.momentum_decay))
         state["mu_product"] = mu_product = state["mu_product"] * mu
-        m = state["m"].mul_(b1).add_((1 - b1) * g)
-        v = state["v"].mul_(self.beta2).add_((1 - self.beta2) * g * g)
-        denom = (v / (1 - self.beta2**t)).sqrt() + self.eps
-        w.sub_(lr * (1 - mu) / (1 - mu_product) * g / denom)
-        w.sub_(lr * mu_next / (1 - mu_product * mu_next) * m / denom)
+        m = state["m"].lerp_(g, 1 - b1)
+        v = _addcmul_(state["v"].mul_(self.beta2), 1 - self.beta2, g, g)
+        denom = v.div(1 - self.beta2**t).sqrt_().add_(self.eps)
+        _addcdiv_(w, -lr * (1 - mu) / (1 - mu_product), g, denom)
+        _addcdiv_(w, -lr * mu_next / (1 - mu_product * mu_next), m, denom)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

@@ -22,7 +22,7 @@ import torch
 
 from .data import Split, cache_dir
 from .files import atomic_write
-from .model import cross_entropy, logits, residuals, xt_r
+from .model import cross_entropy, logits, one_hot, residuals, xt_r
 
 CACHE_VERSION = 2
 
@@ -40,7 +40,8 @@ def objective_and_gradient(W, X, y, weight_decay: float) -> tuple[torch.Tensor, 
     """``f(W)`` and its gradient from one pass of logits."""
     Z = logits(W, X)
     f = cross_entropy(Z, y) + weight_decay / 2 * (W * W).sum()
-    return f, xt_r(X, residuals(Z, y)) / len(X) + weight_decay * W
+    R = residuals(Z, one_hot(y, W.shape[-1], X.dtype))
+    return f, xt_r(X, R, 1 / len(X)) + weight_decay * W
 
 
 def whitener(X: torch.Tensor, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +71,7 @@ def solve(X: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0, gtol: flo
     P, P_inv = whitener(X, weight_decay)
     # grad_V = P grad_W, so |grad_W|_max <= |P^-1|_inf |grad_V|_max: stop on grad_V accordingly
     v_tol = gtol / P_inv.abs().sum(dim=1).max().item()
-    Xp = X @ P
+    Xp, Y = X @ P, one_hot(y, 10, X.dtype)
     V = torch.nn.Parameter(torch.zeros(X.shape[1], 10, dtype=torch.float64, device=X.device))
     lbfgs = torch.optim.LBFGS([V], lr=1, max_iter=max_iter, max_eval=2 * max_iter,
                               tolerance_grad=v_tol, tolerance_change=1e-16, history_size=30,
@@ -80,7 +81,7 @@ def solve(X: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0, gtol: flo
         Z = logits(V.detach(), Xp)
         W = P @ V.detach()
         f = cross_entropy(Z, y) + weight_decay / 2 * (W * W).sum()
-        g = xt_r(Xp, residuals(Z, y)) / len(X) + weight_decay * (P @ W)
+        g = xt_r(Xp, residuals(Z, Y), 1 / len(X)) + weight_decay * (P @ W)
         V.grad = g.contiguous()  # L-BFGS flattens it with view()
         return f
 

@@ -40,8 +40,7 @@ def run_id(config: Config) -> str:
 
 def group_key(config: Config) -> tuple:
     """Configurations with the same key share a data order and train as one batch of K."""
-    flags = tuple(sorted((k, v) for k, v in config.hyper.items() if isinstance(v, bool)))
-    return (*(getattr(config, a) for a in SHARED), flags)
+    return tuple(getattr(config, a) for a in SHARED)
 
 
 def hyper_columns(configs: list[Config]) -> list[str]:

@@ -1,8 +1,10 @@
 """The training loop: ``fit(configs, split) -> [History]``.
 
-One call trains K configurations that share an optimiser, a batch size, a data order and a
-number of epochs, all at once: weights ``(K, d, C)``, hyperparameters that differ between
-the K as ``(K, 1, 1)`` tensors. K = 1 is a single run on the same code path.
+One call trains K configurations that share a batch size, a data order, a schedule and a
+number of epochs, all at once: weights ``(K, d, C)``, so that every step's logits and
+gradients for all K are one matrix product each. The K may use different update rules: each
+rule updates its own block of the K, with the hyperparameters that differ inside the block
+as ``(n, 1, 1)`` tensors. K = 1 is a single run on the same code path.
 """
 
 from __future__ import annotations
@@ -16,16 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import N_CLASSES, Split, batch_order
+from .data import N_CLASSES, Split, epoch_order
 from .errors import StochoptError
 from .gradients import ESTIMATORS, MiniBatch
-from .model import accuracy, cross_entropy, logits, zeros
-from .optim import OPTIMIZERS, SGD, Hyper, make_optimizer
+from .model import accuracy, cross_entropy, logits, logits_t, one_hot
+from .optim import OPTIMIZERS, SGD, Hyper, Optimizer, State, make_optimizer
 from .schedules import SCHEDULES, Schedule, make_schedule
 
 OPTIMIZER_NAMES = (*OPTIMIZERS, *ESTIMATORS)
 # what configurations trained together (one batch of K models) must have in common
-SHARED = ("optimizer", "batch_size", "epochs", "seed", "schedule", "step_size",
+SHARED = ("estimator", "batch_size", "epochs", "seed", "schedule", "step_size",
           "warmup_epochs", "train_metrics")
 
 
@@ -65,6 +67,17 @@ class Config:
 
     def lr_at(self, epoch: float) -> float:
         return self.base_lr * float(self.make_schedule()(epoch))
+
+    @property
+    def estimator(self) -> str:
+        """How the gradient is estimated: "minibatch", "svrg" or "saga"."""
+        return self.optimizer if self.optimizer in ESTIMATORS else "minibatch"
+
+    @property
+    def rule_key(self) -> tuple:
+        """Configurations with the same key can share one update rule object."""
+        flags = tuple(sorted((k, v) for k, v in self.hyper.items() if isinstance(v, bool)))
+        return (update_rule(self.optimizer), self.optimizer, flags)
 
     @property
     def weight_decay(self) -> float:
@@ -153,6 +166,72 @@ def evaluate(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> tuple[list, l
     return cross_entropy(Z, y).tolist(), (100 * accuracy(Z, y)).tolist()
 
 
+class StepMetrics:
+    """The mean over an epoch's steps of each step's batch loss and accuracy (percent).
+
+    A step hands over its batch logits; they are evaluated many steps at a time (up to
+    about 16 MB of logits), which keeps the loss and argmax kernels, and any read-back to
+    the host, out of the step itself. The numbers are those of evaluating every step.
+    """
+
+    def __init__(self, K: int, batch_size: int, like: torch.Tensor) -> None:
+        self.chunk = max(1, 2**22 // (K * batch_size * N_CLASSES))
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.sums = torch.zeros(2, K, dtype=like.dtype, device=like.device)
+        self.steps = 0
+
+    def add(self, Zt: torch.Tensor, y: torch.Tensor) -> None:
+        """A step's batch logits, transposed (K, C, B), and its labels (B,)."""
+        full = len(self.pending) == self.chunk
+        if self.pending and (full or y.shape != self.pending[0][1].shape):  # or a last, short batch
+            self._flush()
+        self.pending.append((Zt, y))
+        self.steps += 1
+
+    def _flush(self) -> None:
+        Z = torch.stack([z for z, _ in self.pending]).mT  # (steps, K, B, C), classes first
+        y = torch.stack([y for _, y in self.pending]).unsqueeze(1)  # (steps, 1, B)
+        self.sums[0] += cross_entropy(Z, y).sum(dim=0)
+        self.sums[1] += accuracy(Z, y).sum(dim=0)
+        self.pending.clear()
+
+    def means(self) -> tuple[list[float], list[float]]:
+        self._flush()
+        loss, acc = (self.sums / self.steps).tolist()
+        return loss, [100 * a for a in acc]
+
+
+@dataclass
+class Updater:
+    """One update rule applied to a block of the K models: ``w`` is a view of rows
+    ``rows`` of W^T, updated in place."""
+
+    rows: slice
+    w: torch.Tensor
+    opt: Optimizer
+    state: State
+    base_lr: Hyper
+    schedule: Schedule
+
+    @classmethod
+    def build(cls, configs: list[Config], rows: slice, Wt: torch.Tensor) -> Updater:
+        def hyper(get: Callable[[Config], Any]) -> Hyper:
+            return _stack([get(c) for c in configs], Wt)
+
+        rule = update_rule(configs[0].optimizer)
+        defaults = OPTIMIZERS[rule].hyperparameters()
+        names = set().union(*(c.hyper for c in configs))
+        opt = make_optimizer(rule, **{n: hyper(lambda c, n=n: c.hyper.get(n, defaults[n]))
+                                      for n in names})
+        w = Wt[rows]
+        return cls(rows, w, opt, opt.init(w), hyper(lambda c: c.base_lr),
+                   configs[0].make_schedule(hyper(lambda c: c.lr_decay)))
+
+    def step(self, Gt: torch.Tensor, epoch: float) -> None:
+        g = Gt if Gt.shape[0] == self.w.shape[0] else Gt[self.rows]
+        self.opt.step(self.w, g, self.state, self.base_lr * self.schedule(epoch))
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -167,52 +246,60 @@ def fit(
 ) -> list[History]:
     """Train every configuration of ``configs`` on ``split`` at once.
 
-    The K configurations must share the settings in :data:`SHARED` and any boolean
-    hyperparameter; numeric ones (lr, momentum, betas, lr_decay...) may differ.
+    The K configurations must share the settings in :data:`SHARED`; everything else
+    (optimiser, lr, momentum, betas, lr_decay...) may differ.
     ``f_star`` (one per configuration) adds a ``suboptimality`` column ``f(W) - f*``.
+    Returns one History per configuration, in the order given.
     """
-    configs = [configs] if isinstance(configs, Config) else list(configs)
+    given = [configs] if isinstance(configs, Config) else list(configs)
+    # each update rule gets a contiguous block of the K (a view, no copies)
+    keys = list(dict.fromkeys(c.rule_key for c in given))
+    by_rule = sorted(range(len(given)), key=lambda k: keys.index(given[k].rule_key))
+    configs = [given[k] for k in by_rule]
+    f_star = None if f_star is None else [f_star[k] for k in by_rule]
     c0, K = configs[0], len(configs)
     X, y = split.X_train, split.y_train
     for c in configs:
         c.validate(len(X))
         if any(getattr(c, a) != getattr(c0, a) for a in SHARED):
             raise StochoptError(f"configurations trained together must share {SHARED}")
-    W = zeros(K, split.n_features, N_CLASSES, X.dtype, X.device)
-
-    def hyper(get: Callable[[Config], Any]) -> Hyper:
-        return _stack([get(c) for c in configs], W)
-
-    names = set().union(*(c.hyper for c in configs))
-    rule = update_rule(c0.optimizer)
-    opt = make_optimizer(rule, **{n: hyper(lambda c, n=n: c.hyper.get(
-        n, OPTIMIZERS[rule].hyperparameters()[n])) for n in names})
-    state = opt.init(W)
-    estimator = ESTIMATORS.get(c0.optimizer, MiniBatch)(split, W)
-    base_lr = hyper(lambda c: c.base_lr)
-    schedule = c0.make_schedule(hyper(lambda c: c.lr_decay))
-    wd = hyper(lambda c: c.weight_decay)
+    # the loop works on W^T, classes first (see model.py); W is the same numbers as (K, d, C)
+    Wt = torch.zeros(K, N_CLASSES, split.n_features, dtype=X.dtype, device=X.device)
+    W = Wt.mT
+    updaters, start = [], 0
+    for key in keys:
+        block = [c for c in configs if c.rule_key == key]
+        updaters.append(Updater.build(block, slice(start, start + len(block)), Wt))
+        start += len(block)
+    estimator = ESTIMATORS.get(c0.optimizer, MiniBatch)(split, Wt)
+    wd = _stack([c.weight_decay for c in configs], W)
     lr_per_config = [c.lr_at for c in configs]  # in float64, for the records
     histories = [History(c) for c in configs]
+    as_given = [histories[by_rule.index(k)] for k in range(K)]
     alive = [True] * K
     steps = math.ceil(len(X) / c0.batch_size)
 
+    Yt, X_order = one_hot(y, N_CLASSES, X.dtype).T.contiguous(), torch.empty_like(X)
     for epoch in range(c0.epochs):
         _sync(X.device)
         t0 = time.perf_counter()
-        estimator.epoch_start(W)
-        loss_sum = torch.zeros(K, dtype=X.dtype, device=X.device)
-        acc_sum = torch.zeros_like(loss_sum)
-        for i, idx in enumerate(batch_order(len(X), c0.batch_size, c0.seed, epoch, X.device)):
-            Xb, yb = X.index_select(0, idx), y.index_select(0, idx)  # faster than X[idx]
-            g, Z = estimator(W, idx, Xb, yb)
-            lr = base_lr * schedule(epoch + i / steps)
-            opt.step(W, g, state, lr)
+        estimator.epoch_start(Wt)
+        # The epoch's examples copied once into batch order: one large gather costs less
+        # than a gather per step, and each batch is then a slice, free to take.
+        order = epoch_order(len(X), c0.seed, epoch, X.device)
+        X_order = torch.index_select(X, 0, order, out=X_order)
+        B = c0.batch_size
+        batches = zip(order.split(B), X_order.split(B), Yt.index_select(1, order).split(B, 1),
+                      y[order].split(B), strict=True)
+        metrics = StepMetrics(K, B, X)
+        for i, (idx, Xb, Ybt, yb) in enumerate(batches):
+            Gt, Zt = estimator(Wt, idx, Xb, Ybt)
+            for updater in updaters:
+                updater.step(Gt, epoch + i / steps)
             if c0.train_metrics == "after":  # the exercise: metrics of the updated model
-                Z = logits(W, Xb)
-            loss_sum += cross_entropy(Z, yb)
-            acc_sum += accuracy(Z, yb)
-        train_loss, train_acc = (loss_sum / steps).tolist(), (100 * acc_sum / steps).tolist()
+                Zt = logits_t(Wt, Xb)
+            metrics.add(Zt, yb)
+        train_loss, train_acc = metrics.means()
         seconds = time.perf_counter() - t0
         val_loss, val_acc = evaluate(W, split.X_val, split.y_val)
         sub = [math.nan] * K
@@ -229,7 +316,7 @@ def fit(
             if diverged(row["train_loss"]) or diverged(row["val_loss"]):
                 alive[k], h.status, h.diverged_epoch = False, "diverged", epoch + 1
         if on_epoch is not None:
-            on_epoch(epoch + 1, histories)
+            on_epoch(epoch + 1, as_given)
         if not any(alive):
             break
 
@@ -239,4 +326,4 @@ def fit(
         h.weights = weights[k]
         if alive[k]:
             h.test_loss, h.test_acc = test_loss[k], test_acc[k]
-    return histories
+    return as_given
