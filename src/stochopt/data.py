@@ -255,9 +255,12 @@ def exercise_split_indices(n: int = 60_000, val_fraction: float = VAL_FRACTION
     return indices[n_val:], indices[:n_val]
 
 
-def to_features(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 784) in [0, 1], as ToTensor() and a flatten give."""
-    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
+def to_features(images: torch.Tensor, device: str | torch.device, dtype: torch.dtype
+                ) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> (N, 784) in [0, 1] on ``device``, as ToTensor() and a flatten
+    give: float32 ``pixel / 255`` (then cast to ``dtype``). The bytes travel and are
+    gathered before the conversion, a quarter of the float32 traffic."""
+    return images.reshape(len(images), -1).to(device).float().div_(255).to(dtype)
 
 
 @dataclass(frozen=True)
@@ -292,19 +295,20 @@ def make_split(
 
     ``bias=True`` appends a constant-1 feature, so the last row of W is the bias.
     """
-    X = to_features(arrays["train_images"])
-    y = arrays["train_labels"].astype(np.int64)
-    train, val = exercise_split_indices(len(X), val_fraction)
-    parts = {"train": (X[train], y[train]), "val": (X[val], y[val]),
-             "test": (to_features(arrays["test_images"]),
-                      arrays["test_labels"].astype(np.int64))}
+    def tensor(name: str, dtype: type = np.uint8) -> torch.Tensor:  # IDX arrays are read-only
+        return torch.from_numpy(np.require(arrays[name], dtype, requirements="W"))
+
+    images, y = tensor("train_images"), tensor("train_labels", np.int64)
+    train, val = (torch.from_numpy(i) for i in exercise_split_indices(len(images), val_fraction))
+    parts = {"train": (images[train], y[train]), "val": (images[val], y[val]),
+             "test": (tensor("test_images"), tensor("test_labels", np.int64))}
     tensors = {}
-    for part, (Xp, yp) in parts.items():
-        Xt = torch.from_numpy(Xp).to(device=device, dtype=dtype)
+    for part, (images_p, y_p) in parts.items():
+        Xt = to_features(images_p, device, dtype)
         if bias:
             Xt = torch.cat([Xt, torch.ones(len(Xt), 1, device=device, dtype=dtype)], dim=1)
         tensors[f"X_{part}"] = Xt.contiguous()
-        tensors[f"y_{part}"] = torch.from_numpy(yp).to(device)
+        tensors[f"y_{part}"] = y_p.to(device)
     return Split(**tensors, name=name)
 
 

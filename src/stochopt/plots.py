@@ -52,35 +52,42 @@ def curves(histories: Sequence[History], labels: Sequence[str] | None = None) ->
     return fig
 
 
+def _mosaic(tiles: np.ndarray, labels: Sequence[str], cols: int, width: float, cmap: str,
+            vmin: float, vmax: float, fontsize: float) -> Figure:
+    """28x28 tiles on one image, labelled above: one imshow instead of an axes per tile,
+    which makes the figure several times faster to lay out and save."""
+    rows, step = math.ceil(len(tiles) / cols), 28 + 6
+    canvas = np.full((rows * step - 6, cols * step - 6), np.nan)  # NaN: the white gaps
+    fig, ax = plt.subplots(figsize=(width, width * rows * step / (cols * step) + 0.6))
+    colours = plt.get_cmap(cmap).with_extremes(bad="white")
+    for i, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
+        r, c = divmod(i, cols)
+        canvas[r * step:r * step + 28, c * step:c * step + 28] = tile
+        ax.text(c * step + 13.5, r * step - 1.5, label, ha="center", va="bottom",
+                fontsize=fontsize)
+    ax.imshow(canvas, cmap=colours, vmin=vmin, vmax=vmax)
+    ax.axis("off")
+    return fig
+
+
 def weights(W: np.ndarray, title: str = "") -> Figure:
     """The ten columns of W (784 x 10, a bias row beyond 784 ignored) as 28x28 images,
-    titled by their class; red is positive evidence for the class, blue negative."""
-    fig, axes = plt.subplots(2, 5, figsize=(10, 4.6))
+    titled by their class; red is positive evidence for the class, blue negative (each
+    image on its own symmetric scale)."""
     images = W[:784].T.reshape(-1, 28, 28)
-    for digit, (ax, img) in enumerate(zip(axes.flat, images, strict=False)):
-        lim = float(np.abs(img).max()) or 1.0
-        ax.imshow(img, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        ax.set_title(str(digit))
-        ax.axis("off")
+    scale = np.abs(images).max(axis=(1, 2), keepdims=True)
+    images = images / np.where(scale > 0, scale, 1.0)
+    fig = _mosaic(images, [str(c) for c in range(len(images))], 5, 10, "RdBu_r", -1, 1, 12)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.axes[0].set_title(title, pad=18)
     return fig
 
 
 def samples(X: np.ndarray, y: np.ndarray, n: int = 32) -> Figure:
     """The first ``n`` rows of X as 28x28 digits, each titled with its label."""
     n = min(n, len(X))
-    cols = 8
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            ax.imshow(X[i, :784].reshape(28, 28), cmap="gray_r")
-            ax.set_title(str(int(y[i])), fontsize=9)
-    fig.tight_layout()
-    return fig
+    images = X[:n, :784].reshape(-1, 28, 28)
+    return _mosaic(images, [str(int(v)) for v in y[:n]], 8, 8.8, "gray_r", 0, 1, 9)
 
 
 def _by(table: Sequence[dict], key: str) -> dict:
