@@ -83,3 +83,15 @@ def test_accuracy_counts_argmax_hits():
     Z = torch.tensor([[0.0, 1.0], [2.0, 1.0], [0.0, 3.0], [5.0, 0.0]])
     y = torch.tensor([1, 0, 0, 1])
     assert accuracy(Z, y).item() == 0.5
+
+
+def test_accuracy_of_class_major_logits_equals_argmax_and_ties_go_to_the_lowest_class():
+    g = torch.Generator().manual_seed(0)
+    Zt = torch.randint(0, 3, (2, 10, 50), generator=g).float()  # small integers: many ties
+    y = torch.randint(0, 10, (50,), generator=g)
+    Z = Zt.mT  # (2, 50, 10), classes first in memory, as logits() returns it
+    assert torch.equal(accuracy(Z, y), (Z.contiguous().argmax(-1) == y).float().mean(-1))
+    ties = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]]).T.contiguous().T  # class-major
+    assert ties.stride() == (1, 2)
+    assert accuracy(ties, torch.tensor([0, 1])).item() == 1.0
+    assert accuracy(ties, torch.tensor([1, 2])).item() == 0.0
