@@ -279,20 +279,20 @@ def fit(
     alive = [True] * K
     steps = math.ceil(len(X) / c0.batch_size)
 
-    Yt, X_order = one_hot(y, N_CLASSES, X.dtype).T.contiguous(), torch.empty_like(X)
+    Yt = one_hot(y, N_CLASSES, X.dtype).T.contiguous()  # labels one-hot, classes first
+    # Each batch is gathered into this one buffer, still in cache when the step's three
+    # matrix products read it (measured faster than slicing an epoch-long gathered copy).
+    X_batch = X.new_empty(c0.batch_size, X.shape[1])
     for epoch in range(c0.epochs):
         _sync(X.device)
         t0 = time.perf_counter()
         estimator.epoch_start(Wt)
-        # The epoch's examples copied once into batch order: one large gather costs less
-        # than a gather per step, and each batch is then a slice, free to take.
-        order = epoch_order(len(X), c0.seed, epoch, X.device)
-        X_order = torch.index_select(X, 0, order, out=X_order)
-        B = c0.batch_size
-        batches = zip(order.split(B), X_order.split(B), Yt.index_select(1, order).split(B, 1),
-                      y[order].split(B), strict=True)
+        order, B = epoch_order(len(X), c0.seed, epoch, X.device), c0.batch_size
+        batches = zip(order.split(B), Yt.index_select(1, order).split(B, 1), y[order].split(B),
+                      strict=True)
         metrics = StepMetrics(K, B, X)
-        for i, (idx, Xb, Ybt, yb) in enumerate(batches):
+        for i, (idx, Ybt, yb) in enumerate(batches):
+            Xb = torch.index_select(X, 0, idx, out=X_batch[:len(idx)])
             Gt, Zt = estimator(Wt, idx, Xb, Ybt)
             for updater in updaters:
                 updater.step(Gt, epoch + i / steps)
