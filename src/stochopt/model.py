@@ -38,11 +38,9 @@ def residuals_t(Zt: torch.Tensor, Yt: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_t(Rt: torch.Tensor, X: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """``scale * R^T X``: (K, C, d). The scale (a gradient's 1/N) rides inside the BLAS call."""
-    G = Rt.new_empty(*Rt.shape[:-1], X.shape[-1])
-    torch.addmm(G.view(-1, X.shape[-1]), Rt.reshape(-1, X.shape[0]), X, beta=0, alpha=scale,
-                out=G.view(-1, X.shape[-1]))
-    return G
+    """``scale * R^T X``: (C, d) for R^T (C, N); (K, C, d) for R^T (K, C, N)."""
+    G = torch.matmul(Rt, X)
+    return G if scale == 1 else G.mul_(scale)
 
 
 def logits(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:

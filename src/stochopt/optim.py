@@ -36,6 +36,13 @@ def _add_(y: torch.Tensor, a: Hyper, x: torch.Tensor) -> torch.Tensor:
     return y.addcmul_(a, x) if isinstance(a, torch.Tensor) else y.add_(x, alpha=a)
 
 
+def _decay_add_(y: torch.Tensor, a: Hyper, x: torch.Tensor) -> torch.Tensor:
+    """y <- a * y + x."""
+    if isinstance(a, torch.Tensor):
+        return y.mul_(a).add_(x)
+    return torch.add(x, y, alpha=a, out=y)
+
+
 def _addcmul_(y: torch.Tensor, a: Hyper, x: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return y.addcmul_(a * x, x2)
@@ -108,7 +115,10 @@ class Momentum(Optimizer):
         if state["t"] == 1:
             m.copy_(g)  # torch starts the buffer at g, without dampening
         else:
-            _add_(m.mul_(self.momentum), 1 - self.dampening, g)
+            if _is_zero(self.dampening):
+                _decay_add_(m, self.momentum, g)
+            else:
+                _add_(m.mul_(self.momentum), 1 - self.dampening, g)
         _add_(w, -lr, _add_(g.clone(), self.momentum, m) if self.nesterov else m)
 
 
