@@ -43,6 +43,17 @@ def test_results_csv_schema_and_row_count(compared):
     assert float(adam["lr"]) == 1e-3 and float(adam["beta2"]) == 0.999 and adam["momentum"] == ""
 
 
+def test_optimizers_sharing_a_data_order_train_as_one_batch(compared):
+    """sgd, momentum and adam at one batch size train as one batch of K: their epochs are
+    the same wall-clock interval, whereas the two batch sizes are two batches."""
+    rows = _rows(compared / "results.csv")
+    for bs in ("1000", "4000"):
+        for epoch in ("1", "2"):
+            same = {r["seconds"] for r in rows if (r["batch_size"], r["epoch"]) == (bs, epoch)}
+            assert len(same) == 1
+    assert len({r["seconds"] for r in rows if r["epoch"] == "1"}) == 2
+
+
 def test_report_numbers_equal_results_csv(compared):
     rows = _rows(compared / "results.csv")
     summary = json.loads((compared / "summary.json").read_text())

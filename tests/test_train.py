@@ -5,10 +5,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stochopt.data import batch_order, load_split
 from stochopt.model import cross_entropy, gradient
-from stochopt.train import DIVERGENCE_LOSS, Config, fit
+from stochopt.train import DIVERGENCE_LOSS, Config, StepMetrics, fit
 
 
 def test_same_seed_same_history_other_seed_differs(split):
@@ -127,3 +128,23 @@ def test_full_batch_is_gradient_descent(data_dir):
     for _ in range(2):
         W = W - 0.5 * gradient(W, X, y)
     assert (torch.from_numpy(h.weights).double() - W).abs().max().item() <= 1e-7  # float32 out
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_step_metrics_in_chunks_equal_every_step_evaluated_alone(chunk):
+    """Deferred, chunked evaluation (with a last, short batch) against torch's
+    cross_entropy and argmax on each step and each of the K models."""
+    g = torch.Generator().manual_seed(0)
+    K, steps = 3, [8] * 7 + [5]
+    batches = [(torch.randn(K, 10, b, generator=g, dtype=torch.float64) * 3,
+                torch.randint(0, 10, (b,), generator=g)) for b in steps]
+    metrics = StepMetrics(K, 8, torch.zeros(1, dtype=torch.float64))
+    metrics.chunk = chunk
+    for Zt, y in batches:
+        metrics.add(Zt, y)
+    loss, acc = metrics.means()
+    for k in range(K):
+        ref_loss = [F.cross_entropy(Zt[k].T, y).item() for Zt, y in batches]
+        ref_acc = [100 * (Zt[k].T.argmax(1) == y).double().mean().item() for Zt, y in batches]
+        assert loss[k] == pytest.approx(sum(ref_loss) / len(steps), abs=1e-12)
+        assert acc[k] == pytest.approx(sum(ref_acc) / len(steps), abs=1e-10)

@@ -189,6 +189,8 @@ class StepMetrics:
         self.steps += 1
 
     def _flush(self) -> None:
+        if not self.pending:
+            return
         Z = torch.stack([z for z, _ in self.pending]).mT  # (steps, K, B, C), classes first
         y = torch.stack([y for _, y in self.pending]).unsqueeze(1)  # (steps, 1, B)
         self.sums[0] += cross_entropy(Z, y).sum(dim=0)
