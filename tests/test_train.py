@@ -71,12 +71,14 @@ def test_configurations_with_different_update_rules_train_together_as_alone(spli
                Config(optimizer="rmsprop", hyper={"centered": True})]
     for c in configs:
         c.epochs, c.batch_size = 1, 512
-    together = fit(configs, split)
+    f_star = [0.01 * k for k in range(len(configs))]  # distinct, to catch a reordering
+    together = fit(configs, split, f_star=f_star)
     assert [h.config for h in together] == configs
-    for c, h in zip(configs, together, strict=True):
-        (alone,) = fit(c, split)
+    for c, h, s in zip(configs, together, f_star, strict=True):
+        (alone,) = fit(c, split, f_star=[s])
         assert abs(h.weights - alone.weights).max() <= 1e-5
-        assert h.rows[0]["train_loss"] == pytest.approx(alone.rows[0]["train_loss"], abs=1e-5)
+        for key in ("train_loss", "val_loss", "suboptimality"):
+            assert h.rows[0][key] == pytest.approx(alone.rows[0][key], abs=1e-5)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
