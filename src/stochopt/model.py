@@ -26,10 +26,9 @@ def one_hot(y: torch.Tensor, n_classes: int = 10, dtype: torch.dtype = torch.flo
 # the narrow side (C = 10) is the output's rows, a shape CPU BLAS runs 3-4x faster than
 # ``X @ W``. The (d, C) functions below are views of these, not copies.
 
-def logits_t(Wt: torch.Tensor, X: torch.Tensor, out: torch.Tensor | None = None
-             ) -> torch.Tensor:
+def logits_t(Wt: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     """``Z^T = W^T X^T``: (C, N) for W^T (C, d); (K, C, N) for W^T (K, C, d)."""
-    return torch.matmul(Wt, X.T, out=out)
+    return torch.matmul(Wt, X.T)
 
 
 def residuals_t(Zt: torch.Tensor, Yt: torch.Tensor) -> torch.Tensor:

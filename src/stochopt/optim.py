@@ -114,11 +114,10 @@ class Momentum(Optimizer):
         m = state["m"]
         if state["t"] == 1:
             m.copy_(g)  # torch starts the buffer at g, without dampening
+        elif _is_zero(self.dampening):
+            _decay_add_(m, self.momentum, g)
         else:
-            if _is_zero(self.dampening):
-                _decay_add_(m, self.momentum, g)
-            else:
-                _add_(m.mul_(self.momentum), 1 - self.dampening, g)
+            _add_(m.mul_(self.momentum), 1 - self.dampening, g)
         _add_(w, -lr, _add_(g.clone(), self.momentum, m) if self.nesterov else m)
 
 

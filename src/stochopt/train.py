@@ -21,7 +21,7 @@ import torch
 from .data import N_CLASSES, Split, epoch_order
 from .errors import StochoptError
 from .gradients import ESTIMATORS, MiniBatch
-from .model import accuracy, cross_entropy, logits, logits_t, one_hot
+from .model import accuracy, cross_entropy, logits, logits_t, one_hot, zeros
 from .optim import OPTIMIZERS, SGD, Hyper, Optimizer, State, make_optimizer
 from .schedules import SCHEDULES, Schedule, make_schedule
 
@@ -255,8 +255,10 @@ def fit(
     """
     given = [configs] if isinstance(configs, Config) else list(configs)
     # each update rule gets a contiguous block of the K (a view, no copies)
-    keys = list(dict.fromkeys(c.rule_key for c in given))
-    by_rule = sorted(range(len(given)), key=lambda k: keys.index(given[k].rule_key))
+    blocks: dict[tuple, list[int]] = {}
+    for k, c in enumerate(given):
+        blocks.setdefault(c.rule_key, []).append(k)
+    by_rule = [k for block in blocks.values() for k in block]
     configs = [given[k] for k in by_rule]
     f_star = None if f_star is None else [f_star[k] for k in by_rule]
     c0, K = configs[0], len(configs)
@@ -265,14 +267,13 @@ def fit(
         c.validate(len(X))
         if any(getattr(c, a) != getattr(c0, a) for a in SHARED):
             raise StochoptError(f"configurations trained together must share {SHARED}")
-    # the loop works on W^T, classes first (see model.py); W is the same numbers as (K, d, C)
-    Wt = torch.zeros(K, N_CLASSES, split.n_features, dtype=X.dtype, device=X.device)
-    W = Wt.mT
+    W = zeros(K, split.n_features, N_CLASSES, X.dtype, X.device)
+    Wt = W.mT  # the loop works on W^T, classes first (see model.py): the same numbers
     updaters, start = [], 0
-    for key in keys:
-        block = [c for c in configs if c.rule_key == key]
-        updaters.append(Updater.build(block, slice(start, start + len(block)), Wt))
-        start += len(block)
+    for block in blocks.values():
+        rows = slice(start, start + len(block))
+        updaters.append(Updater.build([given[k] for k in block], rows, Wt))
+        start = rows.stop
     estimator = ESTIMATORS.get(c0.optimizer, MiniBatch)(split, Wt)
     wd = _stack([c.weight_decay for c in configs], W)
     lr_per_config = [c.lr_at for c in configs]  # in float64, for the records
