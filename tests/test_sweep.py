@@ -3,6 +3,7 @@ report whose numbers are those of results.csv."""
 
 import csv
 import json
+import math
 import re
 
 import pytest
@@ -52,6 +53,9 @@ def test_optimizers_sharing_a_data_order_train_as_one_batch(compared):
             same = {r["seconds"] for r in rows if (r["batch_size"], r["epoch"]) == (bs, epoch)}
             assert len(same) == 1
     assert len({r["seconds"] for r in rows if r["epoch"] == "1"}) == 2
+    md = (compared / "report.md").read_text()
+    assert "trained together as one batch of 3 models" in md
+    assert "cheapest epoch" not in md  # no run of a shared batch was cheaper than another
 
 
 def test_report_numbers_equal_results_csv(compared):
@@ -148,3 +152,19 @@ def test_a_second_process_on_the_same_out_is_refused(data_dir, tmp_path, capsys)
         holder.kill()
         holder.wait()
     lock_out(out)  # free again once the holder is gone
+
+
+def test_the_report_names_the_cheapest_epoch_only_when_runs_were_timed_apart():
+    from stochopt.report import observations
+
+    def row(optimizer, seconds):
+        return {"run": optimizer, "optimizer": optimizer, "lr": 0.1, "batch_size": 64,
+                "seed": 0, "status": "ok", "final_val_acc": 91.0 + seconds,
+                "final_val_loss": 0.3, "best_epoch": 10, "test_acc": 91.0, "test_loss": 0.3,
+                "suboptimality": math.nan, "seconds_per_epoch": seconds}
+
+    apart = " ".join(observations([row("sgd", 0.2), row("adam", 0.3)]).values())
+    assert "The cheapest epoch was sgd's, 0.200 s." in apart
+    together = " ".join(observations([row("sgd", 0.25), row("adam", 0.25)]).values())
+    assert "trained together as one batch of 2 models, 0.250 s per epoch" in together
+    assert "cheapest" not in together

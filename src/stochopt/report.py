@@ -53,8 +53,13 @@ def observations(table: Sequence[dict]) -> dict[str, str]:
             text += ("Validation loss was lowest before the last epoch for "
                      + ", ".join(f"{r['optimizer']} (epoch {r['best_epoch']})" for r in early)
                      + ". ")
-        text += (f"The cheapest epoch was {fastest['optimizer']}'s, "
-                 f"{fastest['seconds_per_epoch']:.3f} s.")
+        if len({r["seconds_per_epoch"] for r in rows}) == 1 and len(rows) > 1:
+            # one batch of K: the seconds are the batch's, no run was cheaper than another
+            text += (f"They trained together as one batch of {len(rows)} models, "
+                     f"{fastest['seconds_per_epoch']:.3f} s per epoch for all of them.")
+        else:
+            text += (f"The cheapest epoch was {fastest['optimizer']}'s, "
+                     f"{fastest['seconds_per_epoch']:.3f} s.")
         subs = [r for r in rows if math.isfinite(r["suboptimality"])]
         if subs:
             closest = min(subs, key=lambda r: r["suboptimality"])
