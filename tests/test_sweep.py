@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import re
+import shutil
 
 import pytest
 
@@ -101,6 +102,32 @@ def test_resume_after_interruption_reruns_nothing_finished(data_dir, compared, t
     assert sum(calls) == 3  # only the runs that had not finished
 
     def strip(path):  # wall-clock times differ from run to run; everything else may not
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in _rows(path)]
+
+    assert strip(out / "results.csv") == strip(compared / "results.csv")
+
+
+def test_a_group_cut_short_between_its_run_files_resumes_to_the_same_numbers(
+        data_dir, compared, tmp_path, monkeypatch):
+    """A kill between two run files of one group leaves it part-finished. Its numbers depend
+    (by rounding) on which models shared its products, so the whole group trains again;
+    the finished run files stay as they were."""
+    out = tmp_path / "cut"
+    shutil.copytree(compared / "runs", out / "runs")
+    adam = next((out / "runs").glob("adam-*-bs1000-*.json"))
+    adam.unlink()
+    adam.with_suffix(".npy").unlink()
+    kept = {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")}
+    calls = []
+    real_fit = sweep.fit
+    monkeypatch.setattr(sweep, "fit", lambda configs, *a, **k: calls.append(
+        sorted(c.optimizer for c in configs)) or real_fit(configs, *a, **k))
+    assert _compare(data_dir, out) == 0
+    assert calls == [["adam", "momentum", "sgd"]]  # the cut group, whole; not the other
+    assert {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")
+            if p.name in kept} == kept
+
+    def strip(path):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in _rows(path)]
 
     assert strip(out / "results.csv") == strip(compared / "results.csv")

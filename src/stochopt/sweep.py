@@ -99,11 +99,16 @@ def run_all(
             on_group([configs[i] for i in members], not todo)
         if not todo:
             continue
-        stars = [f_star(configs[i]) for i in todo]
-        histories = fit([configs[i] for i in todo], split,
+        # The whole group trains again, its finished runs too: a run's numbers depend (by
+        # float rounding) on which K models shared its products, so only the same group
+        # gives the unfinished runs what an uninterrupted run would have given them.
+        stars = [f_star(configs[i]) for i in members]
+        histories = fit([configs[i] for i in members], split,
                         f_star=None if any(s is None for s in stars) else stars,
                         on_epoch=on_epoch)
-        for i, h in zip(todo, histories, strict=True):
+        for i, h in zip(members, histories, strict=True):
+            if i not in todo:
+                continue  # finished before: its files stay as they are
             write_npy(runs_dir / f"{ids[i]}.npy", h.weights.astype(np.float32))
             record = {"run": ids[i], **h.to_dict()}
             write_json(runs_dir / f"{ids[i]}.json", record)  # last: marks the run finished
