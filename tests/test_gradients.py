@@ -45,7 +45,10 @@ def test_saga_table_update_equals_naive_per_example_gradients():
     y = torch.randint(0, 10, (n,), generator=g)
     W = torch.randn(d, 10, generator=g, dtype=torch.float64)
     split = Split(X, y, X, y, X, y)
-    saga = SAGA(split, W.T)  # estimators take W^T, classes first
+    def one(A):  # one seed, one configuration: the loop's (S, M, ...) layout
+        return A[None, None]
+
+    saga = SAGA(split, one(W.T))  # estimators take W^T (S, M, C, d), classes first
 
     def per_example(Wi, i):
         return gradient(Wi, X[i:i + 1], y[i:i + 1])  # x_i r_i^T, d x 10
@@ -56,11 +59,12 @@ def test_saga_table_update_equals_naive_per_example_gradients():
         W = W - 0.1 * step * torch.ones_like(W) / 7
         new = {int(i): per_example(W, int(i)) for i in idx}
         naive = sum(new[i] - table[i] for i in new) / len(idx) + sum(table) / n
-        ours, Z = saga(W.T, idx, X[idx], one_hot(y[idx], 10, X.dtype).T)
+        ours, Z = saga(one(W.T), idx[None], X[idx][None], one_hot(y[idx], 10, X.dtype).T[None])
+        ours, Z = ours[0, 0], Z[0, 0]
         assert torch.allclose(ours.T, naive, atol=1e-13)
         assert torch.allclose(Z.T, X[idx] @ W)
         for i in new:
             table[i] = new[i]
-        assert torch.allclose(saga.mean.T, sum(table) / n, atol=1e-13)
+        assert torch.allclose(saga.mean[0, 0].T, sum(table) / n, atol=1e-13)
         P = torch.softmax(X[idx] @ W, dim=1)
-        assert torch.allclose(saga.table[:, idx].T, P - one_hot(y[idx], 10, X.dtype))
+        assert torch.allclose(saga.table[0, 0][:, idx].T, P - one_hot(y[idx], 10, X.dtype))

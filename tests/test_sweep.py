@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from stochopt import sweep
+from stochopt import experiment
 from stochopt.cli import main
 
 COMMON = ["--epochs", "2", "--quiet", "--optimum", "skip"]
@@ -80,7 +80,7 @@ def test_resume_after_interruption_reruns_nothing_finished(data_dir, compared, t
                                                            monkeypatch):
     out = tmp_path / "resumed"
     calls = []
-    real_fit = sweep.fit
+    real_fit = experiment.fit
 
     def interrupted_fit(configs, *args, **kwargs):
         if len(calls) == 1:
@@ -88,7 +88,7 @@ def test_resume_after_interruption_reruns_nothing_finished(data_dir, compared, t
         calls.append(len(configs))
         return real_fit(configs, *args, **kwargs)
 
-    monkeypatch.setattr(sweep, "fit", interrupted_fit)
+    monkeypatch.setattr(experiment, "fit", interrupted_fit)
     assert _compare(data_dir, out) == 130
     finished = sorted(p.name for p in (out / "runs").glob("*.json"))
     assert len(finished) == sum(calls) == 3
@@ -96,7 +96,7 @@ def test_resume_after_interruption_reruns_nothing_finished(data_dir, compared, t
     assert not list(out.rglob("*.tmp"))  # nothing half-written
 
     calls.clear()
-    monkeypatch.setattr(sweep, "fit", lambda configs, *a, **k: calls.append(len(configs))
+    monkeypatch.setattr(experiment, "fit", lambda configs, *a, **k: calls.append(len(configs))
                         or real_fit(configs, *a, **k))
     assert _compare(data_dir, out) == 0
     assert sum(calls) == 3  # only the runs that had not finished
@@ -114,13 +114,14 @@ def test_a_group_cut_short_between_its_run_files_resumes_to_the_same_numbers(
     the finished run files stay as they were."""
     out = tmp_path / "cut"
     shutil.copytree(compared / "runs", out / "runs")
+    shutil.copy(compared / "fingerprint.json", out)  # the same data: resuming is allowed
     adam = next((out / "runs").glob("adam-*-bs1000-*.json"))
     adam.unlink()
     adam.with_suffix(".npy").unlink()
     kept = {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")}
     calls = []
-    real_fit = sweep.fit
-    monkeypatch.setattr(sweep, "fit", lambda configs, *a, **k: calls.append(
+    real_fit = experiment.fit
+    monkeypatch.setattr(experiment, "fit", lambda configs, *a, **k: calls.append(
         sorted(c.optimizer for c in configs)) or real_fit(configs, *a, **k))
     assert _compare(data_dir, out) == 0
     assert calls == [["adam", "momentum", "sgd"]]  # the cut group, whole; not the other

@@ -1,11 +1,13 @@
 """stochopt: softmax regression on MNIST with stochastic optimisers written from scratch."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
+from .config import Config, RunRecord
 from .data import Split, load_split
-from .errors import StochoptError
-from .optim import OPTIMIZERS, make_optimizer
-from .train import Config, History, fit
+from .errors import SettingError, StochoptError
+from .experiment import grid, open_out, run
+from .optim import RULES, make_optimizer, register
+from .train import fit
 
-__all__ = ["OPTIMIZERS", "Config", "History", "Split", "StochoptError", "fit", "load_split",
-           "make_optimizer"]
+__all__ = ["RULES", "Config", "RunRecord", "SettingError", "Split", "StochoptError", "fit",
+           "grid", "load_split", "make_optimizer", "open_out", "register", "run"]

@@ -16,8 +16,9 @@ import tarfile
 import tempfile
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -274,6 +275,9 @@ class Split:
     X_test: torch.Tensor
     y_test: torch.Tensor
     name: str = "mnist"
+    # where the numbers came from: the data's checksums and the split's settings (see
+    # stochopt.experiment.fingerprint); empty for a Split built by hand
+    source: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -309,7 +313,10 @@ def make_split(
             Xt = torch.cat([Xt, torch.ones(len(Xt), 1, device=device, dtype=dtype)], dim=1)
         tensors[f"X_{part}"] = Xt.contiguous()
         tensors[f"y_{part}"] = y_p.to(device)
-    return Split(**tensors, name=name)
+    source = {"dataset": name, "val_fraction": val_fraction, "split_seed": SPLIT_SEED,
+              "bias": bias, "md5": {key: hashlib.md5(np.ascontiguousarray(a)).hexdigest()
+                                    for key, a in sorted(arrays.items())}}
+    return Split(**tensors, name=name, source=source)
 
 
 def load_split(

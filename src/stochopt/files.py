@@ -33,17 +33,26 @@ def prepare_out(out: str | Path) -> Path:
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], binary: bool = False) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    A failure to write (a full disk, a read-only folder) leaves ``path`` as it was and
+    ends in a StochoptError naming it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise StochoptError(f"cannot write {path}: {e.strerror or e}; the files written "
+                                "before it are complete; free some space or choose another "
+                                "output folder") from e
         raise
 
 

@@ -10,10 +10,11 @@ For softmax regression the per-example gradient is ``x_i r_i^T`` with ``r_i = so
 - y_i``, so SAGA's table holds N x C residuals, not N x d x C gradients, and its mean is
 ``(1/N) X^T R_table``.
 
-Like the training loop, estimators work on transposes, classes first (see :mod:`.model`):
-called with ``W^T`` (K, C, d), the batch's indices, its examples ``X_B`` (B, d) and one-hot
-labels ``Y*_B^T`` (C, B), they return ``(G^T, Z^T)``: the gradient (K, C, d) and the batch
-logits at ``W`` (K, C, B), which the loop may reuse for the step's metrics.
+Like the training loop, estimators work on transposes, classes first, for S seeds x M
+configurations (see :mod:`.model`): called with ``W^T`` (S, M, C, d), each seed's batch
+indices ``idx`` (S, B), examples ``X_B`` (S, B, d) and one-hot labels ``Y*_B^T`` (S, C, B),
+they return ``(G^T, Z^T)``: the gradient (S, M, C, d) and the batch logits at ``W``
+(S, M, C, B), which the loop may reuse for the step's metrics.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from __future__ import annotations
 import torch
 
 from .data import Split
-from .model import gradient_t, logits_t, one_hot, residuals_t
+from .model import gradient_t, logits_t, one_hot, residuals_t, seed_gradient_t, seed_logits_t
 
 
-def _labels_t(split: Split, Wt: torch.Tensor) -> torch.Tensor:
-    return one_hot(split.y_train, Wt.shape[-2], Wt.dtype).T
+def _full_residuals_t(split: Split, Wt: torch.Tensor) -> torch.Tensor:
+    """``R^T`` (S, M, C, N) over the whole training split."""
+    Yt = one_hot(split.y_train, Wt.shape[-2], Wt.dtype).T
+    return residuals_t(logits_t(Wt, split.X_train), Yt)
 
 
 class MiniBatch:
@@ -36,40 +39,42 @@ class MiniBatch:
         pass
 
     def __call__(self, Wt, idx, Xb, Ybt) -> tuple[torch.Tensor, torch.Tensor]:
-        Zt = logits_t(Wt, Xb)
-        return gradient_t(residuals_t(Zt, Ybt), Xb, 1 / len(Xb)), Zt
+        Zt = seed_logits_t(Wt, Xb)
+        return seed_gradient_t(residuals_t(Zt, Ybt.unsqueeze(1)), Xb, 1 / Xb.shape[1]), Zt
 
 
 class SVRG(MiniBatch):
     def __init__(self, split: Split, Wt: torch.Tensor) -> None:
-        self.X, self.Yt = split.X_train, _labels_t(split, Wt)
+        self.split = split
 
     def epoch_start(self, Wt):
         self.snapshot = Wt.clone()
-        self.full = gradient_t(residuals_t(logits_t(Wt, self.X), self.Yt), self.X, 1 / len(self.X))
+        X = self.split.X_train
+        self.full = gradient_t(_full_residuals_t(self.split, Wt), X, 1 / len(X))
 
     def __call__(self, Wt, idx, Xb, Ybt):
-        Zt = logits_t(Wt, Xb)
+        Zt = seed_logits_t(Wt, Xb)
         # R(W) - R(W~): the labels cancel
-        Rt = torch.softmax(Zt, dim=-2) - torch.softmax(logits_t(self.snapshot, Xb), dim=-2)
-        return gradient_t(Rt, Xb, 1 / len(Xb)) + self.full, Zt
+        Rt = torch.softmax(Zt, dim=-2) - torch.softmax(seed_logits_t(self.snapshot, Xb), dim=-2)
+        return seed_gradient_t(Rt, Xb, 1 / Xb.shape[1]) + self.full, Zt
 
 
 class SAGA(MiniBatch):
     def __init__(self, split: Split, Wt: torch.Tensor) -> None:
         X = split.X_train
         self.n = len(X)
-        self.table = residuals_t(logits_t(Wt, X), _labels_t(split, Wt))  # (K, C, N)
+        self.table = _full_residuals_t(split, Wt)  # (S, M, C, N)
         self.mean = gradient_t(self.table, X, 1 / self.n)
 
     def __call__(self, Wt, idx, Xb, Ybt):
-        Zt = logits_t(Wt, Xb)
-        Rt = residuals_t(Zt, Ybt)
-        step = gradient_t(Rt - self.table[..., idx], Xb)
-        g = step / len(idx) + self.mean
+        Zt = seed_logits_t(Wt, Xb)
+        Rt = residuals_t(Zt, Ybt.unsqueeze(1))
+        where = idx[:, None, None, :].expand_as(Rt)  # each seed's examples in its table
+        step = seed_gradient_t(Rt - self.table.gather(-1, where), Xb)
+        g = step / idx.shape[1] + self.mean
         self.mean += step / self.n
-        self.table[..., idx] = Rt
+        self.table.scatter_(-1, where, Rt)
         return g, Zt
 
 
-ESTIMATORS: dict[str, type[MiniBatch]] = {"svrg": SVRG, "saga": SAGA}
+ESTIMATORS: dict[str, type[MiniBatch]] = {"minibatch": MiniBatch, "svrg": SVRG, "saga": SAGA}

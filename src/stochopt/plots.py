@@ -15,13 +15,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .train import History
+from .config import RunRecord
 
 PANELS = [("train_loss", "train loss"), ("train_acc", "train accuracy (%)"),
           ("val_loss", "validation loss"), ("val_acc", "validation accuracy (%)")]
 
 
-def curves(histories: Sequence[History], labels: Sequence[str] | None = None) -> Figure:
+def curves(histories: Sequence[RunRecord], labels: Sequence[str] | None = None) -> Figure:
     """2x2 panels (train loss, train accuracy, validation loss, validation accuracy) per
     epoch, one line per run; a fifth panel with ``f(W) - f*`` on a log axis when known.
     A diverged run ends in an x at its last finite point."""

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import StochoptError
+from .errors import SettingError, StochoptError
 from .optim import Hyper
+from .settings import NON_NEGATIVE, Interval, Setting
 
 
 class Schedule:
@@ -89,8 +90,16 @@ class Warmup(Schedule):
         return self.inner(e) * ramp
 
 
-DEFAULT_DECAY = {"constant": None, "exponential": 0.9, "step": 0.1, "cosine": 0.0,
-                 "inverse-time": 1.0}
+# what ``lr_decay`` means for each schedule, its default and its range, declared once
+DECAY: dict[str, Setting | None] = {
+    "constant": None,
+    "exponential": Setting(0.9, NON_NEGATIVE, "factor per epoch", "lr_decay"),
+    "step": Setting(0.1, NON_NEGATIVE, "factor every step_size epochs", "lr_decay"),
+    "cosine": Setting(0.0, Interval(0, 1), "final factor (a factor above 1 would make the "
+                      "rate rise)", "lr_decay"),
+    "inverse-time": Setting(1.0, NON_NEGATIVE, "rate of the 1/(1 + rate e) decay", "lr_decay"),
+}
+DEFAULT_DECAY = {name: None if s is None else s.default for name, s in DECAY.items()}
 SCHEDULES = {"constant": Constant, "exponential": Exponential, "step": Step, "cosine": Cosine,
              "inverse-time": InverseTime}
 
@@ -100,8 +109,7 @@ def make_schedule(name: str, lr_decay: Hyper | None = None, epochs: int = 10,
     """The schedule ``name``. ``lr_decay`` (default :data:`DEFAULT_DECAY`) is gamma for
     exponential and step, the decay rate for inverse-time and the final factor for cosine;
     ``warmup_epochs > 0`` adds a linear warm-up."""
-    if name not in SCHEDULES:
-        raise StochoptError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    check_schedule(name, lr_decay)
     decay = DEFAULT_DECAY[name] if lr_decay is None else lr_decay
     schedule: Schedule = {
         "constant": lambda: Constant(),
@@ -111,3 +119,19 @@ def make_schedule(name: str, lr_decay: Hyper | None = None, epochs: int = 10,
         "inverse-time": lambda: InverseTime(decay),
     }[name]()
     return Warmup(schedule, warmup_epochs) if warmup_epochs > 0 else schedule
+
+
+def check_schedule(name: str, lr_decay: Hyper | None = None) -> None:
+    """Raise unless ``name`` is a schedule and ``lr_decay`` (if given) is allowed for it."""
+    if name not in SCHEDULES:
+        raise StochoptError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    if lr_decay is None:
+        return
+    if DECAY[name] is None:
+        raise SettingError(f"{{lr_decay}} does not apply to the {name} schedule", "lr_decay")
+    decay = DECAY[name]
+    try:
+        decay.check(lr_decay)
+    except SettingError as e:
+        raise SettingError.bad("lr_decay", f"of the {name} schedule ({decay.help}) "
+                               f"{str(e).removeprefix('lr_decay ')}") from None

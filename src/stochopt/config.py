@@ -1,0 +1,154 @@
+"""The two records of an experiment: :class:`Config`, one training run's settings, and
+:class:`RunRecord`, what the run gave (per-epoch rows, test metrics, status, weights).
+
+Config's own settings are declared once, as :class:`~stochopt.settings.Setting` metadata on
+its fields; an optimiser's hyperparameters are declared by its rule (:mod:`stochopt.optim`).
+Validation reads both, and names the setting as the Python API spells it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SettingError
+from .optim import Rule, get_rule
+from .schedules import DEFAULT_DECAY, Schedule, check_schedule, make_schedule
+from .settings import NON_NEGATIVE, Interval, Setting
+
+COUNT = Interval(1, math.inf, integer=True)
+
+
+def _setting(default: Any, constraint: Interval | None, help: str) -> Any:
+    return field(default=default, metadata={"setting": Setting(default, constraint, help)})
+
+
+@dataclass
+class Config:
+    """One training run. ``lr``, ``schedule`` and ``lr_decay`` left as None take the
+    optimiser's declared defaults (see :meth:`resolved`); ``hyper`` holds the optimiser's
+    other hyperparameters (momentum, beta1, weight_decay, ...)."""
+
+    optimizer: str = "momentum"
+    lr: float | None = None
+    batch_size: int = _setting(64, COUNT, "mini-batch size (the last, partial batch is kept)")
+    epochs: int = _setting(10, COUNT, "passes over the training split")
+    schedule: str | None = None
+    lr_decay: float | None = None
+    step_size: int = _setting(3, COUNT, "epochs between decays of the step schedule")
+    warmup_epochs: float = _setting(0.0, NON_NEGATIVE, "linear warm-up over this many epochs")
+    seed: int = _setting(0, Interval(0, 2**31 - 1, integer=True),
+                         "seed of the mini-batch order")
+    train_metrics: str = "after"  # "after": the exercise's metrics after each step; "before"
+    hyper: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def settings(cls) -> dict[str, Setting]:
+        """The declared settings of Config itself, named."""
+        return {f.name: replace(f.metadata["setting"], name=f.name) for f in fields(cls)
+                if "setting" in f.metadata}
+
+    @property
+    def rule(self) -> type[Rule]:
+        return get_rule(self.optimizer)
+
+    @property
+    def base_lr(self) -> float:
+        return self.lr if self.lr is not None else self.rule.lr.default
+
+    @property
+    def schedule_name(self) -> str:
+        return self.schedule or self.rule.default_schedule
+
+    @property
+    def estimator(self) -> str:
+        """How the gradient is estimated: "minibatch", "svrg" or "saga"."""
+        return self.rule.estimator
+
+    @property
+    def weight_decay(self) -> float:
+        return float(self.hyper.get("weight_decay", self.rule.weight_decay.default))
+
+    def make_schedule(self, lr_decay: Any = None) -> Schedule:
+        """This run's schedule; ``lr_decay`` overrides its own (a tensor in a batch of K)."""
+        return make_schedule(self.schedule_name, self.lr_decay if lr_decay is None else lr_decay,
+                             self.epochs, self.step_size, self.warmup_epochs)
+
+    def lr_at(self, epoch: float) -> float:
+        return self.base_lr * float(self.make_schedule()(epoch))
+
+    def resolved(self) -> Config:
+        """The same run with every default written out: what ran, as results.csv shows it."""
+        rule = self.rule
+        schedule = self.schedule_name
+        decay = self.lr_decay if self.lr_decay is not None else DEFAULT_DECAY.get(schedule)
+        return replace(self, lr=self.base_lr, schedule=schedule, lr_decay=decay,
+                       hyper={**rule.hyperparameters(), **self.hyper})
+
+    @property
+    def run_id(self) -> str:
+        """A readable, stable name: equal for two configs exactly when they are one run."""
+        r = self.resolved()
+        digest = hashlib.sha1(json.dumps(asdict(r), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{r.optimizer}-lr{r.lr:g}-bs{r.batch_size}-s{r.seed}-{digest}"
+
+    def validate(self, n_train: int | None = None) -> None:
+        """Raise a :class:`~stochopt.errors.SettingError` (or StochoptError) naming the
+        first bad value."""
+        rule = self.rule  # an unknown optimizer is refused here
+        for name, setting in self.settings().items():
+            setting.check(getattr(self, name))
+        if n_train is not None and self.batch_size > n_train:
+            raise SettingError.bad("batch_size", f"{self.batch_size} is larger than the "
+                                   f"{n_train} training examples; use at most {n_train}")
+        if self.train_metrics not in ("after", "before"):
+            raise SettingError.bad("train_metrics", "must be 'after' or 'before'")
+        rule.check({"lr": self.base_lr, **self.hyper})
+        check_schedule(self.schedule_name, self.lr_decay)
+
+
+@dataclass
+class RunRecord:
+    """What one run gave: a row per epoch, the final test metrics and the weights.
+
+    ``weights`` is the (d, C) float32 array after :func:`stochopt.fit`; once the run is
+    stored, ``weights_path`` says where (relative to the output folder), and
+    :meth:`to_json`/:meth:`from_json` carry everything else.
+    """
+
+    config: Config
+    rows: list[dict[str, float]] = field(default_factory=list)
+    test_loss: float = math.nan
+    test_acc: float = math.nan
+    status: str = "ok"  # or "diverged"
+    diverged_epoch: int | None = None
+    weights: np.ndarray | None = None
+    weights_path: str | None = None
+
+    @property
+    def run(self) -> str:
+        return self.config.run_id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.run, "config": asdict(self.config.resolved()), "status": self.status,
+                "diverged_epoch": self.diverged_epoch, "test_loss": self.test_loss,
+                "test_acc": self.test_acc, "weights": self.weights_path, "history": self.rows}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> RunRecord:
+        return cls(Config(**record["config"]), record["history"], record["test_loss"],
+                   record["test_acc"], record["status"], record["diverged_epoch"],
+                   weights_path=record.get("weights"))
+
+    def load_weights(self, out: Path) -> np.ndarray:
+        if self.weights is None:
+            self.weights = np.load(Path(out) / str(self.weights_path))
+        return self.weights
+
+

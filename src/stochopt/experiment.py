@@ -1,0 +1,233 @@
+"""The experiment layer: plan -> groups -> engine -> run records, into one output folder.
+
+    configs, notes = grid(["momentum", "adam"], {"seed": [0, 1, 2]})   # every combination
+    records = run(configs, split, "runs/compare")                    # resumable
+    artefacts.write_all("runs/compare", records, "stochopt compare")  # tables, figures, report
+
+``run`` stores every finished run as ``runs/<run>.json`` (+ ``.npy``), each written
+atomically, the JSON last: a run is finished exactly when its JSON exists, so re-running the
+same command after an interruption trains only the rest. The folder's ``fingerprint.json``
+records what the numbers depend on besides the configurations (the data, the split, dtype,
+device type, the version of the numerical code); a command whose fingerprint differs is
+refused before anything is written. Groups are trained by an *engine*: :class:`LocalEngine`
+here, one after another in this process; another engine (a cluster's) plugs in at the same
+seam, while this driver alone writes the folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .config import Config, RunRecord
+from .data import Split
+from .errors import Named, SettingError, StochoptError, escape
+from .files import lock_out, prepare_out, write_json, write_npy
+from .optim import RULES, get_rule
+from .train import fit, plan_groups
+
+# Bump whenever a change alters the numbers a run gives (the order of float operations
+# included): an output folder made by another version is then refused, not mixed.
+NUMERICS_VERSION = 3
+
+OnEpoch = Callable[[int, list[RunRecord]], None]
+CONFIG_LISTS = tuple(f.name for f in fields(Config) if f.name not in ("optimizer", "hyper"))
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def grid(optimizers: list[str], values: dict[str, list[Any]], scale_lr: bool = False
+         ) -> tuple[list[Config], list[Named]]:
+    """Every combination of ``optimizers`` with the listed ``values`` (Config settings such
+    as ``lr``, ``batch_size``, ``seed``, and optimiser hyperparameters such as ``momentum``).
+
+    A hyperparameter goes to the optimisers that declare it; one that none of them has is
+    refused, one that only some have comes back as a note naming them. ``scale_lr`` applies
+    the linear scaling rule ``lr * batch_size / 64``. Every configuration is validated and
+    must be unique."""
+    rules = {name: get_rule(name) for name in optimizers}
+    hyper = {n: v for n, v in values.items() if n not in CONFIG_LISTS}
+    notes: list[Named] = []
+    for name in hyper:
+        takers = [o for o, rule in rules.items() if name in rule.hyperparameters()]
+        if not takers:
+            owners = [o for o, rule in RULES.items() if name in rule.hyperparameters()]
+            raise SettingError(f"{{{name}}} does not apply to {{optimizer}} "
+                               f"{escape(', '.join(optimizers))}; it is a hyperparameter of "
+                               f"{escape(', '.join(owners) or 'no optimizer')}",
+                               name, "optimizer")
+        if len(takers) < len(rules):
+            others = [o for o in rules if o not in takers]
+            notes.append(Named(f"{{{name}}} applies to {escape(', '.join(takers))} only, not "
+                               f"to {escape(', '.join(others))}", name))
+    defaults = {f.name: f.default for f in fields(Config)}
+    settings = {n: values.get(n, [defaults[n]]) for n in CONFIG_LISTS}
+    configs = []
+    for optimizer, rule in rules.items():
+        mine = {n: v for n, v in hyper.items() if n in rule.hyperparameters()}
+        for combo in itertools.product(*settings.values(), *mine.values()):
+            given = dict(zip([*settings, *mine], combo, strict=True))
+            config = Config(optimizer=optimizer, hyper={n: given.pop(n) for n in mine},
+                            **given)
+            if scale_lr:
+                config.lr = config.base_lr * config.batch_size / 64
+            config.validate()
+            configs.append(config)
+    check_unique(configs)
+    return configs, notes
+
+
+def check_unique(configs: list[Config]) -> None:
+    seen: set[str] = set()
+    for c in configs:
+        if c.run_id in seen:
+            raise StochoptError(f"configuration {c.run_id} is listed twice (a value repeated "
+                                "in a list?); list each configuration once")
+        seen.add(c.run_id)
+
+
+# --------------------------------------------------------------------------- the folder
+
+
+def fingerprint(split: Split) -> dict[str, Any]:
+    """Everything besides the configuration that a run's numbers depend on."""
+    X = split.X_train
+    return {**split.source, "n_features": split.n_features,
+            "dtype": str(X.dtype).removeprefix("torch."), "device": X.device.type,
+            "numerics": NUMERICS_VERSION}
+
+
+WHAT = {"md5": "data (checksums of the data files)", "numerics": "version of stochopt's "
+        "numerical code", "val_fraction": "validation fraction", "split_seed": "split seed"}
+
+
+def open_out(out: str | Path, split: Split) -> Path:
+    """Create and lock ``out`` and check its fingerprint against ``split``'s (writing it
+    when the folder has none); refuse, before writing anything, a folder whose runs were
+    made with other data, split, dtype, device type or numerical code."""
+    out = prepare_out(out)
+    lock_out(out)
+    path, mine = out / "fingerprint.json", fingerprint(split)
+    if path.is_file():
+        try:
+            theirs = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise StochoptError(f"{path} is damaged; use another output folder") from None
+        differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        if differ:
+            what = ", ".join(WHAT.get(k, k) + ("" if k == "md5" else
+                                               f" ({theirs.get(k)} there, {mine.get(k)} now)")
+                             for k in differ)
+            raise StochoptError(f"{out} holds runs made with another {what}; resuming would "
+                                "mix them: use another output folder")
+    elif any((out / "runs").glob("*.json")):
+        raise StochoptError(f"{out} holds runs without a fingerprint.json (made by an older "
+                            "stochopt); use another output folder")
+    else:
+        write_json(path, mine)
+    return out
+
+
+# --------------------------------------------------------------------------- engines
+
+
+@dataclass
+class Job:
+    """One group of configurations that trains as one batch, with their f* (or None)."""
+
+    configs: list[Config]
+    f_star: list[float | None]
+
+
+class Engine(Protocol):
+    def run(self, jobs: list[Job], split: Split, on_epoch: OnEpoch | None
+            ) -> Iterator[tuple[Job, list[RunRecord]]]:
+        """Train every job; yield each with its records as it finishes, in any order."""
+        ...
+
+
+class LocalEngine:
+    """Trains the jobs one after another in this process."""
+
+    def run(self, jobs, split, on_epoch):
+        for job in jobs:
+            yield job, fit(job.configs, split, job.f_star, on_epoch)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run(configs: list[Config], split: Split, out: str | Path,
+        f_star: Callable[[Config], float | None] = lambda c: None,
+        on_epoch: OnEpoch | None = None,
+        on_group: Callable[[list[Config], bool], None] | None = None,
+        engine: Engine | None = None) -> list[RunRecord]:
+    """Train every configuration not already finished in ``out`` (which :func:`open_out`
+    has checked); return all run records in the order of ``configs``.
+    ``on_group(configs, skipped)`` reports each group as it is planned."""
+    out = Path(out)
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*runs_dir.glob(".*.tmp"), *out.glob(".*.tmp")]:
+        stale.unlink()  # left by a killed process; we hold the folder's lock
+    check_unique(configs)
+    records: dict[str, RunRecord] = {}
+    jobs = []
+    for group in plan_groups(configs):
+        members = [configs[i] for i in group]
+        found = {c.run_id: load_run(runs_dir / f"{c.run_id}.json") for c in members}
+        records.update({k: r for k, r in found.items() if r is not None})
+        todo = [c for c in members if found[c.run_id] is None]
+        if on_group is not None:
+            on_group(members, not todo)
+        # The whole group trains again, its finished runs too: a run's numbers depend (by
+        # float rounding) on which models shared its products, so only the same group
+        # gives the unfinished runs what an uninterrupted run would have given them.
+        if todo:
+            jobs.append(Job(members, [f_star(c) for c in members]))
+    for _, done in (engine or LocalEngine()).run(jobs, split, on_epoch):
+        for record in done:
+            if record.run in records:
+                continue  # finished before: its files stay as they are
+            record.weights_path = f"runs/{record.run}.npy"
+            write_npy(out / record.weights_path, record.weights.astype(np.float32))
+            write_json(runs_dir / f"{record.run}.json", record.to_json())  # last: finished
+            records[record.run] = record
+    return [records[c.run_id] for c in configs]
+
+
+def load_run(path: Path) -> RunRecord | None:
+    try:
+        return RunRecord.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: trained again
+
+
+def f_star_policy(split: Split, policy: str = "cached", progress: bool = False
+                  ) -> Callable[[Config], float | None]:
+    """``config -> f*`` of its problem (its weight decay): from the cache (``"cached"``),
+    solved when not cached (``"solve"``), or never (``"skip"``); None when unknown."""
+    from .optimum import cached_optimum
+
+    if policy not in ("cached", "solve", "skip"):
+        raise SettingError.bad("optimum", f"must be cached, solve or skip, got {policy!r}")
+    stars: dict[float, float | None] = {}
+
+    def f_star(config: Config) -> float | None:
+        wd = config.weight_decay
+        if wd not in stars:
+            opt = None if policy == "skip" else cached_optimum(
+                split, wd, compute=policy == "solve", progress=progress)
+            stars[wd] = None if opt is None or not math.isfinite(opt.objective) \
+                else opt.objective
+        return stars[wd]
+
+    return f_star

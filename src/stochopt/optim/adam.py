@@ -1,0 +1,97 @@
+"""Adam and its family: adam (with amsgrad), adamw, nadam. Their default schedule is
+constant, as the exercise's Adam cell: "it avoids the need for a learning rate schedule"."""
+
+from __future__ import annotations
+
+import torch
+
+from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
+from . import register
+from .base import Rule, addcdiv_, addcmul_, is_zero
+
+
+@register
+class Adam(Rule):
+    """Adam (Kingma & Ba 2015):  ``m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2 ;
+    w <- w - lr / (1 - b1^t) m / (sqrt(v / (1 - b2^t)) + eps)``.
+
+    As torch.optim.Adam; ``amsgrad`` uses the running maximum of v. eps is added after the
+    bias correction of v (the paper's eps^ = eps sqrt(1 - b2^t) form differs slightly);
+    optax.adam places it the same way.
+    """
+
+    name = "adam"
+    reference = "torch.optim.Adam"
+    default_schedule = "constant"
+    lr = Setting(1e-3, POSITIVE, "base learning rate, scaled by the schedule")
+    beta1 = Setting(0.9, UNIT, "decay of the first moment")
+    beta2 = Setting(0.999, UNIT, "decay of the second moment")
+    eps = Setting(1e-8, NON_NEGATIVE, "added to the denominator")
+    amsgrad = Setting(False, help="divide by the running maximum of the second moment")
+
+    def init(self, w):
+        state = {"t": 0, "m": torch.zeros_like(w), "v": torch.zeros_like(w)}
+        if self.amsgrad:
+            state["vmax"] = torch.zeros_like(w)
+        return state
+
+    def update(self, w, g, state, lr):
+        t = state["t"]
+        m = state["m"].lerp_(g, 1 - self.beta1)
+        v = addcmul_(state["v"].mul_(self.beta2), 1 - self.beta2, g, g)
+        if self.amsgrad:
+            v = torch.maximum(state["vmax"], v, out=state["vmax"])
+        denom = v.sqrt().div_((1 - self.beta2**t) ** 0.5).add_(self.eps)
+        addcdiv_(w, -lr / (1 - self.beta1**t), m, denom)
+
+
+@register
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter 2019):  ``w <- (1 - lr wd) w``, then Adam's step on g.
+
+    As torch.optim.AdamW: the decay is decoupled from the gradient; default wd 1e-2.
+    """
+
+    name = "adamw"
+    reference = "torch.optim.AdamW"
+    weight_decay = Setting(1e-2, NON_NEGATIVE, "decoupled decay: w <- (1 - lr wd) w")
+
+    def step(self, w, g, state, lr):
+        state["t"] += 1
+        if not is_zero(self.weight_decay):
+            w.mul_(1 - lr * self.weight_decay)
+        self.update(w, g, state, lr)
+
+
+@register
+class NAdam(Rule):
+    """NAdam (Dozat 2016):  Adam's m, v with Nesterov's look-ahead,
+    ``w <- w - lr (1 - mu_t) / (1 - M_t) g / D - lr mu_{t+1} / (1 - M_t mu_{t+1}) m / D``.
+
+    As torch.optim.NAdam: ``D = sqrt(v / (1 - b2^t)) + eps``, the momentum schedule
+    ``mu_t = b1 (1 - 0.5 * 0.96^(t psi))`` and ``M_t = prod_{i<=t} mu_i``; optax.nadam uses
+    a constant mu = b1 instead.
+    """
+
+    name = "nadam"
+    reference = "torch.optim.NAdam"
+    default_schedule = "constant"
+    lr = Setting(2e-3, POSITIVE, "base learning rate, scaled by the schedule")
+    beta1 = Setting(0.9, UNIT, "decay of the first moment")
+    beta2 = Setting(0.999, UNIT, "decay of the second moment")
+    eps = Setting(1e-8, NON_NEGATIVE, "added to the denominator")
+    momentum_decay = Setting(4e-3, NON_NEGATIVE, "psi of the momentum schedule")
+
+    def init(self, w):
+        return {"t": 0, "m": torch.zeros_like(w), "v": torch.zeros_like(w), "mu_product": 1.0}
+
+    def update(self, w, g, state, lr):
+        t, b1 = state["t"], self.beta1
+        mu = b1 * (1 - 0.5 * 0.96 ** (t * self.momentum_decay))
+        mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * self.momentum_decay))
+        state["mu_product"] = mu_product = state["mu_product"] * mu
+        m = state["m"].lerp_(g, 1 - b1)
+        v = addcmul_(state["v"].mul_(self.beta2), 1 - self.beta2, g, g)
+        denom = v.div(1 - self.beta2**t).sqrt_().add_(self.eps)
+        addcdiv_(w, -lr * (1 - mu) / (1 - mu_product), g, denom)
+        addcdiv_(w, -lr * mu_next / (1 - mu_product * mu_next), m, denom)

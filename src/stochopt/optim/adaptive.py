@@ -1,0 +1,94 @@
+"""Per-coordinate step sizes from squared gradients: adagrad, rmsprop, adadelta."""
+
+from __future__ import annotations
+
+import torch
+
+from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
+from . import register
+from .base import Rule, add_, addcdiv_, addcmul_, is_zero
+
+
+@register
+class AdaGrad(Rule):
+    """AdaGrad (Duchi et al. 2011):  ``s <- s + g^2 ;  w <- w - lr g / (sqrt(s) + eps)``.
+
+    As torch.optim.Adagrad with ``lr_decay=0`` (use an inverse-time schedule for that). eps
+    is added outside the square root (optax's ``adagrad`` adds it inside).
+    """
+
+    name = "adagrad"
+    reference = "torch.optim.Adagrad"
+    lr = Setting(0.01, POSITIVE, "base learning rate, scaled by the schedule")
+    eps = Setting(1e-10, NON_NEGATIVE, "added to the denominator")
+    initial_accumulator_value = Setting(0.0, NON_NEGATIVE, "starting value of s")
+
+    def init(self, w):
+        return {"t": 0, "s": torch.full_like(w, 0) + self.initial_accumulator_value}
+
+    def update(self, w, g, state, lr):
+        s = state["s"].addcmul_(g, g)
+        addcdiv_(w, -lr, g, s.sqrt().add_(self.eps))
+
+
+@register
+class RMSProp(Rule):
+    """RMSProp (Hinton, lecture 6e):  ``v <- alpha v + (1 - alpha) g^2 ;
+    w <- w - lr g / (sqrt(v) + eps)``.
+
+    As torch.optim.RMSprop: ``centered`` subtracts the squared running mean of g from v;
+    ``momentum > 0`` accumulates ``b <- mu b + g / (sqrt(v) + eps)`` and steps ``-lr b``.
+    eps is outside the square root (TensorFlow's and optax's put it inside).
+    """
+
+    name = "rmsprop"
+    reference = "torch.optim.RMSprop"
+    lr = Setting(0.01, POSITIVE, "base learning rate, scaled by the schedule")
+    alpha = Setting(0.99, UNIT, "decay of the average of g^2")
+    eps = Setting(1e-8, NON_NEGATIVE, "added to the denominator")
+    momentum = Setting(0.0, UNIT, "momentum factor mu")
+    centered = Setting(False, help="normalise by the variance of g instead of its 2nd moment")
+
+    def init(self, w):
+        state = {"t": 0, "v": torch.zeros_like(w)}
+        if self.centered:
+            state["a"] = torch.zeros_like(w)
+        if not is_zero(self.momentum):
+            state["b"] = torch.zeros_like(w)
+        return state
+
+    def update(self, w, g, state, lr):
+        v = addcmul_(state["v"].mul_(self.alpha), 1 - self.alpha, g, g)
+        if self.centered:
+            a = state["a"].lerp_(g, 1 - self.alpha)
+            v = v.addcmul(a, a, value=-1)
+        denom = v.sqrt().add_(self.eps)
+        if "b" in state:
+            add_(w, -lr, state["b"].mul_(self.momentum).addcdiv_(g, denom))
+        else:
+            addcdiv_(w, -lr, g, denom)
+
+
+@register
+class AdaDelta(Rule):
+    """AdaDelta (Zeiler 2012):  ``v <- rho v + (1 - rho) g^2 ;
+    d = sqrt(u + eps) / sqrt(v + eps) g ;  u <- rho u + (1 - rho) d^2 ;  w <- w - lr d``.
+
+    As torch.optim.Adadelta, whose lr (default 1) scales the step.
+    """
+
+    name = "adadelta"
+    reference = "torch.optim.Adadelta"
+    lr = Setting(1.0, POSITIVE, "base learning rate, scaled by the schedule")
+    rho = Setting(0.9, UNIT, "decay of the averages")
+    eps = Setting(1e-6, NON_NEGATIVE, "added inside the square roots")
+
+    def init(self, w):
+        return {"t": 0, "v": torch.zeros_like(w), "u": torch.zeros_like(w)}
+
+    def update(self, w, g, state, lr):
+        v = addcmul_(state["v"].mul_(self.rho), 1 - self.rho, g, g)
+        u = state["u"]
+        d = (u + self.eps).sqrt_().div_((v + self.eps).sqrt_()).mul_(g)
+        addcmul_(u.mul_(self.rho), 1 - self.rho, d, d)
+        add_(w, -lr, d)

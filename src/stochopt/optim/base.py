@@ -1,0 +1,125 @@
+"""What every update rule shares: its declared settings, the ``init``/``step`` pair, and the
+fused in-place kernels the rules are written with.
+
+A rule is a pair in the optax spirit:
+
+    state = rule.init(w)                # zeros shaped like w, plus a step counter
+    rule.step(w, g, state, lr)          # updates w (and state) in place
+
+``lr`` comes from the training loop's schedule at every step, so a rule never knows about
+epochs. Hyperparameters are plain numbers or tensors that broadcast against the weights,
+``(S, M, 1, 1)`` for the loop's S seeds x M configurations, so the same code updates one
+model ``(d, C)`` or many with different settings. Reductions, where a rule has them, run over
+the last two axes (one model's matrix), never across models.
+
+``weight_decay`` is the L2 penalty ``(wd/2)||w||^2``: :meth:`Rule.step` adds ``wd * w`` to
+the gradient before the rule, as torch.optim does. ``t`` is the 1-based step number.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import StochoptError
+from ..settings import NON_NEGATIVE, POSITIVE, Setting
+
+Hyper = Any  # float, or a tensor that broadcasts against the weights, e.g. (K, 1, 1)
+State = dict[str, Any]
+
+
+class Rule:
+    """Base of every update rule. A subclass declares ``name``, its settings as
+    :class:`~stochopt.settings.Setting` attributes (``lr`` with its own default), its
+    ``default_schedule``, and writes ``init`` and ``update``; :func:`register` adds it."""
+
+    name: ClassVar[str]
+    default_schedule: ClassVar[str] = "exponential"  # the exercise's x0.9 per epoch
+    estimator: ClassVar[str] = "minibatch"  # how the loop estimates the gradient it is fed
+    reference: ClassVar[str] = ""  # the implementation its tests compare it with
+
+    lr = Setting(0.1, POSITIVE, "base learning rate, scaled by the schedule")
+    weight_decay = Setting(0.0, NON_NEGATIVE, "L2 penalty (wd/2)|w|^2, wd*w added to the "
+                           "gradient")
+
+    def __init__(self, **values: Hyper) -> None:
+        settings = self.settings()
+        unknown = sorted(set(values) - set(settings))
+        if unknown:
+            raise StochoptError(
+                f"optimizer {self.name!r} has no hyperparameter {', '.join(unknown)}; "
+                f"it takes {', '.join(self.hyperparameters()) or 'none besides lr'}")
+        # every value in the instance's own dict: the step reads them as plain attributes
+        self.__dict__.update({n: s.default for n, s in settings.items()}, **values)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.hyperparameters())
+        return f"{type(self).__name__}({values})"
+
+    @classmethod
+    def settings(cls) -> dict[str, Setting]:
+        """Every declared setting, ``lr`` first and ``weight_decay`` last."""
+        found: dict[str, Setting] = {}
+        for klass in reversed(cls.__mro__):
+            found.update({k: v for k, v in vars(klass).items() if isinstance(v, Setting)})
+        return dict(sorted(found.items(), key=lambda kv: (kv[0] != "lr",
+                                                          kv[0] == "weight_decay")))
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Any]:
+        """Name -> default of every setting besides ``lr``."""
+        return {n: s.default for n, s in cls.settings().items() if n != "lr"}
+
+    @classmethod
+    def check(cls, values: dict[str, Any]) -> None:
+        """Raise a :class:`~stochopt.errors.SettingError` naming the first bad value."""
+        settings = cls.settings()
+        cls(**{k: v for k, v in values.items() if k != "lr"})  # unknown names
+        for name, value in values.items():
+            settings[name].check(value)
+
+    def init(self, w: torch.Tensor) -> State:
+        return {"t": 0}
+
+    def update(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
+        raise NotImplementedError
+
+    def step(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
+        state["t"] += 1
+        if not is_zero(self.weight_decay):
+            g = add_(g.clone(), self.weight_decay, w)
+        self.update(w, g, state, lr)
+
+
+def is_zero(x: Hyper) -> bool:
+    return not isinstance(x, torch.Tensor) and x == 0
+
+
+# y <- y + a * x (* x2, / x2) in one kernel when a is a number, as torch.optim writes its
+# updates; a tensor of K values costs one more small op. A mini-batch step is a few dozen
+# such calls, so their count, not their arithmetic, sets its speed.
+def add_(y: torch.Tensor, a: Hyper, x: torch.Tensor) -> torch.Tensor:
+    return y.addcmul_(a, x) if isinstance(a, torch.Tensor) else y.add_(x, alpha=a)
+
+
+def decay_add_(y: torch.Tensor, a: Hyper, x: torch.Tensor) -> torch.Tensor:
+    """y <- a * y + x."""
+    if isinstance(a, torch.Tensor):
+        return y.mul_(a).add_(x)
+    return torch.add(x, y, alpha=a, out=y)
+
+
+def addcmul_(y: torch.Tensor, a: Hyper, x: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return y.addcmul_(a * x, x2)
+    return y.addcmul_(x, x2, value=a)
+
+
+def addcdiv_(y: torch.Tensor, a: Hyper, x: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return y.addcdiv_(a * x, x2)
+    return y.addcdiv_(x, x2, value=a)
+
+
+
