@@ -122,6 +122,12 @@ FLAG_FAULTS = [
     (["--optimizer", "lion"], "choose one of"), (["--schedule", "saw"], "choose one of"),
     (["--optimizer", "sgd", "--beta2", "0.9"], "does not apply"),
     (["--device", "cuda:99" if not __import__("torch").cuda.is_available() else "tpu"], "device"),
+    (["--schedule", "step", "--step-size", "0"], "--step-size must be at least 1"),
+    (["--step-size", "-1"], "--step-size must be at least 1"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs must be finite and >= 0"),
+    (["--schedule", "cosine", "--lr-decay", "3"], "--lr-decay of the cosine schedule"),
+    (["--schedule", "constant", "--lr-decay", "0.5"], "--lr-decay does not apply"),
+    (["--seed", "-1"], "--seed must be in [0,"),
 ]
 
 

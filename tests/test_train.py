@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from stochopt.data import batch_order, load_split
 from stochopt.model import cross_entropy, gradient
-from stochopt.train import DIVERGENCE_LOSS, Config, StepMetrics, fit
+from stochopt.train import DIVERGENCE_LOSS, Config, StepMetrics, fit, plan_groups
 
 
 def test_same_seed_same_history_other_seed_differs(split):
@@ -84,8 +84,9 @@ def test_configurations_with_different_update_rules_train_together_as_alone(spli
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_a_configuration_inside_a_sweep_equals_it_alone(split, optimizer):
     lrs = {"sgd": [0.05, 0.2], "momentum": [0.01, 0.1], "adam": [3e-4, 3e-3]}[optimizer]
-    configs = [Config(optimizer=optimizer, lr=lr, epochs=1, batch_size=512, lr_decay=d)
-               for lr, d in zip(lrs, [0.9, 0.5], strict=True)]
+    # exponential for adam too (its default is constant), so that lr_decay varies in the K
+    configs = [Config(optimizer=optimizer, lr=lr, epochs=1, batch_size=512, lr_decay=d,
+                      schedule="exponential") for lr, d in zip(lrs, [0.9, 0.5], strict=True)]
     together = fit(configs, split)
     for c, h in zip(configs, together, strict=True):
         (alone,) = fit(c, split)
@@ -150,3 +151,37 @@ def test_step_metrics_in_chunks_equal_every_step_evaluated_alone(chunk):
         ref_acc = [100 * (Zt[k].T.argmax(1) == y).double().mean().item() for Zt, y in batches]
         assert loss[k] == pytest.approx(sum(ref_loss) / len(steps), abs=1e-12)
         assert acc[k] == pytest.approx(sum(ref_acc) / len(steps), abs=1e-10)
+
+
+def test_seeds_train_as_one_batch_and_each_run_equals_it_alone(split):
+    """Three seeds x two optimisers: one batch of K = 6 (each seed gathers its own
+    mini-batch, one batched product per step), each run equal to the same run alone."""
+    configs = [Config(optimizer=o, seed=s, epochs=1, batch_size=1000)
+               for s in (2, 0, 1) for o in ("momentum", "adam")]
+    assert plan_groups(configs) == [list(range(6))]
+    together = fit(configs, split)
+    assert [r.config for r in together] == configs
+    for c, r in zip(configs, together, strict=True):
+        (alone,) = fit(c, split)
+        assert abs(r.weights - alone.weights).max() <= 1e-5
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert r.rows[0][key] == pytest.approx(alone.rows[0][key], abs=1e-5)
+    assert not (together[0].weights == together[2].weights).all()  # the seeds differ
+
+
+def test_plan_groups_splits_what_cannot_share_a_batch():
+    a, b = Config(optimizer="sgd"), Config(optimizer="adam")
+    configs = [a, Config(optimizer="sgd", seed=1), b, Config(optimizer="sgd", batch_size=32),
+               Config(optimizer="sgd")]
+    # sgd has seeds {0, 1}, adam only {0}: two rectangles; another batch size; a repeat
+    assert plan_groups(configs) == [[0, 1], [2], [3], [4]]
+
+
+@pytest.mark.parametrize("estimator", ["svrg", "saga"])
+def test_variance_reduced_runs_with_several_seeds_equal_them_alone(split, estimator):
+    configs = [Config(optimizer=estimator, seed=s, epochs=1, batch_size=4000, lr=0.05)
+               for s in (0, 1)]
+    together = fit(configs, split)
+    for c, r in zip(configs, together, strict=True):
+        (alone,) = fit(c, split)
+        assert abs(r.weights - alone.weights).max() <= 1e-5

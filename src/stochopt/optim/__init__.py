@@ -33,14 +33,16 @@ def make_optimizer(name: str, **hyper: Hyper) -> Rule:
 
 
 def markdown_table() -> str:
-    """The README's table of optimisers, from the registry."""
-    lines = ["| name | rule | hyperparameters (defaults) | default schedule |",
-             "|---|---|---|---|"]
+    """The README's table of optimisers, from the registry: each rule's first docstring
+    paragraph (its paper and its update as math), its reference, its settings."""
+    lines = ["| name | rule | checked against | settings (defaults) | default schedule |",
+             "|---|---|---|---|---|"]
     for name, cls in RULES.items():
-        summary = (cls.__doc__ or "").strip().splitlines()[0].rstrip(":")
-        hyper = ", ".join(f"{n} {s.default:g}" if s.kind is not bool else f"{n} {s.default}"
-                          for n, s in cls.settings().items())
-        lines.append(f"| `{name}` | {summary} | {hyper} | {cls.default_schedule} |")
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        settings = ", ".join(f"{n} {s.default:g}" if s.kind is not bool else f"{n} {s.default}"
+                             for n, s in cls.settings().items())
+        lines.append(f"| `{name}` | {summary} | {cls.reference} | {settings} | "
+                     f"{cls.default_schedule} |")
     return "\n".join(lines) + "\n"
 
 

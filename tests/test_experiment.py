@@ -1,0 +1,155 @@
+"""The experiment layer: the grid and its refusals, resume that cannot mix data, a write
+that fails ending in one line with every earlier file intact, and seeds in one batch."""
+
+import csv
+import errno
+import os
+
+import pytest
+from conftest import write_idx_set
+
+from stochopt import experiment
+from stochopt.cli import main
+from stochopt.config import Config
+from stochopt.errors import SettingError, StochoptError
+
+TINY = ["--optimizers", "sgd,adam", "--batch-size", "4000", "--epochs", "1", "--quiet",
+        "--optimum", "skip"]
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def _err(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def test_other_dtype_into_the_same_folder_is_refused_and_changes_nothing(
+        tmp_path, data_dir, capsys):
+    out = tmp_path / "c"
+    assert main(["compare", *TINY, "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    before = _snapshot(out)
+    code, err = _err(capsys, ["compare", *TINY, "--dtype", "float64", "--data-dir",
+                              str(data_dir), "--out", str(out)])
+    assert code == 2 and err.count("\n") == 1
+    assert "another dtype (float32 there, float64 now)" in err and "another output folder" in err
+    assert _snapshot(out) == before
+    # the same command as the first resumes: nothing to train, same files
+    assert main(["compare", *TINY, "--data-dir", str(data_dir), "--out", str(out)]) == 0
+
+
+def test_another_data_set_into_the_same_folder_is_refused_and_changes_nothing(tmp_path, capsys):
+    first = write_idx_set(tmp_path / "a", seed=0)
+    other = write_idx_set(tmp_path / "b", seed=1)  # same layout, other pixels
+    out = tmp_path / "c"
+    argv = ["compare", "--optimizers", "sgd", "--batch-size", "16", "--epochs", "1",
+            "--quiet", "--optimum", "skip", "--dataset", "idx", "--out", str(out)]
+    assert main([*argv, "--data-dir", str(first)]) == 0
+    before = _snapshot(out)
+    code, err = _err(capsys, [*argv, "--data-dir", str(other)])
+    assert code == 2 and "another data (checksums of the data files)" in err
+    assert _snapshot(out) == before
+
+
+def test_a_folder_of_runs_without_a_fingerprint_is_refused(tmp_path, data_dir, capsys):
+    out = tmp_path / "old"
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "sgd-lr0.1-bs64-s0-00000000.json").write_text("{}")
+    code, err = _err(capsys, ["compare", *TINY, "--data-dir", str(data_dir), "--out",
+                              str(out)])
+    assert code == 2 and "without a fingerprint.json" in err
+
+
+def test_the_fingerprint_names_data_split_dtype_device_and_code(split):
+    f = experiment.fingerprint(split)
+    assert f["md5"]["train_images"] and f["val_fraction"] == 0.2 and f["split_seed"] == 2000
+    assert (f["dtype"], f["device"], f["bias"]) == ("float32", "cpu", False)
+    assert f["numerics"] == experiment.NUMERICS_VERSION
+
+
+def test_duplicate_configurations_are_refused_before_the_lock(tmp_path, data_dir, capsys):
+    out = tmp_path / "d"
+    code, err = _err(capsys, ["sweep", "--optimizer", "adam", "--lr", "0.1,0.1", "--quiet",
+                              "--data-dir", str(data_dir), "--out", str(out)])
+    assert code == 2 and err.count("\n") == 1 and "is listed twice" in err
+    assert not out.exists()
+    with pytest.raises(StochoptError, match="listed twice"):
+        experiment.grid(["adam"], {"lr": [1e-3, None]})  # None is adam's default, 1e-3
+
+
+def test_a_flag_that_applies_to_none_of_the_optimizers_is_refused(tmp_path, data_dir, capsys):
+    code, err = _err(capsys, ["compare", "--optimizers", "sgd,adam", "--momentum", "0.5",
+                              "--data-dir", str(data_dir), "--out", str(tmp_path / "o")])
+    assert code == 2 and err.count("\n") == 1
+    assert "--momentum does not apply to --optimizer sgd, adam" in err
+    assert "hyperparameter of momentum, nesterov, rmsprop" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_flag_that_applies_to_some_is_applied_to_those_and_named(tmp_path, data_dir, capsys):
+    out = tmp_path / "o"
+    code, err = _err(capsys, ["compare", "--optimizers", "momentum,adam", "--momentum", "0.5",
+                              "--batch-size", "4000", "--epochs", "1", "--quiet", "--optimum",
+                              "skip", "--data-dir", str(data_dir), "--out", str(out)])
+    assert code == 0
+    assert err == "stochopt: note: --momentum applies to momentum only, not to adam\n"
+    rows = {r["optimizer"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert rows["momentum"]["momentum"] == "0.5" and rows["adam"]["momentum"] == ""
+
+
+def test_a_failed_write_ends_in_one_line_and_earlier_files_stay_intact(
+        tmp_path, data_dir, capsys, monkeypatch):
+    out = tmp_path / "full"
+    argv = ["compare", *TINY, "--data-dir", str(data_dir), "--out", str(out)]
+    assert main(argv) == 0
+    before = _snapshot(out)
+    real_replace = os.replace
+
+    def disk_full(src, dst, *args, **kwargs):
+        if str(dst).endswith("summary.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    code, err = _err(capsys, argv)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot write {out / 'summary.csv'}: No space left on device" in err
+    after = _snapshot(out)
+    assert after[out.joinpath("summary.csv").relative_to(out)] == before[
+        out.joinpath("summary.csv").relative_to(out)]
+    assert not [p for p in after if p.name.endswith(".tmp")]  # the temporary file is gone
+    assert list(csv.DictReader((out / "results.csv").open()))  # rewritten before, complete
+
+
+def test_a_failed_write_in_a_fresh_folder_leaves_the_finished_run_files(
+        tmp_path, data_dir, capsys, monkeypatch):
+    out = tmp_path / "fresh"
+    real_replace = os.replace
+
+    def read_only(src, dst, *args, **kwargs):
+        if str(dst).endswith("results.csv"):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", read_only)
+    code, err = _err(capsys, ["compare", *TINY, "--data-dir", str(data_dir), "--out",
+                              str(out)])
+    assert code == 2 and "cannot write" in err and "results.csv" in err
+    assert not (out / "results.csv").exists()
+    assert len(list((out / "runs").glob("*.json"))) == 2  # the runs themselves are kept
+
+
+def test_library_messages_name_settings():
+    with pytest.raises(SettingError, match=r"^step_size must be at least 1, got 0$"):
+        Config(schedule="step", step_size=0).validate()
+    with pytest.raises(SettingError, match=r"^warmup_epochs must be finite and >= 0"):
+        Config(warmup_epochs=-1.0).validate()
+    with pytest.raises(SettingError, match=r"lr_decay of the cosine schedule .* must be in "
+                                           r"\[0, 1\], got 3.0"):
+        Config(schedule="cosine", lr_decay=3.0).validate()
+    with pytest.raises(SettingError, match="lr_decay does not apply to the constant schedule"):
+        Config(schedule="constant", lr_decay=0.5).validate()
