@@ -20,3 +20,15 @@ def test_bench_epoch_runs_and_writes_its_table(tmp_path, data_dir):
         assert any(n.startswith(prefix) for n in names), prefix
     assert all(r > 0 for r in result["ratios"].values())
     assert (tmp_path / "bench_epoch.csv").is_file() and "(d)/(e)" in proc.stdout
+
+
+def test_bench_seeds_runs_and_writes_its_ratio(tmp_path, data_dir):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_seeds.py"), "--tiny",
+                           "--out", str(tmp_path)], capture_output=True, text=True,
+                          env={**__import__("os").environ, "STOCHOPT_DATA": str(data_dir)},
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "bench_seeds.json").read_text())
+    assert [r["what"] for r in result["rows"]] == ["stochopt compare --seeds 0",
+                                                   "stochopt compare --seeds 0,1,2,3,4"]
+    assert result["ratio"] > 0 and "five seeds / one seed" in proc.stdout
