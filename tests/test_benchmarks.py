@@ -8,12 +8,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_bench_epoch_runs_and_writes_its_table(tmp_path, data_dir):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_epoch.py"), "--tiny",
+def _run(script, tmp_path, data_dir):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--tiny",
                            "--out", str(tmp_path)], capture_output=True, text=True,
                           env={**__import__("os").environ, "STOCHOPT_DATA": str(data_dir)},
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_bench_epoch_runs_and_writes_its_table(tmp_path, data_dir):
+    proc = _run("bench_epoch.py", tmp_path, data_dir)
     result = json.loads((tmp_path / "bench_epoch.json").read_text())
     names = [r["what"] for r in result["rows"]]
     for prefix in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"):
@@ -23,11 +28,7 @@ def test_bench_epoch_runs_and_writes_its_table(tmp_path, data_dir):
 
 
 def test_bench_seeds_runs_and_writes_its_ratio(tmp_path, data_dir):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_seeds.py"), "--tiny",
-                           "--out", str(tmp_path)], capture_output=True, text=True,
-                          env={**__import__("os").environ, "STOCHOPT_DATA": str(data_dir)},
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run("bench_seeds.py", tmp_path, data_dir)
     result = json.loads((tmp_path / "bench_seeds.json").read_text())
     assert [r["what"] for r in result["rows"]] == ["stochopt compare --seeds 0",
                                                    "stochopt compare --seeds 0,1,2,3,4"]

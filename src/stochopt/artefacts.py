@@ -106,8 +106,7 @@ def best(table: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
-              split: Split | None = None, meta: dict[str, Any] | None = None
-              ) -> list[dict[str, Any]]:
+              split: Split | None = None) -> list[dict[str, Any]]:
     """results.csv, summary.csv/json, the figures, report.html/md and meta.json; returns the
     summary table."""
     from . import plots
@@ -140,7 +139,7 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
         save_figure(out / "lr_sensitivity.png", plots.lr_sensitivity(table))
         figures.append("lr_sensitivity.png")
     write_report(out, table, figures, title)
-    write_json(out / "meta.json", {"command": title, **(meta or {}),
+    write_json(out / "meta.json", {"command": title,
                                    "data": data_info(split) if split else None,
                                    "versions": versions()})
     return table

@@ -327,10 +327,11 @@ def cmd_many(args: argparse.Namespace) -> int:
 
 
 def cmd_optimum(args: argparse.Namespace) -> int:
-    from .optimum import check_weight_decay, write_optimum
+    from .optim import Rule
+    from .optimum import write_optimum
 
     (wd,) = args.weight_decay
-    check_weight_decay(wd)
+    Rule.weight_decay.check(wd)  # before the data is read
     split = load_data(args)
     print(json.dumps(write_optimum(split, wd, args.out), indent=2))
     return 0

@@ -8,6 +8,7 @@ Validation reads both, and names the setting as the Python API spells it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -49,6 +50,7 @@ class Config:
     hyper: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
+    @functools.cache
     def settings(cls) -> dict[str, Setting]:
         """The declared settings of Config itself, named."""
         return {f.name: replace(f.metadata["setting"], name=f.name) for f in fields(cls)

@@ -132,23 +132,16 @@ def cached_optimum(split: Split, weight_decay: float = 0.0, compute: bool = True
     return opt
 
 
-def check_weight_decay(weight_decay: float) -> None:
-    from .errors import SettingError
-    from .settings import NON_NEGATIVE
-
-    if weight_decay not in NON_NEGATIVE:
-        raise SettingError.bad("weight_decay", f"{NON_NEGATIVE.describe()}, got {weight_decay}")
-
-
 def write_optimum(split: Split, weight_decay: float, out: str | Path | None = None,
                   progress: bool = True) -> dict:
     """Solve (or load) the optimum, evaluate W* on every part of the split, and write
     ``optimum.json`` and ``weights.npy`` to ``out`` when given; returns the summary."""
     from .artefacts import versions
     from .files import prepare_out, write_json, write_npy
+    from .optim import Rule
     from .train import evaluate
 
-    check_weight_decay(weight_decay)
+    Rule.weight_decay.check(weight_decay)  # the declared range of every rule's weight_decay
     folder = prepare_out(out) if out else None
     opt = cached_optimum(split, weight_decay, progress=progress)
     W = opt.W.to(split.X_train.device, split.X_train.dtype).unsqueeze(0)

@@ -39,15 +39,20 @@ class Interval:
 
     def describe(self) -> str:
         """The rule in words: 'must be in [0, 1)', 'must be at least 1', ..."""
+        low, high = _number(self.low), _number(self.high)
         if self.integer and self.high == math.inf:
-            return f"must be at least {self.low:g}"
+            return f"must be at least {low}"
         if self.high == math.inf:
             if self.low == 0:
                 return ("must be a positive finite number" if self.low_open
                         else "must be finite and >= 0")
-            return f"must be finite and {'>' if self.low_open else '>='} {self.low:g}"
-        return (f"must be in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+            return f"must be finite and {'>' if self.low_open else '>='} {low}"
+        return (f"must be in {'(' if self.low_open else '['}{low}, {high}"
                 f"{')' if self.high_open else ']'}")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
 
 
 POSITIVE = Interval(0, math.inf, low_open=True, high_open=True)

@@ -9,6 +9,11 @@ from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
 from . import register
 from .base import Rule, addcdiv_, addcmul_, is_zero
 
+# the settings Adam and NAdam share: one declaration, one flag, one help line
+BETA1 = Setting(0.9, UNIT, "decay of the first moment")
+BETA2 = Setting(0.999, UNIT, "decay of the second moment")
+EPS = Setting(1e-8, NON_NEGATIVE, "added to the denominator")
+
 
 @register
 class Adam(Rule):
@@ -24,9 +29,7 @@ class Adam(Rule):
     reference = "torch.optim.Adam"
     default_schedule = "constant"
     lr = Setting(1e-3, POSITIVE, "base learning rate, scaled by the schedule")
-    beta1 = Setting(0.9, UNIT, "decay of the first moment")
-    beta2 = Setting(0.999, UNIT, "decay of the second moment")
-    eps = Setting(1e-8, NON_NEGATIVE, "added to the denominator")
+    beta1, beta2, eps = BETA1, BETA2, EPS
     amsgrad = Setting(False, help="divide by the running maximum of the second moment")
 
     def init(self, w):
@@ -77,9 +80,7 @@ class NAdam(Rule):
     reference = "torch.optim.NAdam"
     default_schedule = "constant"
     lr = Setting(2e-3, POSITIVE, "base learning rate, scaled by the schedule")
-    beta1 = Setting(0.9, UNIT, "decay of the first moment")
-    beta2 = Setting(0.999, UNIT, "decay of the second moment")
-    eps = Setting(1e-8, NON_NEGATIVE, "added to the denominator")
+    beta1, beta2, eps = BETA1, BETA2, EPS
     momentum_decay = Setting(4e-3, NON_NEGATIVE, "psi of the momentum schedule")
 
     def init(self, w):
