@@ -19,13 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from .config import RunRecord
+from .config import FStar, RunRecord
 from .data import Split
 from .files import save_figure, write_csv, write_json, write_npy
+from .optimum import Optimum, rates
 
 BASE_COLUMNS = ["run", "optimizer", "lr", "batch_size", "seed", "epoch", "train_loss",
                 "train_acc", "val_loss", "val_acc", "suboptimality", "seconds", "status",
-                "epoch_lr"]  # lr: the run's base rate; epoch_lr: the schedule's rate that epoch
+                "epoch_lr", "f_star_attained"]
+# lr: the run's base rate; epoch_lr: the schedule's rate that epoch; f_star_attained: true
+# when suboptimality is f - f*, false when it is f - f_best (an upper bound, at wd 0), empty
+# when no f* applies
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                    "suboptimality", "seconds"]
 
@@ -67,9 +71,13 @@ def results_rows(records: Sequence[RunRecord]) -> tuple[list[dict[str, Any]], li
         values = {**c.hyper, "schedule": c.schedule, "lr_decay": c.lr_decay}
         for row in record.rows:
             diverged_here = record.status == "diverged" and row["epoch"] == record.diverged_epoch
+            if not math.isfinite(row["suboptimality"]):
+                row = {**row, "suboptimality": ""}  # no f* applies: an empty cell, not nan
             rows.append({**row, "run": record.run, "optimizer": c.optimizer, "lr": c.lr,
                          "epoch_lr": row["lr"], "batch_size": c.batch_size, "seed": c.seed,
                          "status": "diverged" if diverged_here else "ok",
+                         "f_star_attained": "" if record.f_star is None
+                         else str(record.f_star.attained).lower(),
                          **{k: "" if values.get(k) is None else values[k] for k in extra}})
     return rows, BASE_COLUMNS + extra
 
@@ -90,6 +98,9 @@ def summary_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             "best_epoch": best["epoch"] if best else None,
             "test_acc": r.test_acc, "test_loss": r.test_loss,
             "suboptimality": hist[-1]["suboptimality"] if hist else math.nan,
+            "f_star_attained": None if r.f_star is None else r.f_star.attained,
+            "weight_decay": c.weight_decay,
+            "decoupled_decay": c.rule.decoupled_decay and c.weight_decay != 0,
             "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(1, len(hist)),
             "total_seconds": sum(h["seconds"] for h in hist),
         })
@@ -106,9 +117,11 @@ def best(table: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
-              split: Split | None = None) -> list[dict[str, Any]]:
+              split: Split | None = None, optima: dict[float, Optimum | None] | None = None
+              ) -> list[dict[str, Any]]:
     """results.csv, summary.csv/json, the figures, report.html/md and meta.json; returns the
-    summary table."""
+    summary table. ``optima`` (by weight decay) adds the rates theory predicts for the
+    full-batch runs."""
     from . import plots
     from .report import write_report
 
@@ -122,7 +135,8 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     seeds = {r.config.seed for r in records}
     labels = [f"{r.config.optimizer} lr={r.config.base_lr:g} bs={r.config.batch_size}"
               + (f" s={r.config.seed}" if len(seeds) > 1 else "") for r in records]
-    save_figure(out / "curves.png", plots.curves(records, labels))
+    reference, notes = full_batch_rates(records, split, optima or {})
+    save_figure(out / "curves.png", plots.curves(records, labels, reference))
     figures = ["curves.png"]
     for optimizer in dict.fromkeys(r.config.optimizer for r in records):
         first = next(r for r in records if r.config.optimizer == optimizer)
@@ -138,14 +152,48 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     if any(len(v) > 1 for v in lrs.values()):
         save_figure(out / "lr_sensitivity.png", plots.lr_sensitivity(table))
         figures.append("lr_sensitivity.png")
-    write_report(out, table, figures, title)
+    write_report(out, table, figures, title, notes)
     write_json(out / "meta.json", {"command": title,
                                    "data": data_info(split) if split else None,
                                    "versions": versions()})
     return table
 
 
-def write_train(out: str | Path, record: RunRecord, split: Split, f_star: float | None
+def full_batch_rates(records: Sequence[RunRecord], split: Split | None,
+                     optima: dict[float, Optimum | None]
+                     ) -> tuple[list[tuple[str, list[float], list[float]]], dict[str, str]]:
+    """For each full-batch run (one step per epoch) whose f* is attained: the
+    suboptimality that gradient descent and heavy ball at their optimal step sizes would
+    reach from its first epoch's, ``f - f*`` contracting by rate^2 per step (a quadratic
+    with the Hessian's L and mu at W*), and a sentence comparing them with what it did."""
+    lines: list[tuple[str, list[float], list[float]]] = []
+    sentences = []
+    for r in records:
+        opt = optima.get(r.config.weight_decay)
+        sub = [row["suboptimality"] for row in r.rows]
+        if (split is None or r.config.batch_size < len(split.X_train) or opt is None
+                or not opt.attained or "L" not in opt.curvature or len(sub) < 2
+                or not all(math.isfinite(v) and v > 0 for v in sub)):
+            continue
+        L, mu = opt.curvature["L"], opt.curvature["mu"]
+        epochs = [row["epoch"] for row in r.rows]
+        measured = (sub[-1] / sub[0]) ** (1 / (len(sub) - 1))
+        for name, rate in rates(L, mu).items():
+            what = {"gd_rate": "gradient descent", "heavy_ball_rate": "heavy ball"}[name]
+            lines.append((f"{what}, optimal step (theory)", epochs,
+                          [sub[0] * rate ** (2 * (e - epochs[0])) for e in epochs]))
+        rate = rates(L, mu)
+        sentences.append(
+            f"{r.config.optimizer} at full batch (lr {r.config.base_lr:g}): f - f* fell by a "
+            f"factor {measured:.4g} per step. With the Hessian's L = {L:.4g} and mu = {mu:.3g} "
+            f"at W* (condition number {L / mu:.4g}), gradient descent at its optimal step "
+            f"2/(L+mu) would contract f - f* by {rate['gd_rate'] ** 2:.6g} per step and heavy "
+            f"ball at Polyak's parameters by {rate['heavy_ball_rate'] ** 2:.6g} (dashed).")
+    return lines, ({"How fast can full-batch methods go?": " ".join(sentences)}
+                   if sentences else {})
+
+
+def write_train(out: str | Path, record: RunRecord, split: Split, f_star: FStar | None
                 ) -> None:
     """``stochopt train``'s files: history.csv, weights.npy, curves.png, weights.png,
     samples.png and summary.json."""
@@ -163,5 +211,7 @@ def write_train(out: str | Path, record: RunRecord, split: Split, f_star: float 
     summary = {"config": asdict(c.resolved()), "status": record.status,
                "diverged_epoch": record.diverged_epoch, "test_loss": record.test_loss,
                "test_acc": record.test_acc, "final": record.rows[-1] if record.rows else {},
-               "f_star": f_star, "data": data_info(split), "versions": versions()}
+               "f_star": None if f_star is None else f_star.value,
+               "f_star_attained": None if f_star is None else f_star.attained,
+               "data": data_info(split), "versions": versions()}
     write_json(out / "summary.json", summary)

@@ -138,7 +138,7 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
                    help=f"output folder (default: runs/{p.prog.split()[-1]})")
     g.add_argument("--optimum", choices=["cached", "solve", "skip"], default="cached",
                    help="f* for the suboptimality column: use it if cached (default), solve "
-                   "it if not (float64 L-BFGS, 1-3 min once per weight decay), or skip it")
+                   "it if not (Newton-CG, 10-20 s once per weight decay on MNIST), or skip it")
     g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
 
 
@@ -272,7 +272,7 @@ def _progress(args: argparse.Namespace, total: int, desc: str, lines: bool):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .artefacts import write_train
-    from .experiment import f_star_policy
+    from .experiment import FStarSource
     from .files import lock_out, prepare_out
     from .train import fit
 
@@ -280,7 +280,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     split = load_data(args, [config])
     out = prepare_out(args.out)  # only once all input is known good: a refusal writes nothing
     lock_out(out)
-    star = f_star_policy(split, args.optimum, progress=not args.quiet)(config)
+    star = FStarSource(split, args.optimum, progress=not args.quiet)(config)
     bar, on_epoch = _progress(args, config.epochs, f"{config.optimizer} bs={config.batch_size}",
                               lines=True)
     (record,) = fit(config, split, f_star=[star], on_epoch=on_epoch)
@@ -311,10 +311,10 @@ def cmd_many(args: argparse.Namespace) -> int:
             bar.update(sum(c.epochs for c in group))
             bar.write(f"{len(group)} finished run(s) kept from {out}")
 
-    f_star = experiment.f_star_policy(split, args.optimum, progress=not args.quiet)
+    f_star = experiment.FStarSource(split, args.optimum, progress=not args.quiet)
     records = experiment.run(configs, split, out, f_star, on_epoch, on_group)
     bar.close()
-    table = artefacts.write_all(out, records, f"stochopt {args.command}", split)
+    table = artefacts.write_all(out, records, f"stochopt {args.command}", split, f_star.optima)
     best = artefacts.best(table)
     if not args.quiet:
         for r in table:

@@ -115,6 +115,20 @@ class Config:
         check_schedule(self.schedule_name, self.lr_decay)
 
 
+@dataclass(frozen=True)
+class FStar:
+    """What a run's suboptimality ``f(W) - f*`` is measured against: the optimum f* of its
+    problem (``attained``), or at weight decay 0, where no minimiser exists, the best value
+    a solver found: an upper bound on the infimum, so ``f - f_best`` may go negative."""
+
+    value: float
+    attained: bool = True
+
+    @property
+    def label(self) -> str:
+        return "f - f*" if self.attained else "f - f_best (upper bound)"
+
+
 @dataclass
 class RunRecord:
     """What one run gave: a row per epoch, the final test metrics and the weights.
@@ -132,6 +146,7 @@ class RunRecord:
     diverged_epoch: int | None = None
     weights: np.ndarray | None = None
     weights_path: str | None = None
+    f_star: FStar | None = None  # what the suboptimality column is measured against
 
     @property
     def run(self) -> str:
@@ -140,13 +155,18 @@ class RunRecord:
     def to_json(self) -> dict[str, Any]:
         return {"run": self.run, "config": asdict(self.config.resolved()), "status": self.status,
                 "diverged_epoch": self.diverged_epoch, "test_loss": self.test_loss,
-                "test_acc": self.test_acc, "weights": self.weights_path, "history": self.rows}
+                "test_acc": self.test_acc, "weights": self.weights_path,
+                "f_star": None if self.f_star is None else self.f_star.value,
+                "f_star_attained": None if self.f_star is None else self.f_star.attained,
+                "history": self.rows}
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> RunRecord:
+        star = record.get("f_star")
         return cls(Config(**record["config"]), record["history"], record["test_loss"],
                    record["test_acc"], record["status"], record["diverged_epoch"],
-                   weights_path=record.get("weights"))
+                   weights_path=record.get("weights"),
+                   f_star=None if star is None else FStar(star, record["f_star_attained"]))
 
     def load_weights(self, out: Path) -> np.ndarray:
         if self.weights is None:

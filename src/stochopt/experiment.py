@@ -26,11 +26,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .config import Config, RunRecord
+from .config import Config, FStar, RunRecord
 from .data import Split
 from .errors import Named, SettingError, StochoptError, escape
 from .files import lock_out, prepare_out, write_json, write_npy
 from .optim import RULES, get_rule
+from .optimum import Optimum, cached_optimum
 from .train import fit, plan_groups
 
 # Bump whenever a change alters the numbers a run gives (the order of float operations
@@ -144,7 +145,7 @@ class Job:
     """One group of configurations that trains as one batch, with their f* (or None)."""
 
     configs: list[Config]
-    f_star: list[float | None]
+    f_star: list[FStar | None]
 
 
 class Engine(Protocol):
@@ -166,7 +167,7 @@ class LocalEngine:
 
 
 def run(configs: list[Config], split: Split, out: str | Path,
-        f_star: Callable[[Config], float | None] = lambda c: None,
+        f_star: Callable[[Config], FStar | None] = lambda c: None,
         on_epoch: OnEpoch | None = None,
         on_group: Callable[[list[Config], bool], None] | None = None,
         engine: Engine | None = None) -> list[RunRecord]:
@@ -211,23 +212,27 @@ def load_run(path: Path) -> RunRecord | None:
         return None  # unreadable: trained again
 
 
-def f_star_policy(split: Split, policy: str = "cached", progress: bool = False
-                  ) -> Callable[[Config], float | None]:
-    """``config -> f*`` of its problem (its weight decay): from the cache (``"cached"``),
-    solved when not cached (``"solve"``), or never (``"skip"``); None when unknown."""
-    from .optimum import cached_optimum
+class FStarSource:
+    """``config -> FStar`` of its problem (its weight decay): from the cache
+    (``"cached"``), solved when not cached (``"solve"``), or never (``"skip"``); None when
+    unknown, and for a rule with decoupled weight decay (AdamW) unless its decay is 0: it
+    does not minimise f + (wd/2)|w|^2, so no f* measures its progress. ``optima`` holds
+    every optimum looked up, by weight decay."""
 
-    if policy not in ("cached", "solve", "skip"):
-        raise SettingError.bad("optimum", f"must be cached, solve or skip, got {policy!r}")
-    stars: dict[float, float | None] = {}
+    def __init__(self, split: Split, policy: str = "cached", progress: bool = False) -> None:
+        if policy not in ("cached", "solve", "skip"):
+            raise SettingError.bad("optimum", f"must be cached, solve or skip, got {policy!r}")
+        self.split, self.policy, self.progress = split, policy, progress
+        self.optima: dict[float, Optimum | None] = {}
 
-    def f_star(config: Config) -> float | None:
+    def __call__(self, config: Config) -> FStar | None:
         wd = config.weight_decay
-        if wd not in stars:
-            opt = None if policy == "skip" else cached_optimum(
-                split, wd, compute=policy == "solve", progress=progress)
-            stars[wd] = None if opt is None or not math.isfinite(opt.objective) \
-                else opt.objective
-        return stars[wd]
-
-    return f_star
+        if config.rule.decoupled_decay and wd != 0:
+            return None
+        if wd not in self.optima:
+            self.optima[wd] = None if self.policy == "skip" else cached_optimum(
+                self.split, wd, compute=self.policy == "solve", progress=self.progress)
+        opt = self.optima[wd]
+        if opt is None or not math.isfinite(opt.objective):
+            return None
+        return FStar(opt.objective, opt.attained)

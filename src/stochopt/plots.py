@@ -21,14 +21,29 @@ PANELS = [("train_loss", "train loss"), ("train_acc", "train accuracy (%)"),
           ("val_loss", "validation loss"), ("val_acc", "validation accuracy (%)")]
 
 
-def curves(histories: Sequence[RunRecord], labels: Sequence[str] | None = None) -> Figure:
+def suboptimality_label(records: Sequence[RunRecord]) -> str:
+    """What the suboptimality column measures for these runs (see FStar)."""
+    kinds = {r.f_star.attained for r in records if r.f_star is not None}
+    if kinds == {False}:
+        return "f(W) - f_best (upper bound)"
+    if kinds == {True, False}:
+        return "f(W) - f* (f - f_best, an upper bound, at wd 0)"
+    return "suboptimality f(W) - f*"
+
+
+def curves(histories: Sequence[RunRecord], labels: Sequence[str] | None = None,
+           reference: Sequence[tuple[str, list[float], list[float]]] = ()) -> Figure:
     """2x2 panels (train loss, train accuracy, validation loss, validation accuracy) per
-    epoch, one line per run; a fifth panel with ``f(W) - f*`` on a log axis when known.
-    A diverged run ends in an x at its last finite point."""
+    epoch, one line per run; a fifth panel with ``f(W) - f*`` when known: on a log axis,
+    or a symmetric log axis when a value is not positive (``f - f_best`` below an upper
+    bound), so that no point is dropped. ``reference`` lines (label, epochs, values) are
+    drawn dashed on that panel. A diverged run ends in an x at its last finite point."""
     labels = labels or [h.config.optimizer for h in histories]
-    has_sub = any(math.isfinite(r.get("suboptimality", math.nan))
-                  for h in histories for r in h.rows)
-    panels = [*PANELS, ("suboptimality", "suboptimality f(W) - f*")] if has_sub else PANELS
+    subs = [r["suboptimality"] for h in histories for r in h.rows
+            if math.isfinite(r.get("suboptimality", math.nan))]
+    has_sub = bool(subs)
+    panels = [*PANELS, ("suboptimality", suboptimality_label(histories))] if has_sub \
+        else PANELS
     ncols = 3 if has_sub else 2
     fig, axes = plt.subplots(2, ncols, figsize=(5 * ncols, 7.5), squeeze=False)
     flat = axes.T.flatten() if ncols == 2 else axes.flatten()
@@ -44,7 +59,16 @@ def curves(histories: Sequence[RunRecord], labels: Sequence[str] | None = None) 
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if key == "suboptimality":
-            ax.set_yscale("log")
+            for label, epochs, values in reference:
+                ax.plot(epochs, values, "--", lw=1, color="grey", label=label)
+            if min(subs) > 0:
+                ax.set_yscale("log")
+            else:  # f - f_best went below the bound: keep those points in sight
+                tiny = min((abs(v) for v in subs if v != 0), default=1e-8)
+                ax.set_yscale("symlog", linthresh=tiny)
+                ax.axhline(0, color="black", lw=0.8)
+            if reference:
+                ax.legend(fontsize=7)
     if has_sub:
         axes[1, 2].axis("off")
     flat[0].legend(fontsize=8)

@@ -91,6 +91,19 @@ def observations(table: Sequence[dict]) -> dict[str, str]:
             f"By final validation loss, the best run is {best['run']}: {_label(best)}, "
             f"seed {best['seed']}, validation loss {best['final_val_loss']:.4f}, "
             f"accuracy {best['final_val_acc']:.2f}%.")
+    if any(r.get("f_star_attained") is False for r in table):
+        notes["What does f - f* mean here?"] = (
+            "At weight decay 0 the problem has no minimiser (a few pixels are lit in one "
+            "class only, so f keeps falling as their weights grow): the column shows f - "
+            "f_best, where f_best is the lowest value the solver reached, an upper bound on "
+            "the infimum. A negative value means the run went below that bound.")
+    decoupled = sorted({r["optimizer"] for r in table if r.get("decoupled_decay")})
+    if decoupled:
+        notes["Why is f - f* empty for some runs?"] = (
+            f"{', '.join(decoupled)} decay the weights directly (w <- (1 - lr wd) w, "
+            "decoupled from the gradient), so they do not minimise f + (wd/2)|w|^2 and no "
+            "f* measures their progress; their f - f* column is left empty (it is filled "
+            "when their weight decay is 0).")
     diverged = [r for r in table if r["status"] != "ok"]
     if diverged:
         notes["Which runs diverged?"] = (
@@ -100,22 +113,32 @@ def observations(table: Sequence[dict]) -> dict[str, str]:
     return notes
 
 
-def markdown(table: Sequence[dict], figures: Sequence[str], title: str) -> str:
-    lines = [f"# {title}", "", "| " + " | ".join(h for _, h in TABLE_COLUMNS) + " |",
+def _headers(table: Sequence[dict]) -> list[str]:
+    kinds = {r.get("f_star_attained") for r in table} - {None}
+    sub = "f - f_best (upper bound)" if kinds == {False} else (
+        "f - f* (or f - f_best)" if kinds == {True, False} else "f - f*")
+    return [sub if k == "suboptimality" else h for k, h in TABLE_COLUMNS]
+
+
+def markdown(table: Sequence[dict], figures: Sequence[str], title: str,
+             extra: dict[str, str] | None = None) -> str:
+    lines = [f"# {title}", "", "| " + " | ".join(_headers(table)) + " |",
              "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(fmt(r[k]) for k, _ in TABLE_COLUMNS) + " |" for r in table]
-    for question, text in observations(table).items():
+    for question, text in {**observations(table), **(extra or {})}.items():
         lines += ["", f"## {question}", "", text]
     lines += [""] + [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
 
 
-def html_page(table: Sequence[dict], figures: Sequence[str], title: str) -> str:
+def html_page(table: Sequence[dict], figures: Sequence[str], title: str,
+              extra: dict[str, str] | None = None) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for _, h in TABLE_COLUMNS)
+    head = "".join(f"<th>{e(h)}</th>" for h in _headers(table))
     body = "".join("<tr>" + "".join(f"<td>{e(fmt(r[k]))}</td>" for k, _ in TABLE_COLUMNS)
                    + "</tr>" for r in table)
-    notes = "".join(f"<h2>{e(q)}</h2><p>{e(t)}</p>" for q, t in observations(table).items())
+    notes = "".join(f"<h2>{e(q)}</h2><p>{e(t)}</p>"
+                    for q, t in {**observations(table), **(extra or {})}.items())
     imgs = "".join(f'<figure><img src="{e(f)}" alt="{e(f)}"><figcaption>{e(f)}</figcaption>'
                    "</figure>" for f in figures)
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
@@ -127,6 +150,8 @@ def html_page(table: Sequence[dict], figures: Sequence[str], title: str) -> str:
             f"{body}</table>{notes}{imgs}</body></html>\n")
 
 
-def write_report(out: Path, table: Sequence[dict], figures: Sequence[str], title: str) -> None:
-    write_text(out / "report.md", markdown(table, figures, title))
-    write_text(out / "report.html", html_page(table, figures, title))
+def write_report(out: Path, table: Sequence[dict], figures: Sequence[str], title: str,
+                 extra: dict[str, str] | None = None) -> None:
+    """report.md and report.html; ``extra`` adds paragraphs (question -> text)."""
+    write_text(out / "report.md", markdown(table, figures, title, extra))
+    write_text(out / "report.html", html_page(table, figures, title, extra))

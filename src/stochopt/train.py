@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .config import Config, RunRecord
+from .config import Config, FStar, RunRecord
 from .data import N_CLASSES, Split, epoch_order
 from .errors import StochoptError
 from .gradients import ESTIMATORS
@@ -221,15 +221,17 @@ def _sync(device: torch.device) -> None:
 def fit(
     configs: Config | list[Config],
     split: Split,
-    f_star: list[float | None] | None = None,
+    f_star: list[FStar | float | None] | None = None,
     on_epoch: Callable[[int, list[RunRecord]], None] | None = None,
 ) -> list[RunRecord]:
     """Train every configuration of ``configs`` on ``split``, those that can at once
-    (:func:`plan_groups`). ``f_star`` (one per configuration, or None) adds a
-    ``suboptimality`` column ``f(W) - f*``. Returns one RunRecord per configuration, in the
-    order given; ``on_epoch(epoch, records)`` is called after each epoch of each group."""
+    (:func:`plan_groups`). ``f_star`` (one per configuration: an :class:`FStar`, a number
+    for an attained f*, or None) fills the ``suboptimality`` column ``f(W) - f*``. Returns
+    one RunRecord per configuration, in the order given; ``on_epoch(epoch, records)`` is
+    called after each epoch of each group."""
     given = [configs] if isinstance(configs, Config) else list(configs)
-    stars = list(f_star) if f_star is not None else [None] * len(given)
+    stars = [s if s is None or isinstance(s, FStar) else FStar(float(s))
+             for s in (f_star if f_star is not None else [None] * len(given))]
     for c in given:
         c.validate(len(split.X_train))
     records: list[RunRecord | None] = [None] * len(given)
@@ -240,7 +242,7 @@ def fit(
     return records  # type: ignore[return-value]
 
 
-def _fit_batch(configs: list[Config], split: Split, f_star: list[float | None],
+def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
                on_epoch: Callable[[int, list[RunRecord]], None] | None) -> list[RunRecord]:
     """One batch of K = S x M models (see :class:`Batch`): the loop itself."""
     layout = Batch.of(configs)
@@ -255,8 +257,7 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[float | None],
     estimator = ESTIMATORS[c0.estimator](split, Wt)
     wd = _stack([configs[i].weight_decay for i in flat], W, (K, 1, 1))
     stars = [f_star[i] for i in flat]
-    with_sub = all(s is not None for s in stars)
-    records = [RunRecord(configs[i]) for i in flat]
+    records = [RunRecord(configs[i], f_star=star) for i, star in zip(flat, stars, strict=True)]
     alive = [True] * K
     seeds = torch.tensor(layout.seeds)
     steps, B = math.ceil(len(X) / c0.batch_size), c0.batch_size
@@ -287,9 +288,10 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[float | None],
         seconds = time.perf_counter() - t0
         val_loss, val_acc = evaluate(W, split.X_val, split.y_val)
         sub = [math.nan] * K
-        if with_sub:
+        if any(s is not None for s in stars):
             f = objective(W, X, y, wd).tolist()
-            sub = [fk - sk for fk, sk in zip(f, stars, strict=True)]
+            sub = [math.nan if s is None else fk - s.value for fk, s in zip(f, stars,
+                                                                            strict=True)]
         for k, r in enumerate(records):
             if not alive[k]:
                 continue

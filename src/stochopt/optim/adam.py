@@ -57,6 +57,7 @@ class AdamW(Adam):
 
     name = "adamw"
     reference = "torch.optim.AdamW"
+    decoupled_decay = True
     weight_decay = Setting(1e-2, NON_NEGATIVE, "decoupled decay: w <- (1 - lr wd) w")
 
     def step(self, w, g, state, lr):

@@ -38,6 +38,9 @@ class Rule:
     default_schedule: ClassVar[str] = "exponential"  # the exercise's x0.9 per epoch
     estimator: ClassVar[str] = "minibatch"  # how the loop estimates the gradient it is fed
     reference: ClassVar[str] = ""  # the implementation its tests compare it with
+    # True when weight_decay shrinks w directly (AdamW) instead of adding (wd/2)|w|^2 to the
+    # objective: such a rule does not minimise f + (wd/2)|w|^2, so f - f* means nothing
+    decoupled_decay: ClassVar[bool] = False
 
     lr = Setting(0.1, POSITIVE, "base learning rate, scaled by the schedule")
     weight_decay = Setting(0.0, NON_NEGATIVE, "L2 penalty (wd/2)|w|^2, wd*w added to the "
