@@ -33,3 +33,12 @@ def test_bench_seeds_runs_and_writes_its_ratio(tmp_path, data_dir):
     assert [r["what"] for r in result["rows"]] == ["stochopt compare --seeds 0",
                                                    "stochopt compare --seeds 0,1,2,3,4"]
     assert result["ratio"] > 0 and "five seeds / one seed" in proc.stdout
+
+
+def test_bench_optimum_runs_and_writes_its_ratios(tmp_path, data_dir):
+    proc = _run("bench_optimum.py", tmp_path, data_dir)
+    result = json.loads((tmp_path / "bench_optimum.json").read_text())
+    assert {r["what"].split(" (")[0] for r in result["rows"]} == {
+        "stochopt newton-cg", "stochopt l-bfgs", "scikit-learn LogisticRegression"}
+    s = result["summary"]["0.001"]
+    assert s["newton_vs_lbfgs"] > 0 and s["certified_gap"] >= 0 and "targets >= 5x" in proc.stdout

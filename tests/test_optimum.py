@@ -216,3 +216,26 @@ def test_the_solver_gives_the_same_numbers_on_cuda(subset):
     gpu = solve(subset.X_train.cuda(), subset.y_train.cuda(), 1e-3)
     assert abs(cpu.objective - gpu.objective) <= 1e-10
     assert (cpu.W - gpu.W.cpu()).abs().max().item() <= 1e-8
+
+
+def test_the_report_sets_full_batch_runs_beside_the_theoretical_rates(tmp_path, capsys):
+    import re
+
+    from stochopt.data import load_split
+    from stochopt.optimum import rates
+
+    data = write_idx_set(tmp_path / "d", n_train=200, n_test=50)
+    out = tmp_path / "o"
+    code = main(["compare", "--optimizers", "sgd", "--lr", "0.5", "--schedule", "constant",
+                 "--batch-size", "160", "--epochs", "4", "--weight-decay", "0.01",
+                 "--dataset", "idx", "--data-dir", str(data), "--optimum", "solve", "--quiet",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    opt = cached_optimum(load_split(data, "idx"), 0.01, compute=False)
+    L = opt.curvature["L"]
+    text = (out / "report.md").read_text()
+    assert "How fast can full-batch methods go?" in text
+    assert f"L = {L:.4g} and mu = 0.01" in text
+    contraction = float(re.search(r"optimal step 2/\(L\+mu\) is guaranteed to contract "
+                                  r"f - f\* by ([\d.]+)", text).group(1))
+    assert contraction == pytest.approx(rates(L, 0.01)["gd_rate"] ** 2, rel=1e-5)

@@ -138,7 +138,8 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
                    help=f"output folder (default: runs/{p.prog.split()[-1]})")
     g.add_argument("--optimum", choices=["cached", "solve", "skip"], default="cached",
                    help="f* for the suboptimality column: use it if cached (default), solve "
-                   "it if not (Newton-CG, 10-20 s once per weight decay on MNIST), or skip it")
+                   "it if not (once per weight decay, then cached: 10-20 s on MNIST for wd > 0, "
+                   "1-3 min for the upper bound at wd 0), or skip it")
     g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
 
 
@@ -190,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     optimum = sub.add_parser("optimum", help="solve the full-batch problem: f*, W*",
                              description="Solve min_W mean cross-entropy + wd/2 ||W||^2 on the "
-                             "training split in float64 (whitened L-BFGS), cache it, report it.")
+                             "training split in float64 (certified Newton-CG for wd > 0; at wd 0, "
+                             "where no minimiser exists, L-BFGS's best value, an upper bound), "
+                             "with the Hessian's curvature at W*; cache it, report it.")
     optimum.add_argument("--weight-decay", type=_parse(float, "--weight-decay"), default=[0.0])
     _add_data_args(optimum)
     optimum.add_argument("--out", help="write optimum.json and weights.npy here")

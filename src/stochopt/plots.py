@@ -59,8 +59,8 @@ def curves(histories: Sequence[RunRecord], labels: Sequence[str] | None = None,
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if key == "suboptimality":
-            for label, epochs, values in reference:
-                ax.plot(epochs, values, "--", lw=1, color="grey", label=label)
+            for i, (label, epochs, values) in enumerate(reference):
+                ax.plot(epochs, values, ("--", ":")[i % 2], lw=1.2, color="grey", label=label)
             if min(subs) > 0:
                 ax.set_yscale("log")
             else:  # f - f_best went below the bound: keep those points in sight
