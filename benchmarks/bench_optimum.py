@@ -30,7 +30,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--weight-decays", default="1e-4,1e-3")
-    p.add_argument("--tiny", action="store_true", help="1,000 examples, wd 1e-3 only")
+    p.add_argument("--tiny", action="store_true", help="500 examples, wd 1e-3 only")
     args = p.parse_args()
     from sklearn.linear_model import LogisticRegression
 
@@ -38,7 +38,7 @@ def main() -> int:
     X, y = split.X_train.double(), split.y_train
     wds = [float(w) for w in args.weight_decays.split(",")]
     if args.tiny:
-        X, y, wds = X[:1000], y[:1000], [1e-3]
+        X, y, wds = X[:500], y[:500], [1e-3]
     N = len(X)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, N = {N}")
     rows, summary = [], {}

@@ -30,6 +30,12 @@ CASES = [
     ("adamw", {}, torch.optim.AdamW, {}, 1e-2),
     ("adamw", {"amsgrad": True}, torch.optim.AdamW, {"amsgrad": True}, 1e-2),
     ("nadam", {}, torch.optim.NAdam, {}, 2e-3),
+    ("adamax", {}, torch.optim.Adamax, {}, 2e-3),
+    ("adamax", {"beta1": 0.5, "beta2": 0.99, "eps": 1e-3}, torch.optim.Adamax,
+     {"betas": (0.5, 0.99), "eps": 1e-3}, 1e-2),
+    ("radam", {}, torch.optim.RAdam, {}, 1e-3),
+    ("radam", {"beta2": 0.9, "decoupled_weight_decay": True}, torch.optim.RAdam,
+     {"betas": (0.9, 0.9), "decoupled_weight_decay": True}, 1e-2),
 ]
 TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 
@@ -70,12 +76,15 @@ def test_matches_torch_optim(name, ours, ref_cls, ref_kwargs, lr, weight_decay, 
     assert (w - w0).abs().max().item() > 10 * TOL[dtype]  # the test moved the weights
 
 
-@pytest.mark.parametrize("name", ["momentum", "rmsprop", "adam", "nadam", "adadelta"])
+@pytest.mark.parametrize("name", ["momentum", "rmsprop", "adam", "nadam", "adadelta", "adamax",
+                                  "radam", "rprop"])
 def test_k_configurations_at_once_equal_k_separate_runs(name):
     """Hyperparameters as (K,1,1) tensors update K models exactly as K separate runs."""
     hypers = {"momentum": ("momentum", [0.0, 0.5, 0.9]), "rmsprop": ("alpha", [0.9, 0.99, 0.5]),
               "adam": ("beta1", [0.0, 0.9, 0.5]), "nadam": ("beta2", [0.9, 0.999, 0.99]),
-              "adadelta": ("rho", [0.9, 0.5, 0.95])}
+              "adadelta": ("rho", [0.9, 0.5, 0.95]), "adamax": ("beta2", [0.9, 0.999, 0.5]),
+              # 0.5: rho_t stays below 5 (momentum SGD); 0.9: it crosses 5 at step 6
+              "radam": ("beta2", [0.5, 0.9, 0.999]), "rprop": ("eta_plus", [1.1, 1.2, 2.0])}
     key, values = hypers[name]
     lrs = [0.1, 0.01, 0.001]
     W = torch.zeros(3, 6, 4, dtype=torch.float64)
@@ -96,11 +105,52 @@ def test_k_configurations_at_once_equal_k_separate_runs(name):
 def test_every_optimizer_has_a_torch_reference_case():
     """Every update rule of the registry (svrg and saga are sgd's rule on another gradient
     estimate, tested in test_gradients.py)."""
-    assert {c[0] for c in CASES} == {n for n, r in RULES.items() if r.estimator == "minibatch"}
+    tested = {c[0] for c in CASES} | {"rprop"}  # rprop: test_rprop_matches_torch_optim
+    assert tested == {n for n, r in RULES.items() if r.estimator == "minibatch"}
 
 
 def test_unknown_names_are_refused_with_the_valid_ones():
     with pytest.raises(StochoptError, match="choose one of sgd, momentum"):
-        make_optimizer("adamax")
+        make_optimizer("not-an-optimizer")
     with pytest.raises(StochoptError, match="has no hyperparameter beta1"):
         make_optimizer("momentum", beta1=0.9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize(("ours", "theirs", "lr"), [
+    ({}, {}, 0.01),
+    ({"eta_minus": 0.3, "eta_plus": 1.5, "step_size_min": 1e-4, "step_size_max": 0.05},
+     {"etas": (0.3, 1.5), "step_sizes": (1e-4, 0.05)}, 0.02)])
+def test_rprop_matches_torch_optim(ours, theirs, lr, weight_decay, dtype):
+    """torch's Rprop has no weight decay: it is fed the L2 gradient g + wd w, which is what
+    every rule here steps on."""
+    shape = (7, 5)
+    w0 = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
+    ref_param = torch.nn.Parameter(w0.clone())
+    ref = torch.optim.Rprop([ref_param], lr=lr, **theirs)
+    opt = make_optimizer("rprop", weight_decay=weight_decay, **ours)
+    w = w0.clone()
+    state = opt.init(w)
+    for g in _gradients(200, shape, dtype):
+        ref_param.grad = g + weight_decay * ref_param.detach()
+        ref.step()
+        opt.step(w, g, state, lr)
+    assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
+    assert (w - w0).abs().max().item() > 10 * TOL[dtype]
+
+
+def test_a_wrong_bias_correction_fails_the_reference_test(monkeypatch, _restore_default_dtype):
+    """The reference tests can fail: Adamax with its bias correction off by one step."""
+    from stochopt.optim import adam
+
+    def wrong(self, w, g, state, lr):
+        m = state["m"].lerp_(g, 1 - self.beta1)
+        u = state["u"]
+        torch.maximum(u.mul_(self.beta2), g.abs().add_(self.eps), out=u)
+        w.addcdiv_(m, u, value=-lr / (1 - self.beta1 ** (state["t"] + 1)))
+
+    monkeypatch.setattr(adam.Adamax, "update", wrong)
+    with pytest.raises(AssertionError):
+        test_matches_torch_optim("adamax", {}, torch.optim.Adamax, {}, 2e-3, 0.0,
+                                 torch.float64, None)

@@ -185,3 +185,16 @@ def test_variance_reduced_runs_with_several_seeds_equal_them_alone(split, estima
     for c, r in zip(configs, together, strict=True):
         (alone,) = fit(c, split)
         assert abs(r.weights - alone.weights).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["adamax", "radam", "rprop"])
+def test_a_new_rule_in_a_batch_of_four_equals_it_alone(split, name):
+    """K = 4: the rule and momentum, each at seeds 0 and 1, trained as one batch."""
+    configs = [Config(optimizer=o, seed=s, epochs=1, batch_size=2000)
+               for s in (0, 1) for o in (name, "momentum")]
+    assert plan_groups(configs) == [[0, 1, 2, 3]]
+    together = fit(configs, split)
+    for c, r in zip(configs, together, strict=True):
+        (alone,) = fit(c, split)
+        assert abs(r.weights - alone.weights).max() <= 1e-5
+        assert r.rows[0]["val_loss"] == pytest.approx(alone.rows[0]["val_loss"], abs=1e-5)

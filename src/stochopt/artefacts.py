@@ -100,7 +100,7 @@ def summary_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             "suboptimality": hist[-1]["suboptimality"] if hist else math.nan,
             "f_star_attained": None if r.f_star is None else r.f_star.attained,
             "weight_decay": c.weight_decay,
-            "decoupled_decay": c.rule.decoupled_decay and c.weight_decay != 0,
+            "decoupled_decay": c.decoupled_decay and c.weight_decay != 0,
             "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(1, len(hist)),
             "total_seconds": sum(h["seconds"] for h in hist),
         })

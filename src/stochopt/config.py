@@ -74,6 +74,12 @@ class Config:
         return self.rule.estimator
 
     @property
+    def decoupled_decay(self) -> bool:
+        """True when this run's weight decay shrinks w directly (AdamW, RAdam's
+        decoupled_weight_decay) instead of adding (wd/2)|w|^2 to the objective."""
+        return self.rule.decouples(self.hyper)
+
+    @property
     def weight_decay(self) -> float:
         return float(self.hyper.get("weight_decay", self.rule.weight_decay.default))
 

@@ -227,7 +227,7 @@ class FStarSource:
 
     def __call__(self, config: Config) -> FStar | None:
         wd = config.weight_decay
-        if config.rule.decoupled_decay and wd != 0:
+        if config.decoupled_decay and wd != 0:
             return None
         if wd not in self.optima:
             self.optima[wd] = None if self.policy == "skip" else cached_optimum(

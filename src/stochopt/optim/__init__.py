@@ -39,6 +39,7 @@ def markdown_table() -> str:
              "|---|---|---|---|---|"]
     for name, cls in RULES.items():
         summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        summary = summary.replace("|", "\\|")  # |g| would end the table's cell
         settings = ", ".join(f"{n} {s.default:g}" if s.kind is not bool else f"{n} {s.default}"
                              for n, s in cls.settings().items())
         lines.append(f"| `{name}` | {summary} | {cls.reference} | {settings} | "

@@ -97,3 +97,84 @@ class NAdam(Rule):
         denom = v.div(1 - self.beta2**t).sqrt_().add_(self.eps)
         addcdiv_(w, -lr * (1 - mu) / (1 - mu_product), g, denom)
         addcdiv_(w, -lr * mu_next / (1 - mu_product * mu_next), m, denom)
+
+
+@register
+class Adamax(Rule):
+    """Adamax (Kingma & Ba 2015, sec. 7.1):  ``m <- b1 m + (1 - b1) g ;
+    u <- max(b2 u, |g| + eps) ;  w <- w - lr / (1 - b1^t) m / u``.
+
+    As torch.optim.Adamax (eps inside the maximum, as torch places it).
+    """
+
+    name = "adamax"
+    reference = "torch.optim.Adamax"
+    default_schedule = "constant"
+    lr = Setting(2e-3, POSITIVE, "base learning rate, scaled by the schedule")
+    beta1, beta2, eps = BETA1, BETA2, EPS
+
+    def init(self, w):
+        return {"t": 0, "m": torch.zeros_like(w), "u": torch.zeros_like(w)}
+
+    def update(self, w, g, state, lr):
+        m = state["m"].lerp_(g, 1 - self.beta1)
+        u = state["u"]
+        torch.maximum(u.mul_(self.beta2), g.abs().add_(self.eps), out=u)
+        addcdiv_(w, -lr / (1 - self.beta1 ** state["t"]), m, u)
+
+
+@register
+class RAdam(Rule):
+    """RAdam (Liu et al. 2020):  Adam whose adaptive step is used only once the variance of
+    its estimate is tractable, ``rho_t > 5``, and then rectified by ``r_t``; before that,
+    ``w <- w - lr m / (1 - b1^t)`` (momentum SGD).
+
+    As torch.optim.RAdam: ``rho_inf = 2/(1 - b2) - 1``, ``rho_t = rho_inf - 2 t b2^t /
+    (1 - b2^t)``, ``r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2)
+    rho_t))``, step ``lr r_t m^ sqrt(1 - b2^t) / (sqrt(v) + eps)``. With
+    ``decoupled_weight_decay`` the decay is AdamW's, ``w <- (1 - lr wd) w``.
+    """
+
+    name = "radam"
+    reference = "torch.optim.RAdam"
+    default_schedule = "constant"
+    lr = Setting(1e-3, POSITIVE, "base learning rate, scaled by the schedule")
+    beta1, beta2, eps = BETA1, BETA2, EPS
+    decoupled_weight_decay = Setting(False, help="decay the weights directly, as AdamW, "
+                                     "instead of adding wd*w to the gradient")
+
+    @classmethod
+    def decouples(cls, values):
+        return bool(values.get("decoupled_weight_decay", False))
+
+    def init(self, w):
+        return {"t": 0, "m": torch.zeros_like(w), "v": torch.zeros_like(w)}
+
+    def step(self, w, g, state, lr):
+        if self.decoupled_weight_decay:
+            state["t"] += 1
+            if not is_zero(self.weight_decay):
+                w.mul_(1 - lr * self.weight_decay)
+            self.update(w, g, state, lr)
+        else:
+            super().step(w, g, state, lr)
+
+    def update(self, w, g, state, lr):
+        t, b1, b2 = state["t"], self.beta1, self.beta2
+        m = state["m"].lerp_(g, 1 - b1)
+        v = addcmul_(state["v"].mul_(b2), 1 - b2, g, g)
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        rho_inf = 2 / (1 - b2) - 1
+        rho_t = rho_inf - 2 * t * b2**t / bc2
+        m_hat = m / bc1
+        if isinstance(rho_t, torch.Tensor):  # K configurations with different b2
+            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                    / ((rho_inf - 4) * (rho_inf - 2) * rho_t)).clamp(min=0) ** 0.5
+            adaptive = bc2**0.5 / v.sqrt().add_(self.eps)
+            w.sub_(m_hat * lr * torch.where(rho_t > 5, adaptive * rect, 1.0))
+        elif rho_t > 5:
+            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                    / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+            w.sub_(m_hat * lr * (bc2**0.5 / v.sqrt().add_(self.eps)) * rect)
+        else:
+            w.sub_(m_hat * lr)

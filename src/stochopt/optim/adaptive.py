@@ -1,10 +1,13 @@
-"""Per-coordinate step sizes from squared gradients: adagrad, rmsprop, adadelta."""
+"""Per-coordinate step sizes: adagrad, rmsprop, adadelta from squared gradients, rprop from
+the gradient's sign."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
+from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Interval, Setting
 from . import register
 from .base import Rule, add_, addcdiv_, addcmul_, is_zero
 
@@ -92,3 +95,42 @@ class AdaDelta(Rule):
         d = (u + self.eps).sqrt_().div_((v + self.eps).sqrt_()).mul_(g)
         addcmul_(u.mul_(self.rho), 1 - self.rho, d, d)
         add_(w, -lr, d)
+
+
+@register
+class Rprop(Rule):
+    """Rprop (Riedmiller & Braun 1993):  per coordinate, ``s <- clamp(s eta+, ., s_max)``
+    when g keeps its sign, ``clamp(s eta-, s_min, .)`` (and that step skipped) when it
+    flips ;  ``w <- w - sign(g) s``.
+
+    As torch.optim.Rprop on mini-batches: the step sizes start at lr, after which lr (and
+    so any schedule) no longer matters; hence a constant default schedule. torch's Rprop
+    has no weight decay; here, as for every rule, ``weight_decay`` adds ``wd w`` to g.
+    """
+
+    name = "rprop"
+    reference = "torch.optim.Rprop (fed g + wd w)"
+    default_schedule = "constant"
+    lr = Setting(0.01, POSITIVE, "initial step size of every coordinate")
+    eta_minus = Setting(0.5, Interval(0, 1, low_open=True, high_open=True),
+                        "step-size factor when the gradient's sign flips")
+    eta_plus = Setting(1.2, Interval(1, math.inf, low_open=True, high_open=True),
+                       "step-size factor when the gradient keeps its sign")
+    step_size_min = Setting(1e-6, NON_NEGATIVE, "smallest step size")
+    step_size_max = Setting(50.0, POSITIVE, "largest step size")
+
+    def init(self, w):
+        return {"t": 0, "prev": torch.zeros_like(w), "s": None}
+
+    def update(self, w, g, state, lr):
+        if state["s"] is None:
+            state["s"] = torch.zeros_like(w).add_(lr)
+        s, prev = state["s"], state["prev"]
+        sign = g.mul(prev).sign()
+        one = torch.ones_like(sign)  # the factors in the weights' dtype, broadcast over K
+        factor = torch.where(sign > 0, one * self.eta_plus,
+                             torch.where(sign < 0, one * self.eta_minus, one))
+        s.mul_(factor).clamp_(self.step_size_min, self.step_size_max)
+        g = torch.where(sign < 0, 0.0, g)  # a flipped sign: no step, and no memory of it
+        w.addcmul_(g.sign(), s, value=-1)
+        prev.copy_(g)

@@ -75,6 +75,11 @@ class Rule:
         return {n: s.default for n, s in cls.settings().items() if n != "lr"}
 
     @classmethod
+    def decouples(cls, values: dict[str, Any]) -> bool:
+        """Whether these settings decay the weights directly (see ``decoupled_decay``)."""
+        return cls.decoupled_decay
+
+    @classmethod
     def check(cls, values: dict[str, Any]) -> None:
         """Raise a :class:`~stochopt.errors.SettingError` naming the first bad value."""
         settings = cls.settings()
