@@ -101,9 +101,9 @@ def test_library_errors_name_the_setting_and_the_cli_names_the_flag():
         Config(optimizer="adam", hyper={"beta2": 1.5}).validate()
 
 
-# the exercise's Adam cell keeps eta fixed; adamax and radam are Adam's variants, and
-# rprop's lr is only its initial step size: a schedule would change nothing after step 1
-ADAM_FAMILY = {"adam", "adamw", "nadam", "adamax", "radam", "rprop"}
+# the exercise's Adam cell keeps eta fixed; adamax and radam are Adam's variants; rprop's
+# lr is only its initial step size, and asgd decays its step by itself
+ADAM_FAMILY = {"adam", "adamw", "nadam", "adamax", "radam", "rprop", "asgd"}
 
 
 @pytest.mark.parametrize("name", sorted(set(RULES) - {"toy-signsgd"}))

@@ -187,10 +187,13 @@ def test_variance_reduced_runs_with_several_seeds_equal_them_alone(split, estima
         assert abs(r.weights - alone.weights).max() <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["adamax", "radam", "rprop"])
+@pytest.mark.parametrize("name", ["adamax", "radam", "rprop", "asgd"])
 def test_a_new_rule_in_a_batch_of_four_equals_it_alone(split, name):
-    """K = 4: the rule and momentum, each at seeds 0 and 1, trained as one batch."""
-    configs = [Config(optimizer=o, seed=s, epochs=1, batch_size=2000)
+    """K = 4: the rule and momentum, each at seeds 0 and 1, trained as one batch (asgd
+    averaging from step 5, so that its evaluation point is its average)."""
+    hyper = {"t0": 5.0} if name == "asgd" else {}
+    configs = [Config(optimizer=o, seed=s, epochs=1, batch_size=2000,
+                      hyper=hyper if o == name else {})
                for s in (0, 1) for o in (name, "momentum")]
     assert plan_groups(configs) == [[0, 1, 2, 3]]
     together = fit(configs, split)
@@ -198,3 +201,22 @@ def test_a_new_rule_in_a_batch_of_four_equals_it_alone(split, name):
         (alone,) = fit(c, split)
         assert abs(r.weights - alone.weights).max() <= 1e-5
         assert r.rows[0]["val_loss"] == pytest.approx(alone.rows[0]["val_loss"], abs=1e-5)
+
+
+def test_asgd_answers_with_its_average(split):
+    """The weights ASGD saves, and those validation sees, are its average: torch's ASGD
+    fed the same mini-batch gradients (float64), its ``ax``."""
+    config = Config(optimizer="asgd", lr=0.05, epochs=1, batch_size=4000,
+                    hyper={"t0": 3.0, "lambd": 1e-3})
+    (r,) = fit(config, split)
+    X, y = split.X_train.double(), split.y_train
+    W = torch.nn.Parameter(torch.zeros(784, 10, dtype=torch.float64))
+    ref = torch.optim.ASGD([W], lr=0.05, t0=3.0, lambd=1e-3)
+    for idx in batch_order(len(X), 4000, 0, 0, "cpu"):
+        W.grad = gradient(W.detach(), X[idx], y[idx])
+        ref.step()
+    average = ref.state[W]["ax"]
+    assert (average - W.detach()).abs().max().item() > 1e-3  # they differ...
+    assert torch.allclose(torch.from_numpy(r.weights).double(), average, atol=1e-6)  # ...ours is ax
+    val = cross_entropy(split.X_val.double() @ average, split.y_val).item()
+    assert r.rows[0]["val_loss"] == pytest.approx(val, abs=1e-5)

@@ -126,7 +126,12 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
     h = p.add_argument_group("optimiser hyperparameters (each optimiser's own default when "
                              "omitted; a flag applies to the listed optimisers that have it)")
     for name, (setting, per_optimizer) in hyperparameter_flags().items():
-        help_ = f"{setting.help} (default: {_defaults(per_optimizer)})"
+        helps: dict[str, list[str]] = {}  # one flag; where rules differ, each meaning
+        for o in per_optimizer:
+            helps.setdefault(RULES[o].settings()[name].help, []).append(o)
+        meaning = setting.help if len(helps) == 1 else "; ".join(
+            f"{h} ({', '.join(os)})" for h, os in helps.items())
+        help_ = f"{meaning} (default: {_defaults(per_optimizer)})"
         if setting.kind is bool:
             h.add_argument(_flag(name), dest=name, action="store_const", const=[True],
                            default=None, help=help_)

@@ -138,6 +138,20 @@ class Updater:
         self.rule.step(self.w, g, self.state, self.base_lr * self.schedule(epoch))
 
 
+def evaluation_weights(Wt: torch.Tensor, updaters: list[Updater]) -> torch.Tensor:
+    """W (K, d, C) at each rule's evaluation point: Wt itself unless a rule answers at
+    another point than it trains at (ASGD's average), then a copy with those blocks."""
+    points = [u.rule.evaluation_point(u.w, u.state) for u in updaters]
+    if all(p is u.w for p, u in zip(points, updaters, strict=True)):
+        We = Wt
+    else:
+        We = Wt.clone()
+        for p, u in zip(points, updaters, strict=True):
+            We[:, u.block] = p
+    S, M, C, d = Wt.shape
+    return We.view(S * M, C, d).mT
+
+
 def _stack(values: list[Any], like: torch.Tensor, shape: tuple[int, ...]) -> Hyper:
     """One value when all agree (the fast scalar path), else a tensor of ``shape``."""
     if all(v == values[0] for v in values):
@@ -251,11 +265,10 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
     K, c0 = S * M, configs[0]
     X, y = split.X_train, split.y_train
     Wt = torch.zeros(S, M, N_CLASSES, split.n_features, dtype=X.dtype, device=X.device)
-    W = Wt.view(K, N_CLASSES, -1).mT  # (K, d, C): the same numbers, for evaluation
     updaters = [Updater.build([[configs[i] for i in row[b]] for row in layout.index], b, Wt)
                 for b in layout.blocks(configs)]
     estimator = ESTIMATORS[c0.estimator](split, Wt)
-    wd = _stack([configs[i].weight_decay for i in flat], W, (K, 1, 1))
+    wd = _stack([configs[i].weight_decay for i in flat], Wt, (K, 1, 1))
     stars = [f_star[i] for i in flat]
     records = [RunRecord(configs[i], f_star=star) for i, star in zip(flat, stars, strict=True)]
     alive = [True] * K
@@ -286,6 +299,7 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
             metrics.add(Zt, yb)
         train_loss, train_acc = metrics.means()
         seconds = time.perf_counter() - t0
+        W = evaluation_weights(Wt, updaters)  # (K, d, C), the models that answer
         val_loss, val_acc = evaluate(W, split.X_val, split.y_val)
         sub = [math.nan] * K
         if any(s is not None for s in stars):
@@ -306,6 +320,7 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
         if not any(alive):
             break
 
+    W = evaluation_weights(Wt, updaters)
     test_loss, test_acc = evaluate(W, split.X_test, split.y_test)
     weights = W.float().cpu().contiguous().numpy()
     for k, r in enumerate(records):

@@ -90,6 +90,12 @@ class Rule:
     def init(self, w: torch.Tensor) -> State:
         return {"t": 0}
 
+    def evaluation_point(self, w: torch.Tensor, state: State) -> torch.Tensor:
+        """The weights that are evaluated (validation, test, suboptimality) and saved: w
+        itself, or, for a rule that trains at one point and answers at another (ASGD's
+        average), that other point. The per-step training metrics stay those of w."""
+        return w
+
     def update(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
         raise NotImplementedError
 

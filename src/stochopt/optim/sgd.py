@@ -1,5 +1,6 @@
-"""Gradient descent and heavy ball: sgd, momentum, nesterov, and the variance-reduced svrg
-and saga (plain SGD steps on another gradient estimate, see :mod:`stochopt.gradients`)."""
+"""Gradient descent and heavy ball: sgd, momentum, nesterov, averaged asgd, and the
+variance-reduced svrg and saga (plain SGD steps on another gradient estimate, see
+:mod:`stochopt.gradients`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from ..settings import UNIT, Setting
+from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
 from . import register
 from .base import Rule, add_, decay_add_, is_zero
 
@@ -62,6 +63,48 @@ class Nesterov(Momentum):
     name = "nesterov"
     reference = "torch.optim.SGD(nesterov=True)"
     nesterov = True
+
+
+@register
+class ASGD(Rule):
+    """Averaged SGD (Polyak & Juditsky 1992):  ``w <- (1 - lambd eta_t) w - eta_t g ;
+    a <- a + mu_t (w - a)`` with ``eta_t = lr / (1 + lambd lr t)^alpha`` and
+    ``mu_t = 1 / max(1, t - t0)``; the average ``a`` is the model evaluated and saved.
+
+    As torch.optim.ASGD: eta starts at lr and decays by itself (hence a constant default
+    schedule), and averaging starts after t0 steps (torch's default 1e6: never, in 10
+    epochs; then a = w).
+    """
+
+    name = "asgd"
+    reference = "torch.optim.ASGD"
+    default_schedule = "constant"
+    lr = Setting(0.01, POSITIVE, "initial step size eta_0 (and the lr in eta_t's decay)")
+    lambd = Setting(1e-4, NON_NEGATIVE, "decay term: w shrinks by lambd eta_t per step, and "
+                    "eta_t decays with it")
+    alpha = Setting(0.75, NON_NEGATIVE, "power of eta_t's decay")
+    t0 = Setting(1e6, NON_NEGATIVE, "step after which the average starts")
+
+    def init(self, w):
+        return {"t": 0, "eta": None, "mu": 1.0, "a": torch.zeros_like(w)}
+
+    def evaluation_point(self, w, state):
+        return state["a"]
+
+    def update(self, w, g, state, lr):
+        t, eta, mu = state["t"], state["eta"], state["mu"]
+        eta = lr if eta is None else eta  # the first step's eta is lr
+        decay = 1 - self.lambd * eta
+        w.mul_(decay)
+        add_(w, -eta, g)
+        a = state["a"]
+        if isinstance(mu, torch.Tensor) or mu != 1:
+            a.add_(w.sub(a).mul_(mu))
+        else:
+            a.copy_(w)
+        state["eta"] = lr / ((1 + self.lambd * lr * t) ** self.alpha)
+        state["mu"] = (1 / (t - self.t0).clamp(min=1) if isinstance(self.t0, torch.Tensor)
+                       else 1 / max(1, t - self.t0))
 
 
 @register
