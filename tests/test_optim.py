@@ -77,7 +77,7 @@ def test_matches_torch_optim(name, ours, ref_cls, ref_kwargs, lr, weight_decay, 
 
 
 @pytest.mark.parametrize("name", ["momentum", "rmsprop", "adam", "nadam", "adadelta", "adamax",
-                                  "radam", "rprop", "asgd"])
+                                  "radam", "rprop", "asgd", "lion"])
 def test_k_configurations_at_once_equal_k_separate_runs(name):
     """Hyperparameters as (K,1,1) tensors update K models exactly as K separate runs."""
     hypers = {"momentum": ("momentum", [0.0, 0.5, 0.9]), "rmsprop": ("alpha", [0.9, 0.99, 0.5]),
@@ -85,7 +85,8 @@ def test_k_configurations_at_once_equal_k_separate_runs(name):
               "adadelta": ("rho", [0.9, 0.5, 0.95]), "adamax": ("beta2", [0.9, 0.999, 0.5]),
               # 0.5: rho_t stays below 5 (momentum SGD); 0.9: it crosses 5 at step 6
               "radam": ("beta2", [0.5, 0.9, 0.999]), "rprop": ("eta_plus", [1.1, 1.2, 2.0]),
-              "asgd": ("t0", [1.0, 10.0, 1e6])}  # averaging from step 2, 11, never
+              "asgd": ("t0", [1.0, 10.0, 1e6]),  # averaging from step 2, 11, never
+              "lion": ("beta1", [0.0, 0.9, 0.5])}
     key, values = hypers[name]
     lrs = [0.1, 0.01, 0.001]
     W = torch.zeros(3, 6, 4, dtype=torch.float64)
@@ -106,7 +107,7 @@ def test_k_configurations_at_once_equal_k_separate_runs(name):
 def test_every_optimizer_has_a_torch_reference_case():
     """Every update rule of the registry (svrg and saga are sgd's rule on another gradient
     estimate, tested in test_gradients.py)."""
-    tested = {c[0] for c in CASES} | {"rprop", "asgd"}  # each with a test of its own below
+    tested = {c[0] for c in CASES} | {"rprop", "asgd", "lion"}  # each with its own test below
     assert tested == {n for n, r in RULES.items() if r.estimator == "minibatch"}
 
 
@@ -180,3 +181,25 @@ def test_asgd_and_its_average_match_torch_optim(hyper, lr, weight_decay, dtype,
     assert (opt.evaluation_point(w, state) - average).abs().max().item() <= TOL[dtype]
     if "t0" in hyper:  # averaging started at step 51: the average is not the iterate
         assert (average - ref_param.detach()).abs().max().item() > 100 * TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize(("hyper", "lr"), [({}, 1e-4), ({"beta1": 0.8, "beta2": 0.9}, 3e-3)])
+def test_lion_matches_the_authors_package(hyper, lr, weight_decay, dtype):
+    from lion_pytorch import Lion
+
+    shape = (7, 5)
+    w0 = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
+    ref_param = torch.nn.Parameter(w0.clone())
+    betas = (hyper.get("beta1", 0.9), hyper.get("beta2", 0.99))
+    ref = Lion([ref_param], lr=lr, betas=betas, weight_decay=weight_decay)
+    opt = make_optimizer("lion", weight_decay=weight_decay, **hyper)
+    w = w0.clone()
+    state = opt.init(w)
+    for g in _gradients(200, shape, dtype):
+        ref_param.grad = g.clone()
+        ref.step()
+        opt.step(w, g, state, lr)
+    assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
+    assert (w - w0).abs().max().item() > 10 * TOL[dtype]
