@@ -53,25 +53,35 @@ def _gradients(steps, shape, dtype):
     return [0.1 * torch.randn(shape, generator=g, dtype=dtype) for _ in range(steps)]
 
 
+def _side_by_side(make_ref, name, ours, lr, weight_decay, dtype, l2_to_ref=False):
+    """Our rule and a reference optimiser fed the same 200 gradients from the same start;
+    ``l2_to_ref`` hands the reference the L2 gradient g + wd w (for one without weight decay).
+    Returns (w, w0, the reference's parameter, the reference, our rule, its state)."""
+    shape = (7, 5)
+    w0 = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
+    ref_param = torch.nn.Parameter(w0.clone())
+    ref = make_ref(ref_param)
+    opt = make_optimizer(name, weight_decay=weight_decay, **ours)
+    w = w0.clone()
+    state = opt.init(w)
+    for g in _gradients(200, shape, dtype):
+        ref_param.grad = g + weight_decay * ref_param.detach() if l2_to_ref else g.clone()
+        ref.step()
+        opt.step(w, g, state, lr)
+    return w, w0, ref_param, ref, opt, state
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
 @pytest.mark.parametrize(("name", "ours", "ref_cls", "ref_kwargs", "lr"), CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_matches_torch_optim(name, ours, ref_cls, ref_kwargs, lr, weight_decay, dtype,
                              _restore_default_dtype):
-    shape = (7, 5)
-    w0 = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
-    ref_param = torch.nn.Parameter(w0.clone())
     # torch keeps scalar state (NAdam's mu_product, step counts) in the default dtype
     torch.set_default_dtype(dtype)  # restored by the fixture
-    ref = ref_cls([ref_param], lr=lr, weight_decay=weight_decay, **ref_kwargs)
-    opt = make_optimizer(name, weight_decay=weight_decay, **ours)
-    w = w0.clone()
-    state = opt.init(w)
-    for g in _gradients(200, shape, dtype):
-        ref_param.grad = g.clone()
-        ref.step()
-        opt.step(w, g, state, lr)
+    w, w0, ref_param, *_ = _side_by_side(
+        lambda p: ref_cls([p], lr=lr, weight_decay=weight_decay, **ref_kwargs),
+        name, ours, lr, weight_decay, dtype)
     assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
     assert (w - w0).abs().max().item() > 10 * TOL[dtype]  # the test moved the weights
 
@@ -127,17 +137,8 @@ def test_unknown_names_are_refused_with_the_valid_ones():
 def test_rprop_matches_torch_optim(ours, theirs, lr, weight_decay, dtype):
     """torch's Rprop has no weight decay: it is fed the L2 gradient g + wd w, which is what
     every rule here steps on."""
-    shape = (7, 5)
-    w0 = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
-    ref_param = torch.nn.Parameter(w0.clone())
-    ref = torch.optim.Rprop([ref_param], lr=lr, **theirs)
-    opt = make_optimizer("rprop", weight_decay=weight_decay, **ours)
-    w = w0.clone()
-    state = opt.init(w)
-    for g in _gradients(200, shape, dtype):
-        ref_param.grad = g + weight_decay * ref_param.detach()
-        ref.step()
-        opt.step(w, g, state, lr)
+    w, w0, ref_param, *_ = _side_by_side(lambda p: torch.optim.Rprop([p], lr=lr, **theirs),
+                                         "rprop", ours, lr, weight_decay, dtype, l2_to_ref=True)
     assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
     assert (w - w0).abs().max().item() > 10 * TOL[dtype]
 
@@ -164,18 +165,10 @@ def test_a_wrong_bias_correction_fails_the_reference_test(monkeypatch, _restore_
                                            ({"lambd": 1e-2, "alpha": 0.5, "t0": 50.0}, 0.05)])
 def test_asgd_and_its_average_match_torch_optim(hyper, lr, weight_decay, dtype,
                                                 _restore_default_dtype):
-    shape = (7, 5)
-    w0 = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
-    ref_param = torch.nn.Parameter(w0.clone())
     torch.set_default_dtype(dtype)  # torch keeps eta and mu in the default dtype
-    ref = torch.optim.ASGD([ref_param], lr=lr, weight_decay=weight_decay, **hyper)
-    opt = make_optimizer("asgd", weight_decay=weight_decay, **hyper)
-    w = w0.clone()
-    state = opt.init(w)
-    for g in _gradients(200, shape, dtype):
-        ref_param.grad = g.clone()
-        ref.step()
-        opt.step(w, g, state, lr)
+    w, _, ref_param, ref, opt, state = _side_by_side(
+        lambda p: torch.optim.ASGD([p], lr=lr, weight_decay=weight_decay, **hyper),
+        "asgd", hyper, lr, weight_decay, dtype)
     assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
     average = ref.state[ref_param]["ax"]
     assert (opt.evaluation_point(w, state) - average).abs().max().item() <= TOL[dtype]
@@ -189,17 +182,9 @@ def test_asgd_and_its_average_match_torch_optim(hyper, lr, weight_decay, dtype,
 def test_lion_matches_the_authors_package(hyper, lr, weight_decay, dtype):
     from lion_pytorch import Lion
 
-    shape = (7, 5)
-    w0 = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
-    ref_param = torch.nn.Parameter(w0.clone())
     betas = (hyper.get("beta1", 0.9), hyper.get("beta2", 0.99))
-    ref = Lion([ref_param], lr=lr, betas=betas, weight_decay=weight_decay)
-    opt = make_optimizer("lion", weight_decay=weight_decay, **hyper)
-    w = w0.clone()
-    state = opt.init(w)
-    for g in _gradients(200, shape, dtype):
-        ref_param.grad = g.clone()
-        ref.step()
-        opt.step(w, g, state, lr)
+    w, w0, ref_param, *_ = _side_by_side(
+        lambda p: Lion([p], lr=lr, betas=betas, weight_decay=weight_decay),
+        "lion", hyper, lr, weight_decay, dtype)
     assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
     assert (w - w0).abs().max().item() > 10 * TOL[dtype]

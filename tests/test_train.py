@@ -12,6 +12,19 @@ from stochopt.model import cross_entropy, gradient
 from stochopt.train import DIVERGENCE_LOSS, Config, StepMetrics, fit, plan_groups
 
 
+def _each_equals_it_alone(configs, split, keys=("val_loss",), tol=1e-5, f_star=None):
+    """Train ``configs`` together; each run's weights and ``keys`` of its first epoch must
+    equal those of the same configuration trained alone. Returns the runs together."""
+    together = fit(configs, split, f_star=f_star)
+    stars = f_star or [None] * len(configs)
+    for c, r, s in zip(configs, together, stars, strict=True):
+        (alone,) = fit(c, split, f_star=None if s is None else [s])
+        assert abs(r.weights - alone.weights).max() <= 1e-5
+        for key in keys:
+            assert r.rows[0][key] == pytest.approx(alone.rows[0][key], abs=tol)
+    return together
+
+
 def test_same_seed_same_history_other_seed_differs(split):
     c = Config(epochs=1, batch_size=256)
     a, b = fit(c, split)[0], fit(c, split)[0]
@@ -72,13 +85,9 @@ def test_configurations_with_different_update_rules_train_together_as_alone(spli
     for c in configs:
         c.epochs, c.batch_size = 1, 512
     f_star = [0.01 * k for k in range(len(configs))]  # distinct, to catch a reordering
-    together = fit(configs, split, f_star=f_star)
+    together = _each_equals_it_alone(configs, split, ("train_loss", "val_loss", "suboptimality"),
+                                     f_star=f_star)
     assert [h.config for h in together] == configs
-    for c, h, s in zip(configs, together, f_star, strict=True):
-        (alone,) = fit(c, split, f_star=[s])
-        assert abs(h.weights - alone.weights).max() <= 1e-5
-        for key in ("train_loss", "val_loss", "suboptimality"):
-            assert h.rows[0][key] == pytest.approx(alone.rows[0][key], abs=1e-5)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
@@ -87,11 +96,7 @@ def test_a_configuration_inside_a_sweep_equals_it_alone(split, optimizer):
     # exponential for adam too (its default is constant), so that lr_decay varies in the K
     configs = [Config(optimizer=optimizer, lr=lr, epochs=1, batch_size=512, lr_decay=d,
                       schedule="exponential") for lr, d in zip(lrs, [0.9, 0.5], strict=True)]
-    together = fit(configs, split)
-    for c, h in zip(configs, together, strict=True):
-        (alone,) = fit(c, split)
-        assert abs(h.weights - alone.weights).max() <= 1e-5
-        assert h.rows[0]["val_acc"] == pytest.approx(alone.rows[0]["val_acc"], abs=1e-3)
+    _each_equals_it_alone(configs, split, ("val_acc",), tol=1e-3)
 
 
 def test_a_diverging_configuration_is_marked_and_the_others_finish(split):
@@ -141,7 +146,7 @@ def test_step_metrics_in_chunks_equal_every_step_evaluated_alone(chunk):
     K, steps = 3, [8] * 7 + [5]
     batches = [(torch.randn(K, 10, b, generator=g, dtype=torch.float64) * 3,
                 torch.randint(0, 10, (b,), generator=g)) for b in steps]
-    metrics = StepMetrics(K, 8, torch.zeros(1, dtype=torch.float64))
+    metrics = StepMetrics(K, 8)
     metrics.chunk = chunk
     for Zt, y in batches:
         metrics.add(Zt, y)
@@ -159,13 +164,9 @@ def test_seeds_train_as_one_batch_and_each_run_equals_it_alone(split):
     configs = [Config(optimizer=o, seed=s, epochs=1, batch_size=1000)
                for s in (2, 0, 1) for o in ("momentum", "adam")]
     assert plan_groups(configs) == [list(range(6))]
-    together = fit(configs, split)
+    together = _each_equals_it_alone(configs, split,
+                                     ("train_loss", "train_acc", "val_loss", "val_acc"))
     assert [r.config for r in together] == configs
-    for c, r in zip(configs, together, strict=True):
-        (alone,) = fit(c, split)
-        assert abs(r.weights - alone.weights).max() <= 1e-5
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
-            assert r.rows[0][key] == pytest.approx(alone.rows[0][key], abs=1e-5)
     assert not (together[0].weights == together[2].weights).all()  # the seeds differ
 
 
@@ -181,10 +182,7 @@ def test_plan_groups_splits_what_cannot_share_a_batch():
 def test_variance_reduced_runs_with_several_seeds_equal_them_alone(split, estimator):
     configs = [Config(optimizer=estimator, seed=s, epochs=1, batch_size=4000, lr=0.05)
                for s in (0, 1)]
-    together = fit(configs, split)
-    for c, r in zip(configs, together, strict=True):
-        (alone,) = fit(c, split)
-        assert abs(r.weights - alone.weights).max() <= 1e-5
+    _each_equals_it_alone(configs, split, keys=())
 
 
 @pytest.mark.parametrize("name", ["adamax", "radam", "rprop", "asgd", "lion"])
@@ -196,11 +194,7 @@ def test_a_new_rule_in_a_batch_of_four_equals_it_alone(split, name):
                       hyper=hyper if o == name else {})
                for s in (0, 1) for o in (name, "momentum")]
     assert plan_groups(configs) == [[0, 1, 2, 3]]
-    together = fit(configs, split)
-    for c, r in zip(configs, together, strict=True):
-        (alone,) = fit(c, split)
-        assert abs(r.weights - alone.weights).max() <= 1e-5
-        assert r.rows[0]["val_loss"] == pytest.approx(alone.rows[0]["val_loss"], abs=1e-5)
+    _each_equals_it_alone(configs, split, ("val_loss",))
 
 
 def test_asgd_answers_with_its_average(split):

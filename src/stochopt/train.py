@@ -194,10 +194,9 @@ class StepMetrics:
     the host, out of the step itself. The numbers are those of evaluating every step.
     """
 
-    def __init__(self, K: int, batch_size: int, like: torch.Tensor) -> None:
+    def __init__(self, K: int, batch_size: int) -> None:
         self.chunk = max(1, 2**22 // (K * batch_size * N_CLASSES))
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.like = like
         self.sums: torch.Tensor | None = None
         self.steps = 0
 
@@ -287,7 +286,7 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
         Y_order = Yt.index_select(1, order.flatten()).view(N_CLASSES, S, -1).transpose(0, 1)
         batches = zip(order.split(B, 1), Y_order.split(B, -1), y[order].split(B, 1),
                       strict=True)
-        metrics = StepMetrics(K, B, X)
+        metrics = StepMetrics(K, B)
         for i, (idx, Ybt, yb) in enumerate(batches):
             b = idx.shape[1]
             Xb = torch.index_select(X, 0, idx.flatten(), out=X_batch[:S * b]).view(S, b, -1)
