@@ -14,7 +14,7 @@ from stochopt.config import Config
 from stochopt.errors import SettingError, StochoptError
 
 TINY = ["--optimizers", "sgd,adam", "--batch-size", "4000", "--epochs", "1", "--quiet",
-        "--optimum", "skip"]
+        "--optimum", "skip", "--seeds", "0"]
 
 
 def _snapshot(folder):

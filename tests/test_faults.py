@@ -166,7 +166,7 @@ def test_out_that_is_a_file_in_every_command(tmp_path, capsys, data_dir):
 # two batch sizes: two groups (one batch of K each); the second, at batch 200, is slow enough
 # for the kill sent when the first group's files appear to land before it ends
 CMD = ["compare", "--optimizers", "sgd,adam", "--batch-sizes", "3000,200", "--epochs", "3",
-       "--quiet", "--optimum", "skip"]
+       "--seeds", "0", "--quiet", "--optimum", "skip"]
 
 
 def _rows_without_time(path):

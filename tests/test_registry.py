@@ -81,7 +81,8 @@ def test_it_trains_k_at_once_beside_another_rule_as_alone(toy, split):
 def test_its_hyperparameters_land_in_results_csv(toy, tmp_path, data_dir, capsys):
     out = tmp_path / "c"
     code = main(["compare", "--optimizers", "toy-signsgd,adam", "--scale", "0.5,2",
-                 "--batch-size", "4000", "--epochs", "1", "--quiet", "--optimum", "skip",
+                 "--batch-size", "4000", "--seeds", "0", "--epochs", "1", "--quiet",
+                 "--optimum", "skip",
                  "--data-dir", str(data_dir), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 0, err
@@ -123,7 +124,8 @@ def test_each_optimizer_runs_its_declared_default_schedule(name):
 def test_compare_records_the_schedule_that_ran(tmp_path, data_dir):
     out = tmp_path / "c"
     assert main(["compare", "--optimizers", "momentum,adam", "--batch-size", "4000",
-                 "--epochs", "2", "--quiet", "--optimum", "skip", "--data-dir", str(data_dir),
+                 "--seeds", "0", "--epochs", "2", "--quiet", "--optimum", "skip",
+                 "--data-dir", str(data_dir),
                  "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "results.csv").open()))
     adam = [r for r in rows if r["optimizer"] == "adam"]

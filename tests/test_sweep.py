@@ -3,7 +3,6 @@ report whose numbers are those of results.csv."""
 
 import csv
 import json
-import math
 import re
 import shutil
 
@@ -12,7 +11,7 @@ import pytest
 from stochopt import experiment
 from stochopt.cli import main
 
-COMMON = ["--epochs", "2", "--quiet", "--optimum", "skip"]
+COMMON = ["--epochs", "2", "--quiet", "--optimum", "skip", "--seeds", "0"]
 
 
 def _rows(path):
@@ -34,8 +33,9 @@ def compared(data_dir, tmp_path_factory):
 def test_results_csv_schema_and_row_count(compared):
     rows = _rows(compared / "results.csv")
     assert len(rows) == 3 * 2 * 2  # optimizers x batch sizes x epochs
-    required = ["run", "optimizer", "lr", "batch_size", "seed", "epoch", "train_loss",
-                "train_acc", "val_loss", "val_acc", "suboptimality", "seconds", "status"]
+    required = ["run", "optimizer", "lr", "batch_size", "seed", "epoch", "steps", "grad_evals",
+                "train_loss", "train_acc", "val_loss", "val_acc", "suboptimality",
+                "noise_scale", "seconds", "status"]
     assert list(rows[0])[:len(required)] == required
     assert {"momentum", "beta1", "beta2", "eps", "weight_decay"} <= set(rows[0])
     assert {r["status"] for r in rows} == {"ok"}
@@ -61,16 +61,18 @@ def test_optimizers_sharing_a_data_order_train_as_one_batch(compared):
 
 def test_report_numbers_equal_results_csv(compared):
     rows = _rows(compared / "results.csv")
-    summary = json.loads((compared / "summary.json").read_text())
+    runs = json.loads((compared / "runs.json").read_text())
+    summary = {s["config"]: s for s in json.loads((compared / "summary.json").read_text())}
     md = (compared / "report.md").read_text()
     html = (compared / "report.html").read_text()
-    for s in summary:
-        last = [r for r in rows if r["run"] == s["run"]][-1]
-        assert s["final_val_acc"] == pytest.approx(float(last["val_acc"]))
+    for r in runs:  # one seed: each configuration's mean is its run's last epoch
+        last = [row for row in rows if row["run"] == r["run"]][-1]
+        assert r["final_val_acc"] == pytest.approx(float(last["val_acc"]))
+        assert summary[r["config"]]["final_val_acc_mean"] == pytest.approx(r["final_val_acc"])
         assert f"{float(last['val_acc']):.2f}" in md and f"{float(last['val_acc']):.2f}" in html
-    best = max((s for s in summary if s["batch_size"] == 1000), key=lambda s: s["final_val_acc"])
-    sentence = re.search(r"At batch 1000, (\w+) .*?highest validation accuracy, ([\d.]+)%", md)
-    assert sentence and sentence.group(1) == best["optimizer"]
+    best = max((r for r in runs if r["batch_size"] == 1000), key=lambda r: r["final_val_acc"])
+    sentence = re.search(r"At batch 1000, final validation accuracy.*?: ([\w =.]+) ([\d.]+)%", md)
+    assert sentence and sentence.group(1) == best["config"]
     assert float(sentence.group(2)) == pytest.approx(best["final_val_acc"], abs=0.005)
     for fig in ("curves.png", "batch_sizes.png", "weights_adam.png"):
         assert (compared / fig).is_file() and f'src="{fig}"' in html
@@ -154,10 +156,12 @@ def test_sweep_reports_the_best_configuration(data_dir, tmp_path, capsys):
                  "--batch-size", "2000", "--epochs", "2", "--optimum", "skip",
                  "--data-dir", str(data_dir), "--out", str(out)])
     assert code == 0
-    table = json.loads((out / "summary.json").read_text())
-    assert len(table) == 6
-    best = min(table, key=lambda r: r["final_val_loss"])
-    assert f"best by validation loss: {best['run']}" in capsys.readouterr().out
+    runs = json.loads((out / "runs.json").read_text())
+    assert len(runs) == 6 and len(json.loads((out / "summary.json").read_text())) == 3
+    mean = {lr: sum(r["final_val_loss"] for r in runs if r["lr"] == lr) / 2
+            for lr in (1e-4, 1e-3, 1e-2)}
+    best = min(mean, key=mean.get)
+    assert f"best by mean validation loss: adam lr={best:g} " in capsys.readouterr().out
 
 
 def test_a_second_process_on_the_same_out_is_refused(data_dir, tmp_path, capsys):
@@ -183,16 +187,17 @@ def test_a_second_process_on_the_same_out_is_refused(data_dir, tmp_path, capsys)
 
 
 def test_the_report_names_the_cheapest_epoch_only_when_runs_were_timed_apart():
-    from stochopt.report import observations
+    from stochopt.report import compare_sentences
 
     def row(optimizer, seconds):
-        return {"run": optimizer, "optimizer": optimizer, "lr": 0.1, "batch_size": 64,
-                "seed": 0, "status": "ok", "final_val_acc": 91.0 + seconds,
-                "final_val_loss": 0.3, "best_epoch": 10, "test_acc": 91.0, "test_loss": 0.3,
-                "suboptimality": math.nan, "seconds_per_epoch": seconds}
+        stats = {f"{m}_{s}": v for m, v in (("final_val_acc", 91.0 + seconds),
+                                            ("final_val_loss", 0.3), ("test_acc", 91.0))
+                 for s in ("mean", "ci95_low", "ci95_high")}
+        return {"config": optimizer, "optimizer": optimizer, "lr": 0.1, "batch_size": 64,
+                "n_seeds": 1, **stats, "seconds_per_epoch": seconds}
 
-    apart = " ".join(observations([row("sgd", 0.2), row("adam", 0.3)]).values())
+    apart = compare_sentences([row("sgd", 0.2), row("adam", 0.3)], [], None)
     assert "The cheapest epoch was sgd's, 0.200 s." in apart
-    together = " ".join(observations([row("sgd", 0.25), row("adam", 0.25)]).values())
+    together = compare_sentences([row("sgd", 0.25), row("adam", 0.25)], [], None)
     assert "trained together as one batch of 2 models, 0.250 s per epoch" in together
     assert "cheapest" not in together

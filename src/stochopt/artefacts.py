@@ -2,9 +2,13 @@
 the figures and the report, all rebuilt from the run records.
 
     results.csv            one row per run x epoch (config, metrics, every hyperparameter)
-    summary.csv/.json      one row per run: final and best-epoch metrics, test metrics, time
-    curves.png, weights_<optimizer>.png, batch_sizes.png, lr_sensitivity.png
-    report.html/.md        the table, sentences built from its numbers, the figures
+    runs.csv/.json         one row per run: final metrics, test metrics, time to target
+    summary.csv/.json      one row per configuration: means and 95% intervals over seeds
+    comparisons.csv        pairs of configurations at one batch size, paired by seed
+    tuning.csv             (tune) the chosen lr per optimizer and batch size
+    batch_sizes.json       (several batch sizes) steps to target, critical batch, B_simple
+    curves.png, weights_<optimizer>.png, profile.png, batch_sizes.png, lr_sensitivity.png
+    report.html/.md        the table, answers built from its numbers, the figures
     meta.json              the command, the data, the versions
 """
 
@@ -13,25 +17,36 @@ from __future__ import annotations
 import math
 import platform
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from . import analysis
+from .analysis import Targets
 from .config import FStar, RunRecord
-from .data import Split
+from .data import N_CLASSES, Split
 from .files import save_figure, write_csv, write_json, write_npy
+from .noise import noise_scales
 from .optimum import Optimum, rates
 
-BASE_COLUMNS = ["run", "optimizer", "lr", "batch_size", "seed", "epoch", "train_loss",
-                "train_acc", "val_loss", "val_acc", "suboptimality", "seconds", "status",
-                "epoch_lr", "f_star_attained"]
-# lr: the run's base rate; epoch_lr: the schedule's rate that epoch; f_star_attained: true
-# when suboptimality is f - f*, false when it is f - f_best (an upper bound, at wd 0), empty
-# when no f* applies
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-                   "suboptimality", "seconds"]
+BASE_COLUMNS = ["run", "optimizer", "lr", "batch_size", "seed", "epoch", "steps", "grad_evals",
+                "train_loss", "train_acc", "val_loss", "val_acc", "suboptimality",
+                "noise_scale", "seconds", "status", "epoch_lr", "f_star_attained"]
+# lr: the run's base rate; epoch_lr: the schedule's rate that epoch; steps, grad_evals:
+# cumulative update steps and per-example gradient evaluations (SVRG's full passes and
+# SAGA's initial table included); noise_scale: B_simple at the epoch's weights (when
+# measured); f_star_attained: true when suboptimality is f - f*, false when it is f - f_best
+# (an upper bound, at wd 0), empty when no f* applies
+HISTORY_COLUMNS = ["epoch", "steps", "grad_evals", "train_loss", "train_acc", "val_loss",
+                   "val_acc", "lr", "suboptimality", "noise_scale", "seconds"]
+TUNING_COLUMNS = ["optimizer", "batch_size", "chosen_lr", "at_grid_edge", "grid_low",
+                  "grid_high", "grid_points", "n_seeds", "config",
+                  *analysis.METRIC_COLUMNS, "runs", "seconds"]
+COMPARISON_COLUMNS = ["batch_size", "a", "b", "metric", "n", "mean_diff", "ci95_low",
+                      "ci95_high", "verdict"]
 
 
 def versions() -> dict[str, str]:
@@ -71,8 +86,9 @@ def results_rows(records: Sequence[RunRecord]) -> tuple[list[dict[str, Any]], li
         values = {**c.hyper, "schedule": c.schedule, "lr_decay": c.lr_decay}
         for row in record.rows:
             diverged_here = record.status == "diverged" and row["epoch"] == record.diverged_epoch
-            if not math.isfinite(row["suboptimality"]):
-                row = {**row, "suboptimality": ""}  # no f* applies: an empty cell, not nan
+            # no f* applies, no noise scale measured: an empty cell, not nan
+            row = {**row, **{k: "" for k in ("suboptimality", "noise_scale")
+                             if not math.isfinite(row.get(k, math.nan))}}
             rows.append({**row, "run": record.run, "optimizer": c.optimizer, "lr": c.lr,
                          "epoch_lr": row["lr"], "batch_size": c.batch_size, "seed": c.seed,
                          "status": "diverged" if diverged_here else "ok",
@@ -82,81 +98,142 @@ def results_rows(records: Sequence[RunRecord]) -> tuple[list[dict[str, Any]], li
     return rows, BASE_COLUMNS + extra
 
 
-def summary_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-    """One row per run: final and best validation metrics, test metrics, time."""
-    table = []
-    for r in records:
-        hist = r.rows
-        finite = [h for h in hist if math.isfinite(h["val_loss"])]
-        best = min(finite, key=lambda h: h["val_loss"]) if finite else None
-        c = r.config
-        table.append({
-            "run": r.run, "optimizer": c.optimizer, "lr": c.base_lr,
-            "batch_size": c.batch_size, "seed": c.seed, "status": r.status,
-            "final_val_loss": hist[-1]["val_loss"] if hist else math.nan,
-            "final_val_acc": hist[-1]["val_acc"] if hist else math.nan,
-            "best_epoch": best["epoch"] if best else None,
-            "test_acc": r.test_acc, "test_loss": r.test_loss,
-            "suboptimality": hist[-1]["suboptimality"] if hist else math.nan,
-            "f_star_attained": None if r.f_star is None else r.f_star.attained,
-            "weight_decay": c.weight_decay,
-            "decoupled_decay": c.decoupled_decay and c.weight_decay != 0,
-            "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(1, len(hist)),
-            "total_seconds": sum(h["seconds"] for h in hist),
-        })
-    return table
-
-
-def best(table: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The finished run with the lowest final validation loss."""
-    ok = [r for r in table if r["status"] == "ok"]
-    return min(ok, key=lambda r: r["final_val_loss"]) if ok else None
+def best(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The configuration with the lowest mean final validation loss (none diverged)."""
+    ok = [r for r in summary if math.isfinite(r["final_val_loss_mean"])]
+    return min(ok, key=lambda r: r["final_val_loss_mean"]) if ok else None
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
-              split: Split | None = None, optima: dict[float, Optimum | None] | None = None
-              ) -> list[dict[str, Any]]:
-    """results.csv, summary.csv/json, the figures, report.html/md and meta.json; returns the
-    summary table. ``optima`` (by weight decay) adds the rates theory predicts for the
-    full-batch runs."""
-    from . import plots
-    from .report import write_report
+@dataclass
+class Findings:
+    """The tables an experiment's files are written from (see :mod:`.analysis`)."""
 
-    out = Path(out)
+    runs: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    comparisons: list[dict[str, Any]]
+    chosen: list[dict[str, Any]] = field(default_factory=list)
+    batch_sizes: dict[str, Any] = field(default_factory=dict)
+    noise0: float | None = None
+
+
+def _blank(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CSV cells: NaN and None become empty."""
+    return [{k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+             for k, v in r.items()} for r in rows]
+
+
+def tuning_rows(chosen: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+    rows = []
+    for c in chosen:
+        b = c["best"] or {}
+        mine = [r for r in runs if analysis.tuned_label(r["config"]) == c["tuned"]
+                and r["batch_size"] == c["batch_size"]]
+        rows.append({"optimizer": c["tuned"], "batch_size": c["batch_size"],
+                     "chosen_lr": b.get("lr"), "at_grid_edge": c["at_grid_edge"],
+                     "grid_low": c["grid"][0], "grid_high": c["grid"][-1],
+                     "grid_points": len(c["grid"]), "n_seeds": b.get("n_seeds"),
+                     "config": b.get("config"),
+                     **{k: b.get(k) for k in analysis.METRIC_COLUMNS},
+                     # the runs trained side by side: their time is their batch's, not a sum
+                     "runs": len(mine), "seconds": max(r["total_seconds"] for r in mine)})
+    return rows
+
+
+def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
+              split: Split | None = None, optima: dict[float, Optimum | None] | None = None,
+              targets: Targets | None = None, tuned: bool = False) -> Findings:
+    """Every table, figure and the report, from the run records:
+
+    results.csv (run x epoch), runs.csv/json (run), summary.csv/json (configuration: means
+    and 95% intervals over seeds), comparisons.csv (pairs at one batch size, paired by
+    seed), with several batch sizes batch_sizes.json, with ``tuned`` tuning.csv; curves.png,
+    weights_<optimizer>.png, profile.png, batch_sizes.png, lr_sensitivity.png; report.md and
+    report.html; meta.json. ``optima`` (by weight decay) adds the rates theory predicts for
+    the full-batch runs."""
+    from . import plots
+    from .report import (
+        batch_size_sentences,
+        compare_sentences,
+        notes,
+        target_sentences,
+        tuning_sentences,
+        write_report,
+    )
+
+    out, targets = Path(out), targets or Targets()
     rows, columns = results_rows(records)
     write_csv(out / "results.csv", rows, columns)
-    table = summary_table(records)
-    write_csv(out / "summary.csv", table, list(table[0]) if table else ["run"])
-    write_json(out / "summary.json", table)
+    runs = analysis.runs_table(records, targets)
+    summary = analysis.summarize(runs)
+    pairs = analysis.comparisons(runs)
+    found = Findings(runs, summary, pairs)
+    write_csv(out / "runs.csv", _blank(runs), list(runs[0]) if runs else ["run"])
+    write_json(out / "runs.json", runs)
+    write_csv(out / "summary.csv", _blank(summary), list(summary[0]) if summary else ["config"])
+    write_json(out / "summary.json", summary)
+    write_csv(out / "comparisons.csv", _blank(pairs), COMPARISON_COLUMNS)
 
-    seeds = {r.config.seed for r in records}
-    labels = [f"{r.config.optimizer} lr={r.config.base_lr:g} bs={r.config.batch_size}"
-              + (f" s={r.config.seed}" if len(seeds) > 1 else "") for r in records]
-    reference, notes = full_batch_rates(records, split, optima or {})
-    save_figure(out / "curves.png", plots.curves(records, labels, reference))
+    sections: dict[str, str] = {}
     figures = ["curves.png"]
+    n_test = len(split.X_test) if split is not None else None
+    if text := compare_sentences(summary, pairs, n_test):
+        sections["How do the optimisers compare?"] = text
+    sections["How long to the target?"] = target_sentences(summary, targets.val_acc)
+    sizes = {r.config.batch_size for r in records}
+    if len(sizes) > 1:
+        if split is not None:
+            W0 = torch.zeros(1, split.n_features, N_CLASSES, dtype=split.X_train.dtype,
+                             device=split.X_train.device)
+            found.noise0 = noise_scales(W0, split.X_train, split.y_train)[0].b_simple
+        found.batch_sizes = analysis.batch_size_fit(runs, len(split.X_train) if split else 0)
+        write_json(out / "batch_sizes.json", {"target_val_acc": targets.val_acc,
+                                              "b_simple_at_zero": found.noise0,
+                                              "solvers": found.batch_sizes})
+        sections["What changes with the batch size?"] = batch_size_sentences(
+            found.batch_sizes, found.noise0)
+        save_figure(out / "batch_sizes.png", plots.batch_sizes(found.batch_sizes,
+                                                               found.noise0, summary))
+        figures.append("batch_sizes.png")
+    if len(sizes) > 1 or len({r.config.seed for r in records}) > 1:
+        save_figure(out / "profile.png", plots.profile(analysis.profile(runs), analysis.TAUS,
+                                                       "steps"))
+        figures.append("profile.png")
+    many_lrs = len({(r["optimizer"], r["batch_size"], r["lr"]) for r in summary}) > len(
+        {(r["optimizer"], r["batch_size"]) for r in summary})
+    if tuned:
+        found.chosen = analysis.choose_lrs(summary)
+        write_csv(out / "tuning.csv", _blank(tuning_rows(found.chosen, runs)), TUNING_COLUMNS)
+        sections["After tuning"] = tuning_sentences(found.chosen, pairs)
+    elif many_lrs and (top := best(summary)):
+        sections["Which configuration is best?"] = (
+            f"By mean final validation loss over its seeds, {top['config']} (batch "
+            f"{top['batch_size']}): loss {top['final_val_loss_mean']:.4f}, accuracy "
+            f"{top['final_val_acc_mean']:.2f}%.")
+    if many_lrs:
+        save_figure(out / "lr_sensitivity.png", plots.lr_sensitivity(summary, found.chosen))
+        figures.append("lr_sensitivity.png")
+
+    labels = [r["config"] for r in runs]
+    reference, extra = full_batch_rates(records, split, optima or {})
+    save_figure(out / "curves.png", plots.curves(records, labels, reference))
     for optimizer in dict.fromkeys(r.config.optimizer for r in records):
-        first = next(r for r in records if r.config.optimizer == optimizer)
+        # its best configuration's first seed (by mean final validation loss)
+        top = best([r for r in summary if r["optimizer"] == optimizer])
+        first = next((rec for rec, r in zip(records, runs, strict=True)
+                      if top is not None and r["config"] == top["config"]),
+                     next(r for r in records if r.config.optimizer == optimizer))
         save_figure(out / f"weights_{optimizer}.png", plots.weights(
             first.load_weights(out), f"{optimizer}: columns of W ({first.run})"))
         figures.append(f"weights_{optimizer}.png")
-    if len({r.config.batch_size for r in records}) > 1:
-        save_figure(out / "batch_sizes.png", plots.batch_sizes(table))
-        figures.append("batch_sizes.png")
-    lrs: dict[str, set[float]] = {}
-    for r in records:
-        lrs.setdefault(r.config.optimizer, set()).add(r.config.base_lr)
-    if any(len(v) > 1 for v in lrs.values()):
-        save_figure(out / "lr_sensitivity.png", plots.lr_sensitivity(table))
-        figures.append("lr_sensitivity.png")
-    write_report(out, table, figures, title, notes)
-    write_json(out / "meta.json", {"command": title,
+    write_report(out, summary, runs, figures, title, {**sections, **extra, **notes(runs)})
+    write_json(out / "meta.json", {"command": title, "targets": asdict(targets),
                                    "data": data_info(split) if split else None,
                                    "versions": versions()})
-    return table
+    return found
 
 
 def full_batch_rates(records: Sequence[RunRecord], split: Split | None,

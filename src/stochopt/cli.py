@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .analysis import Targets
 from .config import Config
 from .data import DATASETS, VAL_FRACTION, Split, load_split
 from .errors import SettingError, StochoptError
@@ -29,6 +30,7 @@ PRESETS = {  # values a preset sets unless the flag is given
     "exercise": {},
     "deepobs": {"bias": True, "batch_size": [128], "epochs": [50], "val_fraction": 1 / 6},
 }
+SEEDS = [0, 1, 2, 3, 4]  # compare, sweep and tune: five data orders, one batch
 LISTED = ("lr", "batch_size", "epochs", "schedule", "lr_decay", "step_size", "warmup_epochs",
           "seed", "train_metrics")  # Config settings given as flags (lists for compare/sweep)
 
@@ -96,8 +98,9 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
     g.add_argument("--optimizer", "--optimizers", dest="optimizer", type=_parse(str, ""),
                    default=["momentum"], metavar="NAME",
                    help=f"one of {', '.join(RULES)} (default: momentum)")
-    g.add_argument("--lr", type=_parse(float, "--lr"), default=None,
-                   help=f"base learning rate (default: the optimizer's: {_defaults(lrs)})")
+    g.add_argument("--lr", *(["--lrs"] if many else []), dest="lr", type=_parse(float, "--lr"),
+                   default=None, help=f"base learning rate (default: the optimizer's: "
+                   f"{_defaults(lrs)}; tune: 13 log-spaced over three decades around it)")
     settings = Config.settings()
     for name in ("batch_size", "epochs"):
         s = settings[name]
@@ -115,7 +118,8 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
         g.add_argument(_flag(name), type=_parse(s.kind, _flag(name)), default=None,
                        help=f"{s.help} (default: {s.default})")
     g.add_argument("--seed", "--seeds", dest="seed", type=_parse(int, "--seed"), default=None,
-                   help=f"{settings['seed'].help} (default: 0)")
+                   help=f"{settings['seed'].help} (default: "
+                   f"{','.join(map(str, SEEDS)) if many else 0})")
     g.add_argument("--train-metrics", type=_parse(str, "--train-metrics"), default=None,
                    metavar="{after,before}",
                    help="train loss/accuracy of each batch after the step, as the exercise "
@@ -138,6 +142,17 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
         else:
             h.add_argument(_flag(name), dest=name, type=_parse(setting.kind, _flag(name)),
                            default=None, help=help_)
+    if many:
+        g = p.add_argument_group("answers")
+        g.add_argument("--target-acc", type=float, default=Targets.val_acc,
+                       help="validation accuracy (%%) whose first epoch, step, gradient "
+                       "evaluation and second each run records (default: %(default)s)")
+        g.add_argument("--target-subopt", type=float, default=Targets.subopt,
+                       help="likewise for f - f*, where f* is attained (default: %(default)s)")
+        g.add_argument("--noise-scale", action="store_true", default=None,
+                       help="measure the gradient noise scale B_simple after every epoch (one "
+                       "more pass over the training set per epoch; default: on when several "
+                       "batch sizes are compared)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=f"runs/{p.prog.split()[-1]}",
                    help=f"output folder (default: runs/{p.prog.split()[-1]})")
@@ -188,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
                   "models. Adds lr_sensitivity.png and reports the best configuration by "
                   "validation loss.", {"lr": [0.01, 0.03, 0.1, 0.3]}),
     }
+    many["tune"] = (
+        "each optimizer's lr tuned on the same grid, then compared",
+        "Train each optimizer over its own log-spaced lr grid (13 values over three decades "
+        "around its default, or --lrs), every seed, all at once; choose each one's lr on "
+        "mean final validation loss (a diverged run loses), then report the chosen ones' "
+        "test metrics with intervals: tuning.csv, lr_sensitivity.png and the report's "
+        "'After tuning'. With --batch-sizes, the lr is tuned per batch size.",
+        {"optimizer": ["momentum", "nesterov", "adam"]})
     for name, (help_, description, defaults) in many.items():
         p = sub.add_parser(name, help=help_, description=description)
         _add_train_args(p, many=True)
@@ -202,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     optimum.add_argument("--weight-decay", type=_parse(float, "--weight-decay"), default=[0.0])
     _add_data_args(optimum)
     optimum.add_argument("--out", help="write optimum.json and weights.npy here")
+
+    noise = sub.add_parser("noise-scale", help="the gradient noise scale B_simple of a model",
+                           description="B_simple = tr(Sigma) / |G|^2 over the training split "
+                           "(McCandlish et al. 2018), with G the full gradient of the mean "
+                           "cross-entropy and Sigma the per-example gradients' covariance, "
+                           "computed exactly; at the zero model unless --weights is given.")
+    noise.add_argument("--weights", help="a (d, 10) .npy file, e.g. a run's weights.npy")
+    _add_data_args(noise)
+    noise.add_argument("--out", help="write noise_scale.json here")
     return parser
 
 
@@ -217,7 +249,7 @@ def _preset(args: argparse.Namespace) -> dict[str, Any]:
 
 def configs_from_args(args: argparse.Namespace) -> list[Config]:
     """Every combination of the listed values, validated before any data is read."""
-    from .experiment import grid
+    from .experiment import grid, tune_grid
 
     preset = _preset(args)
     values = {n: getattr(args, n) for n in LISTED if getattr(args, n, None) is not None}
@@ -229,7 +261,13 @@ def configs_from_args(args: argparse.Namespace) -> list[Config]:
     if args.command == "train" and any(len(v) > 1 for v in [*values.values(), args.optimizer]):
         raise StochoptError("train takes one value per flag; use stochopt sweep or compare "
                             "for several")
-    configs, notes = grid(args.optimizer, values, scale_lr=getattr(args, "scale_lr", False))
+    if args.command != "train":
+        values.setdefault("seed", SEEDS)
+    scale = getattr(args, "scale_lr", False)
+    if args.command == "tune":
+        configs, notes = tune_grid(args.optimizer, values, values.get("lr"), scale)
+    else:
+        configs, notes = grid(args.optimizer, values, scale_lr=scale)
     for note in notes:
         print(f"stochopt: note: {note.flags()}", file=sys.stderr)
     return configs
@@ -306,10 +344,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_many(args: argparse.Namespace) -> int:
-    """compare and sweep: train (or resume) every configuration, then tables, figures, report."""
+    """compare, sweep and tune: train (or resume) every configuration, then tables, figures,
+    report."""
     from . import artefacts, experiment
 
     configs = configs_from_args(args)
+    targets = Targets(args.target_acc, args.target_subopt)
     split = load_data(args, configs)
     out = experiment.open_out(args.out, split)
     bar, on_epoch = _progress(args, sum(c.epochs for c in configs), args.command, lines=False)
@@ -319,17 +359,29 @@ def cmd_many(args: argparse.Namespace) -> int:
             bar.update(sum(c.epochs for c in group))
             bar.write(f"{len(group)} finished run(s) kept from {out}")
 
+    noise = args.noise_scale
+    if noise is None:
+        noise = len({c.batch_size for c in configs}) > 1
     f_star = experiment.FStarSource(split, args.optimum, progress=not args.quiet)
-    records = experiment.run(configs, split, out, f_star, on_epoch, on_group)
+    records = experiment.run(configs, split, out, f_star, on_epoch, on_group,
+                             noise_scale=noise)
     bar.close()
-    table = artefacts.write_all(out, records, f"stochopt {args.command}", split, f_star.optima)
-    best = artefacts.best(table)
+    found = artefacts.write_all(out, records, f"stochopt {args.command}", split,
+                                f_star.optima, targets, tuned=args.command == "tune")
+    best = artefacts.best(found.summary)
     if not args.quiet:
-        for r in table:
-            print(f"{r['run']:<44} {r['status']:<8} val acc {r['final_val_acc']:6.2f}%  "
-                  f"test acc {r['test_acc']:6.2f}%  {r['seconds_per_epoch']:.3f} s/epoch")
+        width = max(len(r["config"]) for r in found.summary)
+        for r in found.summary:
+            print(f"{r['config']:<{width}}  bs {r['batch_size']:<5} {r['n_seeds']} seed(s)  "
+                  f"val acc {r['final_val_acc_mean']:6.2f}%  test acc "
+                  f"{r['test_acc_mean']:6.2f}%  diverged {r['n_diverged']}")
+        for c in found.chosen:
+            lr = "none (all diverged)" if c["best"] is None else f"{c['best']['lr']:.3g}"
+            print(f"tuned {c['tuned']} at batch {c['batch_size']}: lr {lr}"
+                  + (" (at the grid's edge)" if c["at_grid_edge"] else ""))
         if best:
-            print(f"best by validation loss: {best['run']} ({best['final_val_loss']:.4f})")
+            print(f"best by mean validation loss: {best['config']} "
+                  f"({best['final_val_loss_mean']:.4f})")
         print(f"-> {out / 'report.html'}")
     return 0 if best else 1
 
@@ -345,7 +397,46 @@ def cmd_optimum(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "compare": cmd_many, "sweep": cmd_many, "optimum": cmd_optimum}
+def cmd_noise_scale(args: argparse.Namespace) -> int:
+    from .files import prepare_out, write_json
+    from .noise import noise_scales
+
+    split = load_data(args)
+    X = split.X_train
+    if args.weights is None:
+        W = torch.zeros(split.n_features, 10, dtype=X.dtype, device=X.device)
+    else:
+        W = torch.as_tensor(load_weights(args.weights, (split.n_features, 10)),
+                            dtype=X.dtype, device=X.device)
+    result = noise_scales(W, X, split.y_train)[0].to_json()
+    if args.out:
+        write_json(prepare_out(args.out) / "noise_scale.json",
+                   {**result, "weights": args.weights or "zero"})
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def load_weights(path: str, shape: tuple[int, int]):
+    """A weights file of the given shape, or one line saying what is wrong with it."""
+    import numpy as np
+
+    try:
+        W = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise StochoptError(f"--weights {path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise StochoptError(f"--weights {path} is not a readable .npy file ({e})") from None
+    if W.shape != shape or not np.issubdtype(W.dtype, np.floating):
+        raise StochoptError(f"--weights {path} holds a {W.dtype} array of shape {W.shape}; "
+                            f"expected floats of shape {shape} (features x classes; add --bias "
+                            "for weights trained with a bias row)")
+    if not np.isfinite(W).all():
+        raise StochoptError(f"--weights {path} holds NaN or infinite values")
+    return W
+
+
+COMMANDS = {"train": cmd_train, "compare": cmd_many, "sweep": cmd_many, "tune": cmd_many,
+            "optimum": cmd_optimum, "noise-scale": cmd_noise_scale}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,7 +36,7 @@ from .train import fit, plan_groups
 
 # Bump whenever a change alters the numbers a run gives (the order of float operations
 # included): an output folder made by another version is then refused, not mixed.
-NUMERICS_VERSION = 3
+NUMERICS_VERSION = 4
 
 OnEpoch = Callable[[int, list[RunRecord]], None]
 CONFIG_LISTS = tuple(f.name for f in fields(Config) if f.name not in ("optimizer", "hyper"))
@@ -82,6 +82,30 @@ def grid(optimizers: list[str], values: dict[str, list[Any]], scale_lr: bool = F
                 config.lr = config.base_lr * config.batch_size / 64
             config.validate()
             configs.append(config)
+    check_unique(configs)
+    return configs, notes
+
+
+def lr_grid(optimizer: str, points: int = 13, decades: float = 3.0) -> list[float]:
+    """``points`` learning rates, log-spaced over ``decades`` centred on the optimizer's
+    default (13 over three decades: four per decade, the default in the middle)."""
+    centre = get_rule(optimizer).lr.default
+    return [float(f"{centre * 10 ** (decades * (i / (points - 1) - 0.5)):.6g}")
+            for i in range(points)]
+
+
+def tune_grid(optimizers: list[str], values: dict[str, list[Any]],
+              lrs: list[float] | None = None, scale_lr: bool = False
+              ) -> tuple[list[Config], list[Named]]:
+    """:func:`grid` with each optimizer over its own lr grid (:func:`lr_grid`), or over
+    ``lrs`` when given: the same budget for each, as DeepOBS and AlgoPerf compare."""
+    values = {k: v for k, v in values.items() if k != "lr"}
+    _, notes = grid(optimizers, values)  # refuses a hyperparameter none of them has
+    configs: list[Config] = []
+    for optimizer in optimizers:
+        mine = {k: v for k, v in values.items()
+                if k in CONFIG_LISTS or k in get_rule(optimizer).hyperparameters()}
+        configs += grid([optimizer], {**mine, "lr": lrs or lr_grid(optimizer)}, scale_lr)[0]
     check_unique(configs)
     return configs, notes
 
@@ -146,6 +170,7 @@ class Job:
 
     configs: list[Config]
     f_star: list[FStar | None]
+    noise_scale: bool = False  # measure B_simple after each epoch
 
 
 class Engine(Protocol):
@@ -160,7 +185,7 @@ class LocalEngine:
 
     def run(self, jobs, split, on_epoch):
         for job in jobs:
-            yield job, fit(job.configs, split, job.f_star, on_epoch)
+            yield job, fit(job.configs, split, job.f_star, on_epoch, job.noise_scale)
 
 
 # --------------------------------------------------------------------------- running
@@ -170,10 +195,11 @@ def run(configs: list[Config], split: Split, out: str | Path,
         f_star: Callable[[Config], FStar | None] = lambda c: None,
         on_epoch: OnEpoch | None = None,
         on_group: Callable[[list[Config], bool], None] | None = None,
-        engine: Engine | None = None) -> list[RunRecord]:
+        engine: Engine | None = None, noise_scale: bool = False) -> list[RunRecord]:
     """Train every configuration not already finished in ``out`` (which :func:`open_out`
     has checked); return all run records in the order of ``configs``.
-    ``on_group(configs, skipped)`` reports each group as it is planned."""
+    ``on_group(configs, skipped)`` reports each group as it is planned; ``noise_scale``
+    measures the gradient noise scale after every epoch (the ``noise_scale`` column)."""
     out = Path(out)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +219,7 @@ def run(configs: list[Config], split: Split, out: str | Path,
         # float rounding) on which models shared its products, so only the same group
         # gives the unfinished runs what an uninterrupted run would have given them.
         if todo:
-            jobs.append(Job(members, [f_star(c) for c in members]))
+            jobs.append(Job(members, [f_star(c) for c in members], noise_scale))
     for _, done in (engine or LocalEngine()).run(jobs, split, on_epoch):
         for record in done:
             if record.run in records:

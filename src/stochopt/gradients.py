@@ -32,6 +32,11 @@ def _full_residuals_t(split: Split, Wt: torch.Tensor) -> torch.Tensor:
 
 
 class MiniBatch:
+    # per-example gradient evaluations, in passes over the N training examples: each epoch,
+    # and once before the first (the grad_evals column, what SVRG and SAGA cost)
+    passes_per_epoch = 1
+    initial_passes = 0
+
     def __init__(self, split: Split, Wt: torch.Tensor) -> None:
         pass
 
@@ -44,6 +49,8 @@ class MiniBatch:
 
 
 class SVRG(MiniBatch):
+    passes_per_epoch = 3  # the snapshot's full gradient, then each batch at W and at W~
+
     def __init__(self, split: Split, Wt: torch.Tensor) -> None:
         self.split = split
 
@@ -60,6 +67,8 @@ class SVRG(MiniBatch):
 
 
 class SAGA(MiniBatch):
+    initial_passes = 1  # the table of every example's gradient at W = 0
+
     def __init__(self, split: Split, Wt: torch.Tensor) -> None:
         X = split.X_train
         self.n = len(X)

@@ -31,14 +31,34 @@ def suboptimality_label(records: Sequence[RunRecord]) -> str:
     return "suboptimality f(W) - f*"
 
 
+def _mean_band(runs: Sequence[RunRecord], key: str
+               ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs and the mean, min and max of ``key`` over runs, at the epochs every run
+    reached with a finite value (a diverged seed ends the band where it blew up)."""
+    epochs = [r["epoch"] for r in runs[0].rows]
+    values = {e: [] for e in epochs}
+    for run in runs:
+        for r in run.rows:
+            if r["epoch"] in values and math.isfinite(r.get(key, math.nan)):
+                values[r["epoch"]].append(r[key])
+    kept = [e for e in epochs if len(values[e]) == len(runs)]
+    v = np.array([values[e] for e in kept]).reshape(len(kept), len(runs))
+    return kept, v.mean(axis=1), v.min(axis=1), v.max(axis=1)
+
+
 def curves(histories: Sequence[RunRecord], labels: Sequence[str] | None = None,
            reference: Sequence[tuple[str, list[float], list[float]]] = ()) -> Figure:
     """2x2 panels (train loss, train accuracy, validation loss, validation accuracy) per
-    epoch, one line per run; a fifth panel with ``f(W) - f*`` when known: on a log axis,
-    or a symmetric log axis when a value is not positive (``f - f_best`` below an upper
-    bound), so that no point is dropped. ``reference`` lines (label, epochs, values) are
-    drawn dashed on that panel. A diverged run ends in an x at its last finite point."""
+    epoch; runs that share a label (the seeds of one configuration) are one line, their
+    mean, with a band from their min to their max. A fifth panel shows ``f(W) - f*`` when
+    known: on a log axis, or a symmetric log axis when a value is not positive (``f -
+    f_best`` below an upper bound), so that no point is dropped. ``reference`` lines
+    (label, epochs, values) are drawn dashed on that panel. A diverged run ends in an x
+    at its last finite point."""
     labels = labels or [h.config.optimizer for h in histories]
+    groups: dict[str, list[RunRecord]] = {}
+    for h, label in zip(histories, labels, strict=True):
+        groups.setdefault(label, []).append(h)
     subs = [r["suboptimality"] for h in histories for r in h.rows
             if math.isfinite(r.get("suboptimality", math.nan))]
     has_sub = bool(subs)
@@ -48,14 +68,20 @@ def curves(histories: Sequence[RunRecord], labels: Sequence[str] | None = None,
     fig, axes = plt.subplots(2, ncols, figsize=(5 * ncols, 7.5), squeeze=False)
     flat = axes.T.flatten() if ncols == 2 else axes.flatten()
     order = [0, 1, 3, 4, 2] if has_sub else [0, 2, 1, 3]
+    n_seeds = max(len(g) for g in groups.values())
     for (key, title), ax in zip(panels, [flat[i] for i in order], strict=False):
-        for h, label in zip(histories, labels, strict=True):
-            epochs = [r["epoch"] for r in h.rows if math.isfinite(r.get(key, math.nan))]
-            values = [r[key] for r in h.rows if math.isfinite(r.get(key, math.nan))]
-            (line,) = ax.plot(epochs, values, marker="o", ms=3, label=label)
-            if h.status == "diverged" and epochs:
-                ax.plot(epochs[-1], values[-1], "x", ms=10, mew=2, color=line.get_color())
-        ax.set_title(title)
+        for label, runs in groups.items():
+            epochs, mean, low, high = _mean_band(runs, key)
+            (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=label)
+            if len(runs) > 1:
+                ax.fill_between(epochs, low, high, alpha=0.2, color=line.get_color(), lw=0)
+            for h in runs:
+                finite = [r for r in h.rows if math.isfinite(r.get(key, math.nan))]
+                if h.status == "diverged" and finite:
+                    ax.plot(finite[-1]["epoch"], finite[-1][key], "x", ms=10, mew=2,
+                            color=line.get_color())
+        ax.set_title(title + (f" (mean, band: min-max over {n_seeds} seeds)"
+                              if n_seeds > 1 and key == "val_acc" else ""), fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if key == "suboptimality":
@@ -121,45 +147,93 @@ def _by(table: Sequence[dict], key: str) -> dict:
     return groups
 
 
-def batch_sizes(table: Sequence[dict]) -> Figure:
-    """Final validation loss and accuracy, and seconds per epoch, against the batch size,
-    one line per optimiser (median over seeds)."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    panels = [("final_val_loss", "final validation loss"),
-              ("final_val_acc", "final validation accuracy (%)"),
-              ("seconds_per_epoch", "seconds per epoch")]
-    for optimizer, rows in _by(table, "optimizer").items():
-        sizes = sorted({r["batch_size"] for r in rows})
-        for ax, (key, title) in zip(axes, panels, strict=True):
-            med = [float(np.nanmedian([r[key] for r in rows if r["batch_size"] == b]))
-                   for b in sizes]
-            ax.plot(sizes, med, marker="o", label=optimizer)
-            ax.set_title(title)
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.grid(alpha=0.3)
-    axes[-1].set_yscale("log")
-    axes[0].legend(fontsize=8)
+def batch_sizes(fit: dict[str, dict], noise0: float | None, summary: Sequence[dict]
+                ) -> Figure:
+    """Left: median steps to the accuracy target against the batch size, per solver, with
+    McCandlish et al.'s fitted curve ``S = S_min / (1 - E_min / (B S))`` and B_crit, and the
+    noise scale B_simple marked. Right: seconds per epoch against the batch size."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for solver, f in fit.items():
+        pts = [p for p in f["points"] if p["steps"] is not None]
+        (line,) = ax.plot([p["batch_size"] for p in pts], [p["steps"] for p in pts], "o",
+                          label=solver)
+        if f["b_crit"] is not None:
+            # on the curve, examples E = B S: S_min / S + E_min / (B S) = 1
+            b = np.geomspace(min(p["batch_size"] for p in f["points"]) / 2,
+                             max(p["batch_size"] for p in f["points"]) * 2, 100)
+            ax.plot(b, f["s_min"] + f["e_min"] / b, "-", color=line.get_color(), lw=1,
+                    label=f"{solver}: fit, B_crit = {f['b_crit']:,.0f}")
+            ax.axvline(f["b_crit"], color=line.get_color(), ls=":", lw=1)
+        ends = [p["noise_scale_end"] for p in f["points"] if math.isfinite(p["noise_scale_end"])]
+        if ends:
+            ax.axvline(float(np.median(ends)), color=line.get_color(), ls="--", lw=1,
+                       label=f"{solver}: B_simple at the end, {np.median(ends):,.0f}")
+    if noise0 is not None:
+        ax.axvline(noise0, color="grey", ls="--", lw=1, label=f"B_simple at W = 0, {noise0:,.1f}")
+    if any(p["steps"] is not None for f in fit.values() for p in f["points"]):
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no batch size reached the target", transform=ax.transAxes,
+                ha="center")
+    ax.set(xscale="log", xlabel="batch size", ylabel="steps to target (median)",
+           title="steps to the accuracy target")
+    ax.legend(fontsize=7)
+    for optimizer, rows in _by(summary, "optimizer").items():
+        rows = sorted(rows, key=lambda r: r["batch_size"])
+        ax2.plot([r["batch_size"] for r in rows], [r["seconds_per_epoch"] for r in rows],
+                 marker="o", label=optimizer)
+    ax2.set(xscale="log", yscale="log", xlabel="batch size", ylabel="seconds per epoch",
+            title="cost of an epoch")
+    ax2.legend(fontsize=8)
+    for a in (ax, ax2):
+        a.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
 
 
-def lr_sensitivity(table: Sequence[dict]) -> Figure:
-    """DeepOBS-style: final validation accuracy against the learning rate, the median over
-    seeds with the min-max band; a diverged run counts as chance (10%)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for optimizer, rows in _by(table, "optimizer").items():
-        lrs = sorted({r["lr"] for r in rows})
-        accs = [[r["final_val_acc"] if r["status"] == "ok" else 10.0
-                 for r in rows if r["lr"] == lr] for lr in lrs]
-        med = [float(np.median(a)) for a in accs]
-        (line,) = ax.plot(lrs, med, marker="o", label=optimizer)
-        ax.fill_between(lrs, [min(a) for a in accs], [max(a) for a in accs], alpha=0.2,
+def lr_sensitivity(summary: Sequence[dict], chosen: Sequence[dict] = ()) -> Figure:
+    """DeepOBS-style: final validation loss against the learning rate, the mean over seeds
+    with its 95% interval as a band; a configuration with a diverged seed is an x on the top
+    edge, and each chosen lr a star."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    picked = {c["best"]["config"] for c in chosen if c["best"] is not None}
+    finite = [r["final_val_loss_mean"] for r in summary
+              if math.isfinite(r["final_val_loss_mean"])]
+    top = max(finite) * 1.1 if finite else 1.0
+    keyed = [{**r, "_key": (r["optimizer"], r["batch_size"])} for r in summary]
+    for (optimizer, size), rows in _by(keyed, "_key").items():
+        rows = sorted(rows, key=lambda r: r["lr"])
+        ok = [r for r in rows if math.isfinite(r["final_val_loss_mean"])]
+        label = optimizer if len({r["batch_size"] for r in summary}) == 1 \
+            else f"{optimizer} bs={size}"
+        (line,) = ax.plot([r["lr"] for r in ok], [r["final_val_loss_mean"] for r in ok],
+                          marker="o", ms=3, label=label)
+        ax.fill_between([r["lr"] for r in ok], [r["final_val_loss_ci95_low"] for r in ok],
+                        [r["final_val_loss_ci95_high"] for r in ok], alpha=0.2, lw=0,
                         color=line.get_color())
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("final validation accuracy (%)")
+        bad = [r["lr"] for r in rows if not math.isfinite(r["final_val_loss_mean"])]
+        ax.plot(bad, [top] * len(bad), "x", ms=8, mew=2, color=line.get_color())
+        for r in ok:
+            if r["config"] in picked:
+                ax.plot(r["lr"], r["final_val_loss_mean"], "*", ms=16, mec="black",
+                        color=line.get_color())
+    ax.set(xscale="log", xlabel="learning rate", ylabel="final validation loss (mean)",
+           title="lr sensitivity (band: 95% CI over seeds; x: diverged; *: chosen)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def profile(fractions: dict[str, list[float]], taus: Sequence[float], unit: str) -> Figure:
+    """An AlgoPerf-style performance profile: for each solver, the fraction of problems
+    solved within tau times the best solver's cost."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for solver, f in fractions.items():
+        ax.step(taus, f, where="post", label=solver)
+    ax.set(xlabel=f"tau (x the fewest {unit} to the target on the problem)",
+           ylabel="fraction of problems", ylim=(-0.02, 1.02),
+           title="performance profile (problems: batch size x seed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,20 +1,26 @@
-"""The report: the summary table, the figures, and observations written from the numbers of
-this very run (every sentence is built from the table; nothing is canned)."""
+"""The report: the per-configuration table, the figures, and answers written from the numbers
+of this very run. Every sentence is built here, from the tables of :mod:`.analysis`
+(``summary``, ``comparisons``, the batch-size fit, the tuning choice), so the notebook and
+the report say the same thing and stay true when the settings change.
+"""
 
 from __future__ import annotations
 
 import html
+import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .files import write_text
+from .stats import binomial_se
 
-TABLE_COLUMNS = [("optimizer", "optimizer"), ("lr", "lr"), ("batch_size", "batch"),
-                 ("seed", "seed"), ("status", "status"), ("final_val_acc", "val acc %"),
-                 ("final_val_loss", "val loss"), ("best_epoch", "best epoch"),
-                 ("test_acc", "test acc %"), ("suboptimality", "f - f*"),
-                 ("seconds_per_epoch", "s/epoch")]
+TABLE_COLUMNS = [("config", "configuration"), ("n_seeds", "seeds"),
+                 ("final_val_acc", "val acc % (95% CI)"), ("final_val_loss", "val loss"),
+                 ("test_acc", "test acc % (95% CI)"), ("reached_target", "reached target"),
+                 ("median_epoch_to_target", "epochs to target"),
+                 ("suboptimality_median", "f - f*"), ("seconds_per_epoch", "s/epoch")]
 
 
 def fmt(value) -> str:
@@ -27,118 +33,236 @@ def fmt(value) -> str:
     return "–" if value is None else str(value)
 
 
-def _label(row: dict) -> str:
-    return f"{row['optimizer']} (lr {fmt(row['lr'])}, batch {row['batch_size']})"
+def _ci(row: dict, metric: str, digits: int = 2) -> str:
+    mean, low, high = (row[f"{metric}{s}"] for s in ("_mean", "_ci95_low", "_ci95_high"))
+    if math.isnan(mean):
+        return "–"
+    if row["n_seeds"] < 2 or low == high:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
 
 
-def observations(table: Sequence[dict]) -> dict[str, str]:
-    """Question -> a paragraph of measured observations."""
-    ok = [r for r in table if r["status"] == "ok"]
-    notes: dict[str, str] = {}
-    sizes = sorted({r["batch_size"] for r in table})
-    optimizers = list(dict.fromkeys(r["optimizer"] for r in table))
-    if len(optimizers) > 1 and ok:
-        common = max(sizes, key=lambda b: sum(r["batch_size"] == b for r in ok))
-        rows = sorted((r for r in ok if r["batch_size"] == common),
-                      key=lambda r: -r["final_val_acc"])
-        best, worst = rows[0], rows[-1]
-        fastest = min(rows, key=lambda r: r["seconds_per_epoch"])
-        text = (f"At batch {common}, {_label(best)} ended with the highest validation accuracy, "
-                f"{best['final_val_acc']:.2f}% (test {best['test_acc']:.2f}%), and "
-                f"{_label(worst)} with the lowest, {worst['final_val_acc']:.2f}%. ")
-        text += ", ".join(f"{r['optimizer']} {r['final_val_acc']:.2f}%" for r in rows) + ". "
-        early = [r for r in rows if r["best_epoch"] is not None
-                 and r["best_epoch"] < max(rr["best_epoch"] or 0 for rr in rows)]
-        if early:
-            text += ("Validation loss was lowest before the last epoch for "
-                     + ", ".join(f"{r['optimizer']} (epoch {r['best_epoch']})" for r in early)
-                     + ". ")
-        if len({r["seconds_per_epoch"] for r in rows}) == 1 and len(rows) > 1:
-            # one batch of K: the seconds are the batch's, no run was cheaper than another
-            text += (f"They trained together as one batch of {len(rows)} models, "
-                     f"{fastest['seconds_per_epoch']:.3f} s per epoch for all of them.")
+def cell(row: dict, key: str) -> str:
+    if key in ("final_val_acc", "test_acc"):
+        return _ci(row, key)
+    if key == "final_val_loss":
+        return _ci(row, key, 4)
+    if key == "reached_target":
+        return f"{round(row[key] * row['n_seeds'])}/{row['n_seeds']}"
+    if key == "median_epoch_to_target" and row[key] is not None:
+        return f"{row[key]:g}"
+    return fmt(row[key])
+
+
+# --------------------------------------------------------------------------- sentences
+
+
+def _pair(c: dict, name: dict[str, str] | None = None) -> str:
+    """'A beats B by x points (95% CI a..b, n seeds)' or 'A and B are indistinguishable'."""
+    a, b = (name or {}).get(c["a"], c["a"]), (name or {}).get(c["b"], c["b"])
+    loss = c["metric"] == "final_val_loss"
+    unit = "" if loss else " points"
+    digits = 4 if loss else 2
+    n = f"{c['n']} seed{'s' if c['n'] != 1 else ''}"
+    if c["verdict"] == "undetermined":
+        return f"{a} and {b} cannot be told apart with {n} (no interval)"
+    if c["verdict"] == "indistinguishable":
+        return (f"{a} and {b} are indistinguishable at {n} (difference "
+                f"{c['mean_diff']:+.{digits}f}{unit}, 95% CI {c['ci95_low']:+.{digits}f} to "
+                f"{c['ci95_high']:+.{digits}f})")
+    win, lose = (a, b) if c["verdict"] == "a better" else (b, a)
+    # the margin in the winner's favour: a - b for accuracy, b - a for loss, when a won
+    sign = (1 if c["verdict"] == "a better" else -1) * (-1 if loss else 1)
+    lo, hi = sorted((sign * c["ci95_low"], sign * c["ci95_high"]))
+    what = " in validation loss" if loss else ""
+    return (f"{win} beats {lose}{what} by {sign * c['mean_diff']:.{digits}f}{unit} (95% CI "
+            f"{lo:.{digits}f} to {hi:.{digits}f}, {n})")
+
+
+def ranking(rows: Sequence[dict], pairs: Sequence[dict], metric: str = "final_val_acc") -> str:
+    """'adam > nesterov = momentum': by mean, '=' where neighbours are indistinguishable."""
+    ordered = sorted(rows, key=lambda r: -r[f"{metric}_mean"])
+    verdicts = {(c["a"], c["b"]): c["verdict"] for c in pairs if c["metric"] == metric}
+    text = ordered[0]["config"] if ordered else ""
+    for prev, row in itertools.pairwise(ordered):
+        v = verdicts.get((prev["config"], row["config"])) or verdicts.get(
+            (row["config"], prev["config"]))
+        text += (" > " if v in ("a better", "b better") else " = ") + row["config"]
+    return text
+
+
+def compare_sentences(summary: Sequence[dict], pairs: Sequence[dict], n_test: int | None
+                      ) -> str:
+    """How the configurations compare at the most common batch size, with intervals."""
+    ok = [r for r in summary if math.isfinite(r["final_val_acc_mean"])]
+    if len({r["config"] for r in ok}) < 2:
+        return ""
+    sizes = [r["batch_size"] for r in ok]
+    size = max(set(sizes), key=sizes.count)
+    rows = sorted((r for r in ok if r["batch_size"] == size),
+                  key=lambda r: -r["final_val_acc_mean"])
+    mine = [c for c in pairs if c["batch_size"] == size and c["metric"] == "final_val_acc"]
+    n = rows[0]["n_seeds"]
+    text = (f"At batch {size}, final validation accuracy, mean over {n} seed"
+            f"{'s' if n > 1 else ''} with its 95% interval: "
+            + "; ".join(f"{r['config']} {_ci(r, 'final_val_acc')}%" for r in rows) + ". ")
+    if n < 2:
+        text += ("With one seed there is no interval, so no difference can be called real; "
+                 "run several seeds (--seeds) to tell them apart. ")
+    else:
+        text += (f"Ranking ('=' where the paired interval of neighbours contains 0): "
+                 f"{ranking(rows, mine)}. ")
+    if mine and n >= 2:
+        text += "Paired by seed (same data order): " + "; ".join(_pair(c) for c in mine) + ". "
+    fastest = min(rows, key=lambda r: r["seconds_per_epoch"])
+    if len({r["seconds_per_epoch"] for r in rows}) == 1:
+        # one batch of K: the seconds are the batch's, no configuration was cheaper
+        text += (f"They trained together as one batch of {len(rows)} models, "
+                 f"{fastest['seconds_per_epoch']:.3f} s per epoch for all of them. ")
+    else:
+        text += (f"The cheapest epoch was {fastest['config']}'s, "
+                 f"{fastest['seconds_per_epoch']:.3f} s. ")
+    best = rows[0]
+    if n_test and math.isfinite(best["test_acc_mean"]):
+        se = binomial_se(best["test_acc_mean"], n_test)
+        text += (f"The best, {best['config']}, has test accuracy {best['test_acc_mean']:.2f}% "
+                 f"± {se:.2f} (binomial standard error over the {n_test:,} test images, "
+                 "which the seeds share and so cannot shrink).")
+    return text
+
+
+def target_sentences(summary: Sequence[dict], target_acc: float) -> str:
+    parts = []
+    for r in summary:
+        reached = round(r["reached_target"] * r["n_seeds"])
+        if r["median_epoch_to_target"] is None:
+            parts.append(f"{r['config']} {reached}/{r['n_seeds']} seeds")
         else:
-            text += (f"The cheapest epoch was {fastest['optimizer']}'s, "
-                     f"{fastest['seconds_per_epoch']:.3f} s.")
-        subs = [r for r in rows if math.isfinite(r["suboptimality"])]
-        if subs:
-            closest = min(subs, key=lambda r: r["suboptimality"])
-            text += (f" Closest to the optimum of the convex problem: {closest['optimizer']}, "
-                     f"f - f* = {closest['suboptimality']:.2e}.")
-        notes["How do the optimisers compare?"] = text
-    if len(sizes) > 1:
-        parts = []
-        for optimizer in optimizers:
-            rows = [r for r in ok if r["optimizer"] == optimizer]
-            by_size = {r["batch_size"]: r for r in rows}
-            if len(by_size) < 2:
-                continue
-            lo, hi = by_size[min(by_size)], by_size[max(by_size)]
-            speed = lo["seconds_per_epoch"] / max(hi["seconds_per_epoch"], 1e-12)
-            parts.append(
-                f"{optimizer}: from batch {lo['batch_size']} to {hi['batch_size']} the final "
-                f"validation accuracy went from {lo['final_val_acc']:.2f}% to "
-                f"{hi['final_val_acc']:.2f}% and the validation loss from "
-                f"{lo['final_val_loss']:.4f} to {hi['final_val_loss']:.4f}, while an epoch went "
-                f"from {lo['seconds_per_epoch']:.3f} s to {hi['seconds_per_epoch']:.3f} s "
-                f"({speed:.1f}x {'faster' if speed >= 1 else 'slower'}).")
-        if parts:
-            notes["What changes with the batch size?"] = " ".join(parts)
-    lrs = sorted({r["lr"] for r in table})
-    if len(lrs) > 1 and ok:
-        best = min(ok, key=lambda r: r["final_val_loss"])
-        notes["Which configuration is best?"] = (
-            f"By final validation loss, the best run is {best['run']}: {_label(best)}, "
-            f"seed {best['seed']}, validation loss {best['final_val_loss']:.4f}, "
-            f"accuracy {best['final_val_acc']:.2f}%.")
-    if any(r.get("f_star_attained") is False for r in table):
-        notes["What does f - f* mean here?"] = (
+            parts.append(f"{r['config']} {reached}/{r['n_seeds']} seeds, median epoch "
+                         f"{r['median_epoch_to_target']:g} ({r['median_steps_to_target']:,.0f} "
+                         f"steps, {r['median_grad_evals_to_target']:,.0f} gradient evaluations)")
+    return (f"Validation accuracy {target_acc:g}% (checked after each epoch) was reached by: "
+            + "; ".join(parts) + ".")
+
+
+def batch_size_sentences(fit: dict[str, dict[str, Any]], noise0: float | None) -> str:
+    """Steps to target per batch size, the fitted critical batch, and the noise scale."""
+    parts = []
+    for solver, f in fit.items():
+        pts = ", ".join(f"{p['batch_size']}: " + ("not reached" if p["steps"] is None else
+                                                  f"{p['steps']:,.0f} steps ({p['epochs']:g} "
+                                                  "epochs)").replace("(1 epochs)", "(1 epoch)")
+                        for p in f["points"])
+        text = f"{solver}, median steps to the target by batch size: {pts}."
+        ends = [p["noise_scale_end"] for p in f["points"] if math.isfinite(p["noise_scale_end"])]
+        if f["b_crit"] is not None:
+            text += (f" McCandlish et al.'s (S/S_min - 1)(E/E_min - 1) = 1 through the "
+                     f"{f['n_points']} reached points gives S_min = {f['s_min']:,.0f} steps, "
+                     f"E_min = {f['e_min_epochs']:.3g} epochs, so a critical batch B_crit = "
+                     f"E_min/S_min = {f['b_crit']:,.0f}.")
+            below = [p["batch_size"] for p in f["points"] if p["batch_size"] < f["b_crit"]]
+            text += (f" Below B_crit ({', '.join(map(str, below)) or 'none of these'}) a larger "
+                     "batch needs proportionally fewer steps; above it, more data per step "
+                     "buys few steps and costs more examples.")
+        else:
+            text += (f" Too few batch sizes reached the target ({f['n_points']}) to fit the "
+                     "critical batch; more epochs or a lower target would.")
+        if ends:
+            text += (" The measured noise scale B_simple at the end of training: "
+                     + ", ".join(f"{p['batch_size']}: {p['noise_scale_end']:,.0f}"
+                                 for p in f["points"] if math.isfinite(p["noise_scale_end"]))
+                     + ".")
+        if f["b_crit"] is not None and ends:
+            ratio = (sum(ends) / len(ends)) / f["b_crit"]
+            text += (f" It is {ratio:.2g} times the fitted B_crit: "
+                     + ("they agree within a factor of 3, as McCandlish et al. predict for "
+                        "B_simple ~ B_crit." if 1 / 3 <= ratio <= 3 else
+                        "they differ by more than a factor of 3; McCandlish et al. found "
+                        "B_simple a rough (order-of-magnitude) predictor, and the epoch-level "
+                        "timing of the target makes the fit coarse."))
+        parts.append(text)
+    if noise0 is not None:
+        parts.append(f"At the zero model B_simple = {noise0:,.1f}: early on, the full "
+                     "gradient is large next to the per-example noise, so small batches "
+                     "already estimate it well; the noise scale grows as training converges.")
+    return " ".join(parts)
+
+
+def tuning_sentences(chosen: Sequence[dict], pairs: Sequence[dict]) -> str:
+    parts = []
+    for c in chosen:
+        best = c["best"]
+        if best is None:
+            parts.append(f"{c['tuned']} at batch {c['batch_size']}: every lr diverged.")
+            continue
+        edge = (" (at the edge of the grid: the best lr may lie beyond it)"
+                if c["at_grid_edge"] else "")
+        parts.append(f"{c['tuned']} at batch {c['batch_size']}: lr {best['lr']:.3g}{edge}, "
+                     f"validation loss {_ci(best, 'final_val_loss', 4)}, accuracy "
+                     f"{_ci(best, 'final_val_acc')}%, test {_ci(best, 'test_acc')}%.")
+    names = {c["best"]["config"]: c["tuned"] for c in chosen if c["best"]}
+    mine = [p for p in pairs if p["a"] in names and p["b"] in names
+            and p["metric"] == "final_val_acc"]
+    if mine:
+        parts.append("Tuned against tuned, paired by seed: "
+                     + "; ".join(_pair(p, names) for p in mine) + ".")
+    return ("Each optimizer's lr was chosen on mean final validation loss over the seeds, a "
+            "diverged run losing; only then were the test metrics read. " + " ".join(parts))
+
+
+def notes(runs: Sequence[dict]) -> dict[str, str]:
+    """The caveats the runs call for (f_best at wd 0, decoupled decay, divergence)."""
+    out: dict[str, str] = {}
+    if any(r.get("f_star_attained") is False for r in runs):
+        out["What does f - f* mean here?"] = (
             "At weight decay 0 the problem has no minimiser (a few pixels are lit in one "
             "class only, so f keeps falling as their weights grow): the column shows f - "
             "f_best, where f_best is the lowest value the solver reached, an upper bound on "
             "the infimum. A negative value means the run went below that bound.")
-    decoupled = sorted({r["optimizer"] for r in table if r.get("decoupled_decay")})
+    decoupled = sorted({r["optimizer"] for r in runs if r.get("decoupled_decay")})
     if decoupled:
-        notes["Why is f - f* empty for some runs?"] = (
+        out["Why is f - f* empty for some runs?"] = (
             f"{', '.join(decoupled)} decay the weights directly (w <- (1 - lr wd) w, "
             "decoupled from the gradient), so they do not minimise f + (wd/2)|w|^2 and no "
             "f* measures their progress; their f - f* column is left empty (it is filled "
             "when their weight decay is 0).")
-    diverged = [r for r in table if r["status"] != "ok"]
+    diverged = [r for r in runs if r["status"] != "ok"]
     if diverged:
-        notes["Which runs diverged?"] = (
-            ", ".join(_label(r) for r in diverged)
+        out["Which runs diverged?"] = (
+            ", ".join(f"{r['config']} (seed {r['seed']})" for r in diverged)
             + " diverged (a NaN/inf loss or one over 100x the zero model's); their curves "
-              "end in an x.")
-    return notes
+              "end in an x, and their configuration's means are left empty.")
+    return out
 
 
-def _headers(table: Sequence[dict]) -> list[str]:
-    kinds = {r.get("f_star_attained") for r in table} - {None}
+# --------------------------------------------------------------------------- pages
+
+
+def _headers(table: Sequence[dict], runs: Sequence[dict]) -> list[str]:
+    kinds = {r.get("f_star_attained") for r in runs} - {None}
     sub = "f - f_best (upper bound)" if kinds == {False} else (
         "f - f* (or f - f_best)" if kinds == {True, False} else "f - f*")
-    return [sub if k == "suboptimality" else h for k, h in TABLE_COLUMNS]
+    return [sub if k == "suboptimality_median" else h for k, h in TABLE_COLUMNS]
 
 
-def markdown(table: Sequence[dict], figures: Sequence[str], title: str,
-             extra: dict[str, str] | None = None) -> str:
-    lines = [f"# {title}", "", "| " + " | ".join(_headers(table)) + " |",
+def markdown(table: Sequence[dict], runs: Sequence[dict], figures: Sequence[str], title: str,
+             sections: dict[str, str]) -> str:
+    lines = [f"# {title}", "", "| " + " | ".join(_headers(table, runs)) + " |",
              "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(fmt(r[k]) for k, _ in TABLE_COLUMNS) + " |" for r in table]
-    for question, text in {**observations(table), **(extra or {})}.items():
+    lines += ["| " + " | ".join(cell(r, k) for k, _ in TABLE_COLUMNS) + " |" for r in table]
+    for question, text in sections.items():
         lines += ["", f"## {question}", "", text]
     lines += [""] + [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
 
 
-def html_page(table: Sequence[dict], figures: Sequence[str], title: str,
-              extra: dict[str, str] | None = None) -> str:
+def html_page(table: Sequence[dict], runs: Sequence[dict], figures: Sequence[str], title: str,
+              sections: dict[str, str]) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in _headers(table))
-    body = "".join("<tr>" + "".join(f"<td>{e(fmt(r[k]))}</td>" for k, _ in TABLE_COLUMNS)
+    head = "".join(f"<th>{e(h)}</th>" for h in _headers(table, runs))
+    body = "".join("<tr>" + "".join(f"<td>{e(cell(r, k))}</td>" for k, _ in TABLE_COLUMNS)
                    + "</tr>" for r in table)
-    notes = "".join(f"<h2>{e(q)}</h2><p>{e(t)}</p>"
-                    for q, t in {**observations(table), **(extra or {})}.items())
+    text = "".join(f"<h2>{e(q)}</h2><p>{e(t)}</p>" for q, t in sections.items())
     imgs = "".join(f'<figure><img src="{e(f)}" alt="{e(f)}"><figcaption>{e(f)}</figcaption>'
                    "</figure>" for f in figures)
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
@@ -147,11 +271,12 @@ def html_page(table: Sequence[dict], figures: Sequence[str], title: str,
              "th{background:#f3f3f3}img{max-width:100%}figure{margin:1.5em 0}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
             f"<style>{style}</style></head><body><h1>{e(title)}</h1><table><tr>{head}</tr>"
-            f"{body}</table>{notes}{imgs}</body></html>\n")
+            f"{body}</table>{text}{imgs}</body></html>\n")
 
 
-def write_report(out: Path, table: Sequence[dict], figures: Sequence[str], title: str,
-                 extra: dict[str, str] | None = None) -> None:
-    """report.md and report.html; ``extra`` adds paragraphs (question -> text)."""
-    write_text(out / "report.md", markdown(table, figures, title, extra))
-    write_text(out / "report.html", html_page(table, figures, title, extra))
+def write_report(out: Path, table: Sequence[dict], runs: Sequence[dict],
+                 figures: Sequence[str], title: str, sections: dict[str, str]) -> None:
+    """report.md and report.html: the per-configuration table, then each question's
+    answer (``sections``: question -> text), then the figures."""
+    write_text(out / "report.md", markdown(table, runs, figures, title, sections))
+    write_text(out / "report.html", html_page(table, runs, figures, title, sections))

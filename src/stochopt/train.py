@@ -25,6 +25,7 @@ from .data import N_CLASSES, Split, epoch_order
 from .errors import StochoptError
 from .gradients import ESTIMATORS
 from .model import accuracy, cross_entropy, logits, one_hot, seed_logits_t
+from .noise import full_pass
 from .optim import Hyper, Rule, State
 from .schedules import Schedule
 
@@ -172,11 +173,16 @@ def diverged(loss: float) -> bool:
     return not (math.isfinite(loss) and loss <= DIVERGENCE_LOSS)
 
 
+def penalty(W: torch.Tensor, weight_decay: Hyper) -> torch.Tensor:
+    """``(wd / 2) ||W||^2`` for each of the K models, in float64."""
+    wd = torch.as_tensor(weight_decay, dtype=torch.float64, device=W.device).flatten()
+    return (W * W).sum(dim=(-2, -1)).double() * (wd / 2)
+
+
 def objective(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight_decay: Hyper = 0.0
               ) -> torch.Tensor:
     """``f(W) = loss(W) + (wd / 2) ||W||^2`` for each of the K models."""
-    penalty = (W * W).sum(dim=(-2, -1)) * (torch.as_tensor(weight_decay).flatten() / 2)
-    return cross_entropy(logits(W, X), y) + penalty.to(W.dtype)
+    return cross_entropy(logits(W, X), y) + penalty(W, weight_decay).to(W.dtype)
 
 
 @torch.no_grad()
@@ -236,10 +242,13 @@ def fit(
     split: Split,
     f_star: list[FStar | float | None] | None = None,
     on_epoch: Callable[[int, list[RunRecord]], None] | None = None,
+    noise_scale: bool = False,
 ) -> list[RunRecord]:
     """Train every configuration of ``configs`` on ``split``, those that can at once
     (:func:`plan_groups`). ``f_star`` (one per configuration: an :class:`FStar`, a number
-    for an attained f*, or None) fills the ``suboptimality`` column ``f(W) - f*``. Returns
+    for an attained f*, or None) fills the ``suboptimality`` column ``f(W) - f*``;
+    ``noise_scale`` fills the ``noise_scale`` column, the gradient noise scale B_simple
+    after each epoch (:mod:`stochopt.noise`; one more pass over the training set). Returns
     one RunRecord per configuration, in the order given; ``on_epoch(epoch, records)`` is
     called after each epoch of each group."""
     given = [configs] if isinstance(configs, Config) else list(configs)
@@ -249,14 +258,16 @@ def fit(
         c.validate(len(split.X_train))
     records: list[RunRecord | None] = [None] * len(given)
     for group in plan_groups(given):
-        done = _fit_batch([given[i] for i in group], split, [stars[i] for i in group], on_epoch)
+        done = _fit_batch([given[i] for i in group], split, [stars[i] for i in group], on_epoch,
+                          noise_scale)
         for i, record in zip(group, done, strict=True):
             records[i] = record
     return records  # type: ignore[return-value]
 
 
 def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
-               on_epoch: Callable[[int, list[RunRecord]], None] | None) -> list[RunRecord]:
+               on_epoch: Callable[[int, list[RunRecord]], None] | None,
+               noise_scale: bool = False) -> list[RunRecord]:
     """One batch of K = S x M models (see :class:`Batch`): the loop itself."""
     layout = Batch.of(configs)
     S, M = len(layout.index), len(layout.index[0])
@@ -300,17 +311,23 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
         seconds = time.perf_counter() - t0
         W = evaluation_weights(Wt, updaters)  # (K, d, C), the models that answer
         val_loss, val_acc = evaluate(W, split.X_val, split.y_val)
-        sub = [math.nan] * K
-        if any(s is not None for s in stars):
-            f = objective(W, X, y, wd).tolist()
+        sub, b_simple = [math.nan] * K, [math.nan] * K
+        if noise_scale or any(s is not None for s in stars):
+            loss, gsq, sq = full_pass(W, X, y, noise=noise_scale)
+            f = (loss + penalty(W, wd)).tolist()
             sub = [math.nan if s is None else fk - s.value for fk, s in zip(f, stars,
                                                                             strict=True)]
+            if gsq is not None and sq is not None:
+                b_simple = ((sq - gsq) / gsq).tolist()
+        done = len(X) * (estimator.initial_passes + (epoch + 1) * estimator.passes_per_epoch)
         for k, r in enumerate(records):
             if not alive[k]:
                 continue
             row = {"epoch": epoch + 1, "train_loss": train_loss[k], "train_acc": train_acc[k],
                    "val_loss": val_loss[k], "val_acc": val_acc[k],
-                   "lr": r.config.lr_at(epoch), "suboptimality": sub[k], "seconds": seconds}
+                   "lr": r.config.lr_at(epoch), "suboptimality": sub[k], "seconds": seconds,
+                   "steps": (epoch + 1) * steps, "grad_evals": done,
+                   "noise_scale": b_simple[k]}
             r.rows.append(row)
             if diverged(row["train_loss"]) or diverged(row["val_loss"]):
                 alive[k], r.status, r.diverged_epoch = False, "diverged", epoch + 1

@@ -1,0 +1,276 @@
+"""From run records to the tables that answer the exercise's questions.
+
+    runs     = runs_table(records, targets)  one row per run: final metrics, time to target
+    summary  = summarize(runs)               one row per configuration: means and intervals
+    pairs    = comparisons(runs)             a - b paired by seed, with a verdict
+    tuned    = choose_lrs(summary)           per optimiser and batch size: the best lr
+    sizes    = batch_size_fit(runs)          steps to target per batch size, McCandlish fit
+
+A *configuration* is a run without its seed; its ``config`` label names the optimizer and
+only those settings that tell it apart from the other configurations of that optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import Config, RunRecord
+from .stats import first_reach, interval, mccandlish_fit, paired, performance_profile, verdict
+
+METRICS = ("final_val_acc", "final_val_loss", "test_acc")
+METRIC_COLUMNS = [f"{m}_{s}" for m in METRICS for s in ("mean", "sd", "ci95_low", "ci95_high")]
+LOWER_IS_BETTER = {"final_val_acc": False, "final_val_loss": True, "test_acc": False}
+TAUS = [1 + 0.05 * i for i in range(61)]  # the performance profile's tau, 1 to 4
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What "reached" means: a validation accuracy (percent), and, where f* is attained,
+    a suboptimality f - f*."""
+
+    val_acc: float = 92.0
+    subopt: float = 1e-2
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _settings(c: Config) -> dict[str, Any]:
+    r = c.resolved()
+    flat = {k: v for k, v in asdict(r).items() if k not in ("optimizer", "seed", "hyper")}
+    return {**flat, **r.hyper}
+
+
+SHORT = {"batch_size": "bs", "lr_decay": "decay", "weight_decay": "wd"}
+
+
+def config_labels(configs: Sequence[Config]) -> list[str]:
+    """A readable label per configuration (the seed aside), unique among them: the optimizer,
+    then each setting that differs between that optimizer's configurations."""
+    by_optimizer: dict[str, list[dict[str, Any]]] = {}
+    for c in configs:
+        by_optimizer.setdefault(c.optimizer, []).append(_settings(c))
+    varying = {o: [k for k in s[0] if len({repr(x.get(k)) for x in s}) > 1]
+               for o, s in by_optimizer.items()}
+    labels = []
+    for c in configs:
+        s = _settings(c)
+        parts = [f"{SHORT.get(k, k)}={s[k]:g}" if isinstance(s[k], float)
+                 else f"{SHORT.get(k, k)}={s[k]}" for k in varying[c.optimizer]]
+        labels.append(" ".join([c.optimizer, *parts]))
+    return labels
+
+
+# --------------------------------------------------------------------------- per run
+
+
+def _to_target(rows: list[dict[str, Any]], key: str, target: float, above: bool
+               ) -> dict[str, Any]:
+    hit = first_reach(rows, key, target, above)
+    if hit is None:
+        return {"epoch": None, "steps": None, "grad_evals": None, "seconds": None}
+    seconds = sum(r["seconds"] for r in rows if r["epoch"] <= hit["epoch"])
+    return {"epoch": hit["epoch"], "steps": hit.get("steps"),
+            "grad_evals": hit.get("grad_evals"), "seconds": seconds}
+
+
+def runs_table(records: Sequence[RunRecord], targets: Targets = Targets()
+               ) -> list[dict[str, Any]]:
+    """One row per run: final and best-epoch validation metrics, test metrics, time, and
+    the first epoch/step/gradient evaluation/second at which each target is reached (None
+    when never)."""
+    labels = config_labels([r.config for r in records])
+    table = []
+    for r, label in zip(records, labels, strict=True):
+        hist, c = r.rows, r.config
+        finite = [h for h in hist if math.isfinite(h["val_loss"])]
+        best = min(finite, key=lambda h: h["val_loss"]) if finite else None
+        ok = r.status == "ok"
+        last = hist[-1] if hist else {}
+        acc = _to_target(hist, "val_acc", targets.val_acc, above=True)
+        attained = r.f_star is not None and r.f_star.attained
+        sub = _to_target(hist if attained else [], "suboptimality", targets.subopt, above=False)
+        table.append({
+            "run": r.run, "config": label, "optimizer": c.optimizer, "lr": c.base_lr,
+            "batch_size": c.batch_size, "seed": c.seed, "status": r.status,
+            # a diverged run has no final metrics: its last numbers are those of a blow-up
+            "final_val_loss": last.get("val_loss", math.nan) if ok else math.nan,
+            "final_val_acc": last.get("val_acc", math.nan) if ok else math.nan,
+            "best_epoch": best["epoch"] if best else None,
+            "test_acc": r.test_acc, "test_loss": r.test_loss,
+            "suboptimality": last.get("suboptimality", math.nan),
+            "f_star_attained": None if r.f_star is None else r.f_star.attained,
+            "weight_decay": c.weight_decay,
+            "decoupled_decay": c.decoupled_decay and c.weight_decay != 0,
+            "noise_scale": last.get("noise_scale", math.nan),
+            "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(1, len(hist)),
+            "total_seconds": sum(h["seconds"] for h in hist),
+            **{f"{k}_to_target": v for k, v in acc.items()},
+            **{f"{k}_to_subopt": v for k, v in sub.items()},
+        })
+    return table
+
+
+# --------------------------------------------------------------------------- per config
+
+
+def _groups(runs: Sequence[dict[str, Any]], key: str = "config") -> dict[Any, list[dict]]:
+    groups: dict[Any, list[dict]] = {}
+    for row in runs:
+        groups.setdefault(row[key], []).append(row)
+    return groups
+
+
+def _median(values: list[float | None]) -> float | None:
+    """The median over seeds, a seed that never reached the target counting as infinite;
+    None when that median is infinite (most seeds did not reach it)."""
+    x = float(np.median([math.inf if v is None else v for v in values])) if values else math.inf
+    return x if math.isfinite(x) else None
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per configuration: for each of :data:`METRICS` the mean, sample sd and
+    Student-t 95% interval over its seeds (empty where a seed diverged), the fraction of
+    seeds that reach each target and the median time to it."""
+    table = []
+    for label, rows in _groups(runs).items():
+        r0 = rows[0]
+        row: dict[str, Any] = {
+            "config": label, "optimizer": r0["optimizer"], "lr": r0["lr"],
+            "batch_size": r0["batch_size"], "weight_decay": r0["weight_decay"],
+            "n_seeds": len(rows), "n_diverged": sum(r["status"] != "ok" for r in rows)}
+        for metric in METRICS:
+            iv = interval(r[metric] for r in rows)
+            row.update({f"{metric}_mean": iv.mean, f"{metric}_sd": iv.sd,
+                        f"{metric}_ci95_low": iv.low, f"{metric}_ci95_high": iv.high})
+        row["suboptimality_median"] = float(np.median([r["suboptimality"] for r in rows]))
+        for what in ("target", "subopt"):
+            row[f"reached_{what}"] = sum(r[f"epoch_to_{what}"] is not None
+                                         for r in rows) / len(rows)
+            for unit in ("epoch", "steps", "grad_evals", "seconds"):
+                row[f"median_{unit}_to_{what}"] = _median([r[f"{unit}_to_{what}"]
+                                                           for r in rows])
+        row["noise_scale_median"] = float(np.median([r["noise_scale"] for r in rows]))
+        row["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in rows]))
+        table.append(row)
+    return table
+
+
+def comparisons(runs: Sequence[dict[str, Any]],
+                metrics: Sequence[str] = ("final_val_acc", "final_val_loss")
+                ) -> list[dict[str, Any]]:
+    """A row per pair of configurations at the same batch size and per metric: ``a - b``
+    over the seeds both finished, its paired t interval and the verdict."""
+    table = []
+    configs = _groups(runs)
+    labels = list(configs)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            size = configs[a][0]["batch_size"]
+            if configs[b][0]["batch_size"] != size:
+                continue
+            for metric in metrics:
+                values = [{r["seed"]: r[metric] for r in configs[x]} for x in (a, b)]
+                diff = paired(*values)
+                table.append({"batch_size": size, "a": a, "b": b, "metric": metric,
+                              "n": diff.n, "mean_diff": diff.mean, "ci95_low": diff.low,
+                              "ci95_high": diff.high,
+                              "verdict": verdict(diff, LOWER_IS_BETTER[metric])})
+    return table
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+def _without(label: str, key: str) -> str:
+    return " ".join(p for p in label.split() if not p.startswith(f"{key}="))
+
+
+def tuned_label(label: str) -> str:
+    """What a tuning chooses an lr for: the configuration without its lr and batch size."""
+    return _without(_without(label, "lr"), "bs")
+
+
+def choose_lrs(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each optimizer (with its other settings) and batch size: the lr of lowest mean
+    final validation loss over the seeds. A configuration with a diverged seed has no mean
+    and is never chosen. ``at_grid_edge`` flags a choice at the smallest or largest lr
+    tried: the best lr may lie beyond the grid."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in summary:
+        key = (tuned_label(row["config"]), row["batch_size"])
+        groups.setdefault(key, []).append(row)
+    chosen = []
+    for (label, size), rows in groups.items():
+        ok = [r for r in rows if math.isfinite(r["final_val_loss_mean"])]
+        lrs = sorted(r["lr"] for r in rows)
+        best = min(ok, key=lambda r: r["final_val_loss_mean"]) if ok else None
+        chosen.append({"tuned": label, "batch_size": size, "best": best, "grid": lrs,
+                       "at_grid_edge": best is not None and best["lr"] in (lrs[0], lrs[-1])})
+    return chosen
+
+
+# --------------------------------------------------------------------------- batch sizes
+
+
+def solver_key(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """config label -> the solver it is in a performance profile over batch sizes x seeds:
+    the label without the batch size, and without the lr when each batch size has one lr
+    per solver (the linear scaling rule, or a tuned lr)."""
+    configs = {r["config"]: r for r in runs}
+    key = {c: _without(c, "bs") for c in configs}
+    no_lr = {c: _without(k, "lr") for c, k in key.items()}
+    seen = {(no_lr[c], r["batch_size"]) for c, r in configs.items()}
+    if len(seen) == len(configs):
+        key = no_lr
+    return key
+
+
+def profile(runs: Sequence[dict[str, Any]], unit: str = "steps", taus: Sequence[float] = TAUS
+            ) -> dict[str, list[float]]:
+    """The performance profile over problems (batch size, seed): the fraction a solver
+    reaches the accuracy target within tau times the fewest ``unit`` any solver needed."""
+    key = solver_key(runs)
+    costs: dict[str, dict[tuple, float]] = {}
+    for r in runs:
+        cost = r[f"{unit}_to_target"]
+        costs.setdefault(key[r["config"]], {})[(r["batch_size"], r["seed"])] = (
+            math.inf if cost is None else float(cost))
+    return performance_profile(costs, taus)
+
+
+def batch_size_fit(runs: Sequence[dict[str, Any]], n_train: int) -> dict[str, dict[str, Any]]:
+    """Per solver run at two or more batch sizes: the median steps and epochs to the
+    accuracy target at each, and McCandlish et al.'s fit through those reached by most
+    seeds (``S_min`` steps, ``E_min`` examples, ``B_crit = E_min / S_min``)."""
+    key = solver_key(runs)
+    out: dict[str, dict[str, Any]] = {}
+    by_solver = _groups([{**r, "solver": key[r["config"]]} for r in runs], "solver")
+    for solver, rows in by_solver.items():
+        sizes = sorted({r["batch_size"] for r in rows})
+        if len(sizes) < 2:
+            continue
+        points = []
+        for b in sizes:
+            at = [r for r in rows if r["batch_size"] == b]
+            epochs = _median([r["epoch_to_target"] for r in at])
+            steps = _median([r["steps_to_target"] for r in at])
+            points.append({"batch_size": b, "n_seeds": len(at),
+                           "reached": sum(r["epoch_to_target"] is not None for r in at),
+                           "epochs": epochs, "steps": steps,
+                           "examples": None if epochs is None else epochs * n_train,
+                           "noise_scale_end": float(np.median([r["noise_scale"] for r in at]))})
+        fit = [p for p in points if p["steps"] is not None]
+        s_min, e_min = mccandlish_fit([p["steps"] for p in fit], [p["examples"] for p in fit])
+        valid = math.isfinite(s_min) and s_min > 0 and e_min > 0
+        out[solver] = {"points": points, "s_min": s_min if valid else None,
+                       "e_min": e_min if valid else None,
+                       "e_min_epochs": e_min / n_train if valid else None,
+                       "b_crit": e_min / s_min if valid else None,
+                       "n_points": len(fit)}
+    return out

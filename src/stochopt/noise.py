@@ -1,0 +1,68 @@
+"""The gradient noise scale of McCandlish et al. (2018), measured exactly.
+
+With per-example gradients ``g_i`` of the cross-entropy and their mean ``G`` over the N
+training examples, the noise of a mini-batch gradient is set by the covariance ``Sigma``:
+
+    tr(Sigma) = (1/N) sum_i |g_i|^2 - |G|^2          B_simple = tr(Sigma) / |G|^2
+
+For softmax regression ``g_i = x_i (p_i - y_i)^T`` is an outer product, so
+``|g_i|^2 = |x_i|^2 |p_i - y_i|^2``: the sum needs no per-example gradient, only the
+residuals that the full gradient needs anyway. ``B_simple`` is the batch size at which a
+mini-batch gradient's noise equals the signal: well below it, doubling the batch roughly
+halves the steps needed; well above it, it buys little (McCandlish et al.'s B_crit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .model import cross_entropy, one_hot
+
+CHUNK = 8192  # examples per pass: bounds the K x chunk x C residuals held at once
+
+
+@dataclass(frozen=True)
+class NoiseScale:
+    b_simple: float
+    grad_norm_sq: float
+    trace_sigma: float
+    n: int
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def full_pass(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, noise: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """For W (K, d, C): the mean cross-entropy over (X, y) of each model, and with
+    ``noise`` its ``|G|^2`` and ``(1/N) sum_i |g_i|^2``, from one pass over the data."""
+    Wt = W.mT
+    K, C, _ = Wt.shape
+    loss = torch.zeros(K, dtype=torch.float64, device=X.device)
+    G = torch.zeros_like(Wt) if noise else None
+    sq = torch.zeros(K, dtype=torch.float64, device=X.device) if noise else None
+    for Xc, yc in zip(X.split(CHUNK), y.split(CHUNK), strict=True):
+        Zt = torch.matmul(Wt, Xc.T)  # (K, C, n), classes first
+        loss += cross_entropy(Zt.mT, yc).double() * len(Xc)
+        if noise:
+            Rt = torch.softmax(Zt, dim=-2).sub_(one_hot(yc, C, X.dtype).T)
+            G += torch.matmul(Rt, Xc)
+            sq += ((Rt * Rt).sum(-2) * (Xc * Xc).sum(-1)).sum(-1).double()
+    n = len(X)
+    if not noise:
+        return loss / n, None, None
+    G /= n
+    return loss / n, (G * G).sum((-2, -1)).double(), sq / n
+
+
+def noise_scales(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> list[NoiseScale]:
+    """B_simple, |G|^2 and tr(Sigma) of each of the K models W (K, d, C) (or one (d, C))."""
+    W = W if W.dim() == 3 else W.unsqueeze(0)
+    _, gsq, sq = full_pass(W, X, y)
+    assert gsq is not None and sq is not None
+    return [NoiseScale(b_simple=(s - g) / g if g > 0 else float("inf"), grad_norm_sq=g,
+                       trace_sigma=s - g, n=len(X))
+            for g, s in zip(gsq.tolist(), sq.tolist(), strict=True)]

@@ -1,0 +1,113 @@
+"""The statistics behind the answers, as small pure functions over plain numbers.
+
+    interval([91.6, 92.1, 91.9])        mean, sample sd and Student-t 95% interval over seeds
+    paired({0: a0, 1: a1}, {0: b0, 1: b1})   a - b paired by seed, with its t interval
+    first_reach(rows, "val_acc", 92.0)  the first epoch row at or beyond a target
+    mccandlish_fit(steps, examples)     S_min, E_min of (S/S_min - 1)(E/E_min - 1) = 1
+    performance_profile(costs, taus)    AlgoPerf-style: the fraction solved within tau x best
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+def t_quantile(q: float, df: int) -> float:
+    """The q-quantile of Student's t with ``df`` degrees of freedom."""
+    from scipy.special import stdtrit  # scipy.special, not scipy.stats: 10x faster to import
+
+    return float(stdtrit(df, q))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean, sample sd (n - 1) and the two-sided 95% Student-t interval of n values; with
+    one value the interval is that value and sd is undefined (NaN)."""
+
+    n: int
+    mean: float
+    sd: float
+    low: float
+    high: float
+
+    def contains(self, x: float) -> bool:
+        return self.low <= x <= self.high
+
+
+def interval(values: Iterable[float], level: float = 0.95) -> Interval:
+    v = np.asarray(list(values), dtype=np.float64)
+    n = len(v)
+    if n == 0 or not np.isfinite(v).all():
+        return Interval(n, math.nan, math.nan, math.nan, math.nan)
+    mean = float(v.mean())
+    if n == 1:
+        return Interval(1, mean, math.nan, mean, mean)
+    sd = float(v.std(ddof=1))
+    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    return Interval(n, mean, sd, mean - half, mean + half)
+
+
+def paired(a: Mapping[Any, float], b: Mapping[Any, float]) -> Interval:
+    """The interval of ``a[s] - b[s]`` over the keys (seeds) both have with finite values:
+    the paired t interval, since runs with one seed saw the same data order."""
+    common = [s for s in a if s in b and math.isfinite(a[s]) and math.isfinite(b[s])]
+    return interval(a[s] - b[s] for s in common)
+
+
+def verdict(diff: Interval, lower_is_better: bool = False) -> str:
+    """'a better', 'b better' or 'indistinguishable' (the interval contains 0) for a - b;
+    'undetermined' with fewer than two pairs, where no interval exists."""
+    if diff.n < 2 or math.isnan(diff.mean):
+        return "undetermined"
+    if diff.contains(0.0):
+        return "indistinguishable"
+    return "a better" if (diff.mean < 0) == lower_is_better else "b better"
+
+
+def binomial_se(accuracy_percent: float, n: int) -> float:
+    """Standard error, in points, of an accuracy measured on n independent examples."""
+    p = accuracy_percent / 100
+    return 100 * math.sqrt(max(p * (1 - p), 0.0) / n)
+
+
+def first_reach(rows: Sequence[Mapping[str, Any]], key: str, target: float,
+                above: bool = True) -> Mapping[str, Any] | None:
+    """The first row whose ``key`` is at least (``above``) or at most ``target``."""
+    for row in rows:
+        x = row.get(key, math.nan)
+        if isinstance(x, (int, float)) and math.isfinite(x) and (
+                x >= target if above else x <= target):
+            return row
+    return None
+
+
+def mccandlish_fit(steps: Sequence[float], examples: Sequence[float]) -> tuple[float, float]:
+    """``S_min, E_min`` of McCandlish et al. (2018)'s ``(S/S_min - 1)(E/E_min - 1) = 1``
+    through points (steps S_i, examples E_i) to one target. Expanded, the curve is
+    ``S_min / S + E_min / E = 1``: linear in the two unknowns, so least squares is one
+    solve. Needs two points with different batch sizes (``E/S``)."""
+    A = np.column_stack([1 / np.asarray(steps, float), 1 / np.asarray(examples, float)])
+    if len(A) < 2 or np.linalg.matrix_rank(A) < 2:
+        return math.nan, math.nan
+    (s_min, e_min), *_ = np.linalg.lstsq(A, np.ones(len(A)), rcond=None)
+    return float(s_min), float(e_min)
+
+
+def performance_profile(costs: Mapping[str, Mapping[Any, float]], taus: Sequence[float]
+                        ) -> dict[str, list[float]]:
+    """``costs[solver][problem]`` (inf: never solved) -> for each solver the fraction of
+    problems it solves within ``tau`` times the best solver's cost on that problem. A
+    problem no solver solves counts as unsolved for all (Dolan & More 2002; AlgoPerf)."""
+    problems = sorted({p for c in costs.values() for p in c}, key=str)
+    best = {p: min(c.get(p, math.inf) for c in costs.values()) for p in problems}
+    out = {}
+    for solver, c in costs.items():
+        ratios = [c.get(p, math.inf) / best[p] if math.isfinite(best[p]) else math.inf
+                  for p in problems]
+        out[solver] = [sum(r <= tau for r in ratios) / max(1, len(problems)) for tau in taus]
+    return out

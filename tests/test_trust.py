@@ -1,0 +1,233 @@
+"""Answers a reader can trust: intervals over seeds and paired differences (recomputed here
+with scipy from results.csv), time to target, gradient evaluations, the gradient noise
+scale (against a brute-force per-example computation), McCandlish et al.'s fit, the
+performance profile and the tuning choice."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+
+from stochopt import Config, artefacts, experiment, fit
+from stochopt.analysis import Targets, choose_lrs
+from stochopt.cli import main
+from stochopt.noise import noise_scales
+from stochopt.stats import mccandlish_fit, performance_profile
+
+SEEDS = [0, 1, 2]
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trusted(split, tmp_path_factory):
+    """sgd and nesterov at momentum 0 are one algorithm (identical numbers); sgd at lr 1e-4
+    barely moves; momentum at 0.1 learns. Three seeds, batch 1000, two epochs."""
+    out = tmp_path_factory.mktemp("trust")
+    variants = [("sgd", 0.1, {}), ("nesterov", 0.1, {"momentum": 0.0}), ("sgd", 1e-4, {}),
+                ("momentum", 0.1, {})]
+    configs = [Config(o, lr=lr, batch_size=1000, epochs=2, seed=s, hyper=h)
+               for o, lr, h in variants for s in SEEDS]
+    records = experiment.run(configs, split, out)
+    found = artefacts.write_all(out, records, "trust", split, targets=Targets(val_acc=88.0))
+    return out, found
+
+
+def test_summary_intervals_equal_scipy_recomputed_from_results_csv(trusted):
+    out, _ = trusted
+    config_of = {r["run"]: r["config"] for r in _csv(out / "runs.csv")}
+    test_acc = {r["run"]: float(r["test_acc"]) for r in _csv(out / "runs.csv")}
+    final: dict[str, dict[str, list[float]]] = {}
+    for row in _csv(out / "results.csv"):
+        if row["epoch"] == "2":
+            f = final.setdefault(config_of[row["run"]], {"final_val_acc": [],
+                                                         "final_val_loss": [], "test_acc": []})
+            f["final_val_acc"].append(float(row["val_acc"]))
+            f["final_val_loss"].append(float(row["val_loss"]))
+            f["test_acc"].append(test_acc[row["run"]])
+    summary = {r["config"]: r for r in _csv(out / "summary.csv")}
+    assert set(summary) == set(final) and len(summary) == 4
+    for config, metrics in final.items():
+        assert int(summary[config]["n_seeds"]) == 3
+        for metric, values in metrics.items():
+            x = np.array(values, dtype=np.float64)
+            half = sps.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+            row = summary[config]
+            assert float(row[f"{metric}_mean"]) == pytest.approx(x.mean(), rel=1e-12)
+            assert float(row[f"{metric}_sd"]) == pytest.approx(x.std(ddof=1), rel=1e-9)
+            assert float(row[f"{metric}_ci95_low"]) == pytest.approx(x.mean() - half, rel=1e-9)
+            assert float(row[f"{metric}_ci95_high"]) == pytest.approx(x.mean() + half, rel=1e-9)
+
+
+def test_paired_intervals_equal_scipy_and_the_verdicts_follow(trusted):
+    out, _ = trusted
+    runs = _csv(out / "runs.csv")
+    rows = _csv(out / "comparisons.csv")
+    assert len(rows) == 6 * 2  # 4 configurations: 6 pairs, 2 metrics each
+    for c in rows:
+        a = {r["seed"]: float(r[c["metric"]]) for r in runs if r["config"] == c["a"]}
+        b = {r["seed"]: float(r[c["metric"]]) for r in runs if r["config"] == c["b"]}
+        d = np.array([a[s] - b[s] for s in a])
+        assert int(c["n"]) == 3 and float(c["mean_diff"]) == pytest.approx(d.mean(), abs=1e-12)
+        if d.std() > 0:
+            low, high = sps.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=sps.sem(d))
+            assert float(c["ci95_low"]) == pytest.approx(low, rel=1e-9)
+            assert float(c["ci95_high"]) == pytest.approx(high, rel=1e-9)
+    verdict = {(c["a"], c["b"], c["metric"]): c for c in rows}
+    same = verdict[("sgd lr=0.1", "nesterov", "final_val_acc")]
+    assert same["verdict"] == "indistinguishable" and float(same["mean_diff"]) == 0.0
+    slow = verdict[("sgd lr=0.0001", "momentum", "final_val_acc")]
+    assert slow["verdict"] == "b better" and float(slow["ci95_high"]) < 0
+    loss = verdict[("sgd lr=0.0001", "momentum", "final_val_loss")]
+    assert loss["verdict"] == "b better" and float(loss["ci95_low"]) > 0  # lower loss wins
+    report = (out / "report.md").read_text()
+    assert "momentum beats sgd lr=0.0001 by" in report
+    assert "sgd lr=0.1 and nesterov are indistinguishable at 3 seeds" in report
+
+
+def test_time_to_target_is_the_first_crossing_in_results_csv(trusted, split):
+    out, _ = trusted
+    results = _csv(out / "results.csv")
+    n, reached = len(split.X_train), 0
+    for run in _csv(out / "runs.csv"):
+        rows = [r for r in results if r["run"] == run["run"]]
+        assert [int(r["steps"]) for r in rows] == [math.ceil(n / 1000) * e for e in (1, 2)]
+        assert [int(r["grad_evals"]) for r in rows] == [n, 2 * n]
+        hits = [r for r in rows if float(r["val_acc"]) >= 88.0]
+        if not hits:
+            assert run["epoch_to_target"] == run["steps_to_target"] == ""
+            continue
+        reached += 1
+        first = hits[0]
+        assert int(run["epoch_to_target"]) == int(first["epoch"])
+        assert int(run["steps_to_target"]) == int(first["steps"])
+        assert int(run["grad_evals_to_target"]) == int(first["grad_evals"])
+        seconds = sum(float(r["seconds"]) for r in rows if int(r["epoch"]) <= int(first["epoch"]))
+        assert float(run["seconds_to_target"]) == pytest.approx(seconds)
+    assert 0 < reached < 12  # sgd at 1e-4 never gets there; the others do
+
+
+@pytest.mark.parametrize("optimizer, passes, initial", [("svrg", 3, 0), ("saga", 1, 1)])
+def test_grad_evals_count_the_variance_reduced_methods_full_passes(split, optimizer, passes,
+                                                                   initial):
+    """SVRG: a full gradient at each epoch's snapshot, then each example at W and at the
+    snapshot (3 passes per epoch); SAGA: its table at W = 0 once, then one pass per epoch."""
+    (record,) = fit(Config(optimizer, batch_size=4000, epochs=2), split)
+    n = len(split.X_train)
+    assert [r["grad_evals"] for r in record.rows] == [n * (initial + passes * e) for e in (1, 2)]
+
+
+def test_noise_scale_equals_a_per_example_autograd_computation(split):
+    torch.manual_seed(0)
+    X = split.X_train[:300].double()
+    y = split.y_train[:300]
+    W = 0.01 * torch.randn(X.shape[1], 10, dtype=torch.float64)
+    grads = []
+    for i in range(len(X)):  # the brute force: each example's gradient by autograd
+        w = W.clone().requires_grad_()
+        torch.nn.functional.cross_entropy((X[i:i + 1] @ w), y[i:i + 1]).backward()
+        grads.append(w.grad.flatten())
+    g = torch.stack(grads)
+    G = g.mean(0)
+    gsq = float(G @ G)
+    trace = float((g * g).sum(1).mean()) - gsq
+    (mine,) = noise_scales(W, X, y)
+    assert mine.grad_norm_sq == pytest.approx(gsq, rel=1e-8)
+    assert mine.trace_sigma == pytest.approx(trace, rel=1e-8)
+    assert mine.b_simple == pytest.approx(trace / gsq, rel=1e-8)
+    assert mine.n == 300
+
+
+def test_noise_scale_command_prints_and_writes_the_zero_models_and_a_weight_files(
+        data_dir, tmp_path, capsys, split):
+    assert main(["noise-scale", "--data-dir", str(data_dir), "--out", str(tmp_path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads((tmp_path / "noise_scale.json").read_text())
+    zero = torch.zeros(split.n_features, 10, dtype=split.X_train.dtype)
+    (ref,) = noise_scales(zero, split.X_train, split.y_train)
+    assert printed["b_simple"] == pytest.approx(ref.b_simple) == written["b_simple"]
+    assert set(printed) == {"b_simple", "grad_norm_sq", "trace_sigma", "n"}
+    assert printed["n"] == len(split.X_train)
+    np.save(tmp_path / "w.npy", np.ones((784, 3), np.float32))
+    assert main(["noise-scale", "--data-dir", str(data_dir), "--weights",
+                 str(tmp_path / "w.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "expected floats of shape (784, 10)" in err
+    assert main(["noise-scale", "--data-dir", str(data_dir), "--weights",
+                 str(tmp_path / "missing.npy")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_mccandlish_fit_recovers_known_s_min_and_e_min():
+    s_min, e_min = 1200.0, 90_000.0
+    sizes = np.array([32, 64, 128, 256, 512, 1024])
+    steps = s_min + e_min / sizes  # on (S/S_min - 1)(E/E_min - 1) = 1 with E = B S
+    assert np.allclose((steps / s_min - 1) * (sizes * steps / e_min - 1), 1)
+    fit = mccandlish_fit(steps, sizes * steps)
+    assert fit == pytest.approx((s_min, e_min), rel=1e-9)
+    assert all(math.isnan(x) for x in mccandlish_fit([100.0], [6400.0]))
+
+
+def test_performance_profile_counts_problems_within_tau_of_the_best():
+    costs = {"a": {1: 10, 2: 40, 3: math.inf}, "b": {1: 20, 2: 20, 3: 30}}
+    got = performance_profile(costs, [1, 2, 3])
+    # a: best on 1, 2x on 2, never on 3; b: 2x on 1, best on 2 and 3
+    assert got == {"a": [1 / 3, 2 / 3, 2 / 3], "b": [2 / 3, 1.0, 1.0]}
+
+
+def _row(config, lr, loss):
+    return {"config": config, "lr": lr, "batch_size": 64, "final_val_loss_mean": loss}
+
+
+def test_tuning_picks_the_lowest_mean_validation_loss_and_never_a_diverged_lr():
+    summary = [_row("sgd lr=0.01", 0.01, 0.40), _row("sgd lr=0.1", 0.1, 0.30),
+               _row("sgd lr=1", 1.0, math.nan),  # a seed diverged: no mean
+               _row("adam lr=0.001", 1e-3, 0.28), _row("adam lr=0.01", 1e-2, 0.27)]
+    chosen = {c["tuned"]: c for c in choose_lrs(summary)}
+    assert chosen["sgd"]["best"]["lr"] == 0.1 and not chosen["sgd"]["at_grid_edge"]
+    assert chosen["adam"]["best"]["lr"] == 0.01 and chosen["adam"]["at_grid_edge"]
+
+
+def test_tune_command_chooses_on_mean_validation_loss_over_seeds(data_dir, tmp_path, capsys):
+    out = tmp_path / "tune"
+    code = main(["tune", "--optimizers", "sgd", "--lrs", "0.01,0.3,1e4", "--epochs", "1",
+                 "--seeds", "0,1", "--batch-size", "2000", "--data-dir", str(data_dir),
+                 "--out", str(out), "--quiet", "--optimum", "skip"])
+    assert code == 0
+    runs = _csv(out / "runs.csv")
+    assert {r["status"] for r in runs if r["lr"] == "10000.0"} == {"diverged"}
+    means = {}
+    for lr in ("0.01", "0.3"):
+        means[lr] = np.mean([float(r["final_val_loss"]) for r in runs if r["lr"] == lr])
+    (row,) = _csv(out / "tuning.csv")
+    assert float(row["chosen_lr"]) == float(min(means, key=means.get))
+    assert row["at_grid_edge"] == "False" and row["grid_points"] == "3"
+    assert (out / "lr_sensitivity.png").stat().st_size > 0
+    assert "## After tuning" in (out / "report.md").read_text()
+
+
+def test_tune_grid_is_thirteen_log_spaced_lrs_over_three_decades_around_the_default():
+    configs, _ = experiment.tune_grid(["momentum", "adam"], {"seed": [0]})
+    for optimizer, centre in (("momentum", 0.1), ("adam", 1e-3)):
+        lrs = sorted(c.lr for c in configs if c.optimizer == optimizer)
+        assert len(lrs) == 13 and lrs[6] == pytest.approx(centre)
+        assert lrs[-1] / lrs[0] == pytest.approx(1000, rel=1e-5)
+        assert np.allclose(np.diff(np.log10(lrs)), 0.25, atol=1e-5)
+
+
+def test_compare_defaults_to_five_seeds_trained_as_one_batch():
+    from stochopt.cli import build_parser, configs_from_args
+
+    args = build_parser().parse_args(["compare"])
+    configs = configs_from_args(args)
+    assert sorted({c.seed for c in configs}) == [0, 1, 2, 3, 4] and len(configs) == 15
+    assert len(experiment.plan_groups(configs)) == 1
