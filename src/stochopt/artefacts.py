@@ -180,35 +180,41 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     sections: dict[str, str] = {}
     figures = ["curves.png"]
     n_test = len(split.X_test) if split is not None else None
-    if text := compare_sentences(summary, pairs, n_test):
-        sections["How do the optimisers compare?"] = text
-    sections["How long to the target?"] = target_sentences(summary, targets.val_acc)
+    # tune: the answers are about the chosen lrs; the whole grid stays in the tables
+    if tuned:
+        found.chosen = analysis.choose_lrs(summary)
+        write_csv(out / "tuning.csv", _blank(tuning_rows(found.chosen, runs)), TUNING_COLUMNS)
+        sections["After tuning"] = tuning_sentences(found.chosen, pairs, n_test)
+        picked = {c["best"]["config"] for c in found.chosen if c["best"] is not None}
+        focus = [r for r in runs if r["config"] in picked]
+        focus_summary = [r for r in summary if r["config"] in picked]
+    else:
+        focus, focus_summary = runs, summary
+        if text := compare_sentences(summary, pairs, n_test):
+            sections["How do the optimisers compare?"] = text
+    sections["How long to the target?"] = target_sentences(focus_summary, targets.val_acc)
     sizes = {r.config.batch_size for r in records}
     if len(sizes) > 1:
         if split is not None:
             W0 = torch.zeros(1, split.n_features, N_CLASSES, dtype=split.X_train.dtype,
                              device=split.X_train.device)
             found.noise0 = noise_scales(W0, split.X_train, split.y_train)[0].b_simple
-        found.batch_sizes = analysis.batch_size_fit(runs, len(split.X_train) if split else 0)
+        found.batch_sizes = analysis.batch_size_fit(focus, len(split.X_train) if split else 0)
         write_json(out / "batch_sizes.json", {"target_val_acc": targets.val_acc,
                                               "b_simple_at_zero": found.noise0,
                                               "solvers": found.batch_sizes})
         sections["What changes with the batch size?"] = batch_size_sentences(
             found.batch_sizes, found.noise0)
         save_figure(out / "batch_sizes.png", plots.batch_sizes(found.batch_sizes,
-                                                               found.noise0, summary))
+                                                               found.noise0, focus_summary))
         figures.append("batch_sizes.png")
-    if len(sizes) > 1 or len({r.config.seed for r in records}) > 1:
-        save_figure(out / "profile.png", plots.profile(analysis.profile(runs), analysis.TAUS,
-                                                       "steps"))
+    if focus and (len(sizes) > 1 or len({r.config.seed for r in records}) > 1):
+        save_figure(out / "profile.png", plots.profile(analysis.profile(focus),
+                                                       analysis.TAUS, "steps"))
         figures.append("profile.png")
     many_lrs = len({(r["optimizer"], r["batch_size"], r["lr"]) for r in summary}) > len(
         {(r["optimizer"], r["batch_size"]) for r in summary})
-    if tuned:
-        found.chosen = analysis.choose_lrs(summary)
-        write_csv(out / "tuning.csv", _blank(tuning_rows(found.chosen, runs)), TUNING_COLUMNS)
-        sections["After tuning"] = tuning_sentences(found.chosen, pairs)
-    elif many_lrs and (top := best(summary)):
+    if many_lrs and not tuned and (top := best(summary)):
         sections["Which configuration is best?"] = (
             f"By mean final validation loss over its seeds, {top['config']} (batch "
             f"{top['batch_size']}): loss {top['final_val_loss_mean']:.4f}, accuracy "
@@ -217,9 +223,13 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
         save_figure(out / "lr_sensitivity.png", plots.lr_sensitivity(summary, found.chosen))
         figures.append("lr_sensitivity.png")
 
-    labels = [r["config"] for r in runs]
+    shown = {r["config"] for r in focus}  # tune: the chosen configurations' curves
+    drawn = [(rec, r["config"]) for rec, r in zip(records, runs, strict=True)
+             if r["config"] in shown] or list(zip(records, [r["config"] for r in runs],
+                                                  strict=True))
     reference, extra = full_batch_rates(records, split, optima or {})
-    save_figure(out / "curves.png", plots.curves(records, labels, reference))
+    save_figure(out / "curves.png", plots.curves([d[0] for d in drawn], [d[1] for d in drawn],
+                                                 reference))
     for optimizer in dict.fromkeys(r.config.optimizer for r in records):
         # its best configuration's first seed (by mean final validation loss)
         top = best([r for r in summary if r["optimizer"] == optimizer])
@@ -283,7 +293,7 @@ def write_train(out: str | Path, record: RunRecord, split: Split, f_star: FStar 
 
     out = Path(out)
     c = record.config
-    write_csv(out / "history.csv", record.rows, HISTORY_COLUMNS)
+    write_csv(out / "history.csv", _blank(record.rows), HISTORY_COLUMNS)
     write_npy(out / "weights.npy", record.weights.astype(np.float32))
     save_figure(out / "curves.png", plots.curves([record], [c.optimizer]))
     save_figure(out / "weights.png", plots.weights(record.weights,

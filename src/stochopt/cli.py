@@ -226,6 +226,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(optimum)
     optimum.add_argument("--out", help="write optimum.json and weights.npy here")
 
+    from .landscape import FUNCTIONS
+
+    land = sub.add_parser("landscape", help="the optimisers' paths on a 2-D test function",
+                          description="Run the same update rules on a 2-D function (the "
+                          "exercise's 'optimisers from ex1') from its start point, at a "
+                          "constant lr per step, and write paths.png (trajectories over "
+                          "log-scaled contours), loss.png (f - f* per step; on the quadratic "
+                          "with the rates theory predicts) and an animated paths.gif.")
+    land.add_argument("--function", choices=FUNCTIONS, default="rosenbrock")
+    land.add_argument("--optimizers", "--optimizer", dest="optimizer", type=_parse(str, ""),
+                      default=["sgd", "momentum", "adam"], metavar="NAME",
+                      help=f"any of {', '.join(RULES)} (default: sgd,momentum,adam)")
+    land.add_argument("--lr", type=float, default=None,
+                      help="one lr for all (default: per function and optimiser, chosen so "
+                      "the picture teaches something; see the README)")
+    land.add_argument("--steps", type=int, default=None,
+                      help="steps (default: the function's, 500-1000)")
+    land.add_argument("--condition", type=float, default=10.0,
+                      help="the quadratic's condition number L/mu (default: 10)")
+    land.add_argument("--noise", type=float, default=0.0,
+                      help="add Gaussian noise of this scale to every gradient, as mini-batches "
+                      "do (default: 0)")
+    land.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    land.add_argument("--out", default="runs/landscape",
+                      help="output folder (default: runs/landscape)")
+
     noise = sub.add_parser("noise-scale", help="the gradient noise scale B_simple of a model",
                            description="B_simple = tr(Sigma) / |G|^2 over the training split "
                            "(McCandlish et al. 2018), with G the full gradient of the mean "
@@ -371,7 +397,10 @@ def cmd_many(args: argparse.Namespace) -> int:
     best = artefacts.best(found.summary)
     if not args.quiet:
         width = max(len(r["config"]) for r in found.summary)
+        picked = {c["best"]["config"] for c in found.chosen if c["best"]}
         for r in found.summary:
+            if picked and r["config"] not in picked:
+                continue  # tune: the grid is in summary.csv; the chosen ones here
             print(f"{r['config']:<{width}}  bs {r['batch_size']:<5} {r['n_seeds']} seed(s)  "
                   f"val acc {r['final_val_acc_mean']:6.2f}%  test acc "
                   f"{r['test_acc_mean']:6.2f}%  diverged {r['n_diverged']}")
@@ -416,6 +445,27 @@ def cmd_noise_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_landscape(args: argparse.Namespace) -> int:
+    from . import landscape
+
+    if args.steps is not None and args.steps < 1:
+        raise StochoptError(f"--steps must be at least 1, got {args.steps}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise StochoptError(f"--lr must be a positive finite number, got {args.lr}")
+    if not (math.isfinite(args.noise) and args.noise >= 0):
+        raise StochoptError(f"--noise must be finite and >= 0, got {args.noise}")
+    land = landscape.run(args.function, args.optimizer, args.steps, args.condition,
+                         args.noise, args.seed, args.lr)
+    files = landscape.write(land, args.out)
+    for p in land.paths:
+        reached = landscape.steps_to(p, 1e-6)
+        print(f"{p.optimizer:<10} lr {p.lr:<8g} f - f* {p.values[-1]:.3e} after "
+              f"{len(p.values) - 1} steps" + (" (diverged)" if p.diverged else "")
+              + ("" if reached is None else f"; below 1e-6 at step {reached}"))
+    print("-> " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def load_weights(path: str, shape: tuple[int, int]):
     """A weights file of the given shape, or one line saying what is wrong with it."""
     import numpy as np
@@ -436,7 +486,7 @@ def load_weights(path: str, shape: tuple[int, int]):
 
 
 COMMANDS = {"train": cmd_train, "compare": cmd_many, "sweep": cmd_many, "tune": cmd_many,
-            "optimum": cmd_optimum, "noise-scale": cmd_noise_scale}
+            "optimum": cmd_optimum, "noise-scale": cmd_noise_scale, "landscape": cmd_landscape}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -185,8 +185,11 @@ def batch_sizes(fit: dict[str, dict], noise0: float | None, summary: Sequence[di
     ax2.set(xscale="log", yscale="log", xlabel="batch size", ylabel="seconds per epoch",
             title="cost of an epoch")
     ax2.legend(fontsize=8)
+    sizes = sorted({p["batch_size"] for f in fit.values() for p in f["points"]})
     for a in (ax, ax2):
         a.grid(alpha=0.3, which="both")
+        a.set_xticks(sizes, [str(b) for b in sizes])  # the batch sizes run, not powers of 10
+        a.minorticks_off()
     fig.tight_layout()
     return fig
 

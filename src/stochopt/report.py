@@ -188,7 +188,8 @@ def batch_size_sentences(fit: dict[str, dict[str, Any]], noise0: float | None) -
     return " ".join(parts)
 
 
-def tuning_sentences(chosen: Sequence[dict], pairs: Sequence[dict]) -> str:
+def tuning_sentences(chosen: Sequence[dict], pairs: Sequence[dict], n_test: int | None = None
+                     ) -> str:
     parts = []
     for c in chosen:
         best = c["best"]
@@ -206,6 +207,13 @@ def tuning_sentences(chosen: Sequence[dict], pairs: Sequence[dict]) -> str:
     if mine:
         parts.append("Tuned against tuned, paired by seed: "
                      + "; ".join(_pair(p, names) for p in mine) + ".")
+    done = [c["best"] for c in chosen if c["best"] is not None]
+    if done and n_test:
+        top = min(done, key=lambda r: r["final_val_loss_mean"])
+        parts.append(f"The best after tuning, {names[top['config']]} (lr {top['lr']:.3g}, batch "
+                     f"{top['batch_size']}), has test accuracy {top['test_acc_mean']:.2f}% ± "
+                     f"{binomial_se(top['test_acc_mean'], n_test):.2f} (binomial standard error "
+                     f"over the {n_test:,} test images).")
     return ("Each optimizer's lr was chosen on mean final validation loss over the seeds, a "
             "diverged run losing; only then were the test metrics read. " + " ".join(parts))
 
