@@ -55,7 +55,7 @@ def test_optimizers_sharing_a_data_order_train_as_one_batch(compared):
             assert len(same) == 1
     assert len({r["seconds"] for r in rows if r["epoch"] == "1"}) == 2
     md = (compared / "report.md").read_text()
-    assert "trained together as one batch of 3 models" in md
+    assert "trained together as one batch of 3 models" in md  # 3 configurations x 1 seed
     assert "cheapest epoch" not in md  # no run of a shared batch was cheaper than another
 
 
@@ -199,5 +199,6 @@ def test_the_report_names_the_cheapest_epoch_only_when_runs_were_timed_apart():
     apart = compare_sentences([row("sgd", 0.2), row("adam", 0.3)], [], None)
     assert "The cheapest epoch was sgd's, 0.200 s." in apart
     together = compare_sentences([row("sgd", 0.25), row("adam", 0.25)], [], None)
-    assert "trained together as one batch of 2 models, 0.250 s per epoch" in together
+    assert "trained together as one batch of 2 models (2 configurations x 1 seed), 0.250 s " \
+        "per epoch" in together
     assert "cheapest" not in together

@@ -156,6 +156,7 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     the full-batch runs."""
     from . import plots
     from .report import (
+        batch_size_accuracy,
         batch_size_sentences,
         compare_sentences,
         notes,
@@ -203,8 +204,9 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
         write_json(out / "batch_sizes.json", {"target_val_acc": targets.val_acc,
                                               "b_simple_at_zero": found.noise0,
                                               "solvers": found.batch_sizes})
-        sections["What changes with the batch size?"] = batch_size_sentences(
-            found.batch_sizes, found.noise0)
+        sections["What changes with the batch size?"] = (
+            batch_size_accuracy(focus_summary) + " "
+            + batch_size_sentences(found.batch_sizes, found.noise0))
         save_figure(out / "batch_sizes.png", plots.batch_sizes(found.batch_sizes,
                                                                found.noise0, focus_summary))
         figures.append("batch_sizes.png")

@@ -122,14 +122,19 @@ def _mosaic(tiles: np.ndarray, labels: Sequence[str], cols: int, width: float, c
 
 def weights(W: np.ndarray, title: str = "") -> Figure:
     """The ten columns of W (784 x 10, a bias row beyond 784 ignored) as 28x28 images,
-    titled by their class; red is positive evidence for the class, blue negative (each
-    image on its own symmetric scale)."""
+    titled by their class, on one symmetric colour scale with its colour bar: red pixels
+    are evidence for the class (a lit pixel raises its logit), blue against, white none.
+    The scale ends at the 99th percentile of |W|: a few rarely lit border pixels carry the
+    largest weights and would otherwise wash out the digits (beyond it, the end colours)."""
     images = W[:784].T.reshape(-1, 28, 28)
-    scale = np.abs(images).max(axis=(1, 2), keepdims=True)
-    images = images / np.where(scale > 0, scale, 1.0)
-    fig = _mosaic(images, [str(c) for c in range(len(images))], 5, 10, "RdBu_r", -1, 1, 12)
+    scale = float(np.percentile(np.abs(images), 99)) or 1.0
+    fig = _mosaic(images, [str(c) for c in range(len(images))], 5, 10, "RdBu_r", -scale,
+                  scale, 12)
+    ax = fig.axes[0]
+    bar = fig.colorbar(ax.images[0], ax=ax, fraction=0.025, pad=0.02, extend="both")
+    bar.set_label("weight (red +: for the class, blue -: against)")
     if title:
-        fig.axes[0].set_title(title, pad=18)
+        ax.set_title(title, pad=24)
     return fig
 
 

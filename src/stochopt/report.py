@@ -57,7 +57,7 @@ def cell(row: dict, key: str) -> str:
 # --------------------------------------------------------------------------- sentences
 
 
-def _pair(c: dict, name: dict[str, str] | None = None) -> str:
+def pair_sentence(c: dict, name: dict[str, str] | None = None) -> str:
     """'A beats B by x points (95% CI a..b, n seeds)' or 'A and B are indistinguishable'."""
     a, b = (name or {}).get(c["a"], c["a"]), (name or {}).get(c["b"], c["b"])
     loss = c["metric"] == "final_val_loss"
@@ -113,11 +113,13 @@ def compare_sentences(summary: Sequence[dict], pairs: Sequence[dict], n_test: in
         text += (f"Ranking ('=' where the paired interval of neighbours contains 0): "
                  f"{ranking(rows, mine)}. ")
     if mine and n >= 2:
-        text += "Paired by seed (same data order): " + "; ".join(_pair(c) for c in mine) + ". "
+        text += ("Paired by seed (same data order): "
+                 + "; ".join(pair_sentence(c) for c in mine) + ". ")
     fastest = min(rows, key=lambda r: r["seconds_per_epoch"])
     if len({r["seconds_per_epoch"] for r in rows}) == 1:
         # one batch of K: the seconds are the batch's, no configuration was cheaper
-        text += (f"They trained together as one batch of {len(rows)} models, "
+        text += (f"They trained together as one batch of {len(rows) * n} models ({len(rows)} "
+                 f"configurations x {n} seed{'s' if n > 1 else ''}), "
                  f"{fastest['seconds_per_epoch']:.3f} s per epoch for all of them. ")
     else:
         text += (f"The cheapest epoch was {fastest['config']}'s, "
@@ -142,6 +144,19 @@ def target_sentences(summary: Sequence[dict], target_acc: float) -> str:
                          f"{r['median_epoch_to_target']:g} ({r['median_steps_to_target']:,.0f} "
                          f"steps, {r['median_grad_evals_to_target']:,.0f} gradient evaluations)")
     return (f"Validation accuracy {target_acc:g}% (checked after each epoch) was reached by: "
+            + "; ".join(parts) + ".")
+
+
+def batch_size_accuracy(summary: Sequence[dict]) -> str:
+    """Final validation accuracy against the batch size, per optimizer, with intervals."""
+    parts = []
+    for optimizer in dict.fromkeys(r["optimizer"] for r in summary):
+        rows = sorted((r for r in summary if r["optimizer"] == optimizer),
+                      key=lambda r: r["batch_size"])
+        parts.append(f"{optimizer}: " + ", ".join(f"{r['batch_size']}: "
+                                                  f"{_ci(r, 'final_val_acc')}%" for r in rows))
+    return ("Final validation accuracy by batch size (mean over seeds, 95% interval), after "
+            "the same number of epochs, so fewer steps for larger batches: "
             + "; ".join(parts) + ".")
 
 
@@ -206,7 +221,7 @@ def tuning_sentences(chosen: Sequence[dict], pairs: Sequence[dict], n_test: int 
             and p["metric"] == "final_val_acc"]
     if mine:
         parts.append("Tuned against tuned, paired by seed: "
-                     + "; ".join(_pair(p, names) for p in mine) + ".")
+                     + "; ".join(pair_sentence(p, names) for p in mine) + ".")
     done = [c["best"] for c in chosen if c["best"] is not None]
     if done and n_test:
         top = min(done, key=lambda r: r["final_val_loss_mean"])
