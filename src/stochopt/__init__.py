@@ -9,5 +9,15 @@ from .experiment import grid, open_out, run
 from .optim import RULES, make_optimizer, register
 from .train import fit
 
-__all__ = ["RULES", "Config", "RunRecord", "SettingError", "Split", "StochoptError", "fit",
-           "grid", "load_split", "make_optimizer", "open_out", "register", "run"]
+__all__ = ["RULES", "Config", "RunRecord", "SettingError", "SoftmaxRegression",
+           "SoftmaxRegressionCV", "Split", "StochoptError", "fit", "grid", "load_split",
+           "make_optimizer", "open_out", "register", "run"]
+
+
+def __getattr__(name: str):
+    # the scikit-learn estimators load scikit-learn, so only when they are asked for
+    if name in ("SoftmaxRegression", "SoftmaxRegressionCV"):
+        from . import estimator
+
+        return getattr(estimator, name)
+    raise AttributeError(f"module 'stochopt' has no attribute {name!r}")

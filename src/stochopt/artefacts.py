@@ -27,7 +27,7 @@ import torch
 from . import analysis
 from .analysis import Targets
 from .config import FStar, RunRecord
-from .data import N_CLASSES, Split
+from .data import Split
 from .files import save_figure, write_csv, write_json, write_npy
 from .noise import noise_scales
 from .optimum import Optimum, rates
@@ -197,7 +197,7 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     sizes = {r.config.batch_size for r in records}
     if len(sizes) > 1:
         if split is not None:
-            W0 = torch.zeros(1, split.n_features, N_CLASSES, dtype=split.X_train.dtype,
+            W0 = torch.zeros(1, split.n_features, split.n_classes, dtype=split.X_train.dtype,
                              device=split.X_train.device)
             found.noise0 = noise_scales(W0, split.X_train, split.y_train)[0].b_simple
         found.batch_sizes = analysis.batch_size_fit(focus, len(split.X_train) if split else 0)

@@ -278,6 +278,9 @@ class Split:
     # where the numbers came from: the data's checksums and the split's settings (see
     # stochopt.experiment.fingerprint); empty for a Split built by hand
     source: dict[str, Any] = field(default_factory=dict)
+    n_classes: int = N_CLASSES  # labels are 0 .. n_classes - 1
+    # per-example weights of the training loss (mean 1), or None: every example counts once
+    sample_weight: torch.Tensor | None = None
 
     @property
     def n_features(self) -> int:

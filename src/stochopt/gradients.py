@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from .data import Split
+from .errors import StochoptError
 from .model import gradient_t, logits_t, one_hot, residuals_t, seed_gradient_t, seed_logits_t
 
 
@@ -38,20 +39,29 @@ class MiniBatch:
     initial_passes = 0
 
     def __init__(self, split: Split, Wt: torch.Tensor) -> None:
-        pass
+        self.weight = split.sample_weight  # (N,), mean 1, or None
 
     def epoch_start(self, Wt: torch.Tensor) -> None:
         pass
 
     def __call__(self, Wt, idx, Xb, Ybt) -> tuple[torch.Tensor, torch.Tensor]:
         Zt = seed_logits_t(Wt, Xb)
-        return seed_gradient_t(residuals_t(Zt, Ybt.unsqueeze(1)), Xb, 1 / Xb.shape[1]), Zt
+        Rt = residuals_t(Zt, Ybt.unsqueeze(1))
+        if self.weight is not None:  # the weighted loss: each example's residual scaled
+            Rt.mul_(self.weight[idx].unsqueeze(1).unsqueeze(1))
+        return seed_gradient_t(Rt, Xb, 1 / Xb.shape[1]), Zt
+
+
+def _unweighted(split: Split, name: str) -> None:
+    if split.sample_weight is not None:
+        raise StochoptError(f"{name} does not take sample weights; use a mini-batch optimizer")
 
 
 class SVRG(MiniBatch):
     passes_per_epoch = 3  # the snapshot's full gradient, then each batch at W and at W~
 
     def __init__(self, split: Split, Wt: torch.Tensor) -> None:
+        _unweighted(split, "svrg")
         self.split = split
 
     def epoch_start(self, Wt):
@@ -70,6 +80,7 @@ class SAGA(MiniBatch):
     initial_passes = 1  # the table of every example's gradient at W = 0
 
     def __init__(self, split: Split, Wt: torch.Tensor) -> None:
+        _unweighted(split, "saga")
         X = split.X_train
         self.n = len(X)
         self.table = _full_residuals_t(split, Wt)  # (S, M, C, N)

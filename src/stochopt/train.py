@@ -162,15 +162,15 @@ def _stack(values: list[Any], like: torch.Tensor, shape: tuple[int, ...]) -> Hyp
     return torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
 
 
-# The zero model's loss is log(10) = 2.3; a model whose mean cross-entropy is 100 times that
-# has blown up. Softmax regression's gradient is bounded, so a too-large step rarely reaches
-# inf: it makes the loss huge but finite instead.
+# The zero model's loss is log(C) (2.3 for MNIST's ten classes); a model whose mean
+# cross-entropy is 100 times that has blown up. Softmax regression's gradient is bounded, so
+# a too-large step rarely reaches inf: it makes the loss huge but finite instead.
 DIVERGENCE_LOSS = 100 * math.log(N_CLASSES)
 
 
-def diverged(loss: float) -> bool:
-    """True for a NaN/inf loss or one above :data:`DIVERGENCE_LOSS`."""
-    return not (math.isfinite(loss) and loss <= DIVERGENCE_LOSS)
+def diverged(loss: float, n_classes: int = N_CLASSES) -> bool:
+    """True for a NaN/inf loss or one above 100 x the zero model's, log(n_classes)."""
+    return not (math.isfinite(loss) and loss <= 100 * math.log(max(n_classes, 2)))
 
 
 def penalty(W: torch.Tensor, weight_decay: Hyper) -> torch.Tensor:
@@ -187,7 +187,10 @@ def objective(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight_decay: H
 
 @torch.no_grad()
 def evaluate(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> tuple[list, list]:
-    """Loss and accuracy (percent) of each of the K models on (X, y)."""
+    """Loss and accuracy (percent) of each of the K models on (X, y); NaN when (X, y) is
+    empty (a split without validation examples)."""
+    if len(X) == 0:
+        return [math.nan] * len(W), [math.nan] * len(W)
     Z = logits(W, X)
     return cross_entropy(Z, y).tolist(), (100 * accuracy(Z, y)).tolist()
 
@@ -200,8 +203,8 @@ class StepMetrics:
     the host, out of the step itself. The numbers are those of evaluating every step.
     """
 
-    def __init__(self, K: int, batch_size: int) -> None:
-        self.chunk = max(1, 2**22 // (K * batch_size * N_CLASSES))
+    def __init__(self, K: int, batch_size: int, n_classes: int = N_CLASSES) -> None:
+        self.chunk = max(1, 2**22 // (K * batch_size * n_classes))
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.sums: torch.Tensor | None = None
         self.steps = 0
@@ -243,12 +246,15 @@ def fit(
     f_star: list[FStar | float | None] | None = None,
     on_epoch: Callable[[int, list[RunRecord]], None] | None = None,
     noise_scale: bool = False,
+    carry: dict[str, Any] | None = None,
 ) -> list[RunRecord]:
     """Train every configuration of ``configs`` on ``split``, those that can at once
     (:func:`plan_groups`). ``f_star`` (one per configuration: an :class:`FStar`, a number
     for an attained f*, or None) fills the ``suboptimality`` column ``f(W) - f*``;
     ``noise_scale`` fills the ``noise_scale`` column, the gradient noise scale B_simple
-    after each epoch (:mod:`stochopt.noise`; one more pass over the training set). Returns
+    after each epoch (:mod:`stochopt.noise`; one more pass over the training set).
+    ``carry`` (one batch only) continues training: the weights and optimiser state it holds
+    are the start, and the end's are put back (the estimator's ``partial_fit``). Returns
     one RunRecord per configuration, in the order given; ``on_epoch(epoch, records)`` is
     called after each epoch of each group."""
     given = [configs] if isinstance(configs, Config) else list(configs)
@@ -257,9 +263,12 @@ def fit(
     for c in given:
         c.validate(len(split.X_train))
     records: list[RunRecord | None] = [None] * len(given)
-    for group in plan_groups(given):
+    groups = plan_groups(given)
+    if carry is not None and len(groups) != 1:
+        raise StochoptError("carry continues one batch: give configurations that train at once")
+    for group in groups:
         done = _fit_batch([given[i] for i in group], split, [stars[i] for i in group], on_epoch,
-                          noise_scale)
+                          noise_scale, carry)
         for i, record in zip(group, done, strict=True):
             records[i] = record
     return records  # type: ignore[return-value]
@@ -267,16 +276,23 @@ def fit(
 
 def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
                on_epoch: Callable[[int, list[RunRecord]], None] | None,
-               noise_scale: bool = False) -> list[RunRecord]:
+               noise_scale: bool = False, carry: dict[str, Any] | None = None
+               ) -> list[RunRecord]:
     """One batch of K = S x M models (see :class:`Batch`): the loop itself."""
     layout = Batch.of(configs)
     S, M = len(layout.index), len(layout.index[0])
     flat = layout.flat  # model k = s * M + m is configuration flat[k]
     K, c0 = S * M, configs[0]
     X, y = split.X_train, split.y_train
-    Wt = torch.zeros(S, M, N_CLASSES, split.n_features, dtype=X.dtype, device=X.device)
+    C = split.n_classes
+    Wt = torch.zeros(S, M, C, split.n_features, dtype=X.dtype, device=X.device)
+    if carry and "Wt" in carry:
+        Wt.copy_(carry["Wt"])
     updaters = [Updater.build([[configs[i] for i in row[b]] for row in layout.index], b, Wt)
                 for b in layout.blocks(configs)]
+    if carry and "states" in carry:
+        for updater, state in zip(updaters, carry["states"], strict=True):
+            updater.state = state
     estimator = ESTIMATORS[c0.estimator](split, Wt)
     wd = _stack([configs[i].weight_decay for i in flat], Wt, (K, 1, 1))
     stars = [f_star[i] for i in flat]
@@ -285,22 +301,25 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
     seeds = torch.tensor(layout.seeds)
     steps, B = math.ceil(len(X) / c0.batch_size), c0.batch_size
 
-    Yt = one_hot(y, N_CLASSES, X.dtype).T.contiguous()  # labels one-hot, classes first
+    Yt = one_hot(y, C, X.dtype).T.contiguous()  # labels one-hot, classes first
     # Each step's S batches are gathered into this one buffer, still in cache when the step's
     # three matrix products read it (measured faster than slicing an epoch-long copy).
-    X_batch = X.new_empty(S * B, X.shape[1])
+    X_batch = torch.empty(S * B, X.shape[1], dtype=X.dtype, device=X.device)
     for epoch in range(c0.epochs):
         _sync(X.device)
         t0 = time.perf_counter()
         estimator.epoch_start(Wt)
         order = torch.stack([epoch_order(len(X), int(s), epoch, X.device) for s in seeds])
-        Y_order = Yt.index_select(1, order.flatten()).view(N_CLASSES, S, -1).transpose(0, 1)
+        Y_order = Yt.index_select(1, order.flatten()).view(C, S, -1).transpose(0, 1)
         batches = zip(order.split(B, 1), Y_order.split(B, -1), y[order].split(B, 1),
                       strict=True)
-        metrics = StepMetrics(K, B)
+        metrics = StepMetrics(K, B, C)
         for i, (idx, Ybt, yb) in enumerate(batches):
             b = idx.shape[1]
-            Xb = torch.index_select(X, 0, idx.flatten(), out=X_batch[:S * b]).view(S, b, -1)
+            if X.is_sparse:  # sparse rows (the estimator's scipy input): only the batch dense
+                Xb = torch.index_select(X, 0, idx.flatten()).to_dense().view(S, b, -1)
+            else:
+                Xb = torch.index_select(X, 0, idx.flatten(), out=X_batch[:S * b]).view(S, b, -1)
             Gt, Zt = estimator(Wt, idx, Xb, Ybt)
             for updater in updaters:
                 updater.step(Gt, epoch + i / steps)
@@ -329,7 +348,8 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
                    "steps": (epoch + 1) * steps, "grad_evals": done,
                    "noise_scale": b_simple[k]}
             r.rows.append(row)
-            if diverged(row["train_loss"]) or diverged(row["val_loss"]):
+            if diverged(row["train_loss"], C) or (len(split.X_val) and
+                                                   diverged(row["val_loss"], C)):
                 alive[k], r.status, r.diverged_epoch = False, "diverged", epoch + 1
         if on_epoch is not None:
             on_epoch(epoch + 1, records)
@@ -337,6 +357,8 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
             break
 
     W = evaluation_weights(Wt, updaters)
+    if carry is not None:  # W: the answering weights (K, d, C) in the data's dtype
+        carry.update(Wt=Wt, states=[u.state for u in updaters], W=W)
     test_loss, test_acc = evaluate(W, split.X_test, split.y_test)
     weights = W.float().cpu().contiguous().numpy()
     for k, r in enumerate(records):

@@ -1,0 +1,131 @@
+"""stochopt as a scikit-learn classifier: scikit-learn's own estimator checks, the same numbers
+as the command line, LogisticRegression's optimum, sparse = dense, partial_fit = fit."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from stochopt import SoftmaxRegression
+from stochopt.cli import main
+from stochopt.data import epoch_order
+
+
+@parametrize_with_checks([SoftmaxRegression()],
+                         expected_failed_checks=lambda e: e.EXPECTED_FAILURES)
+def test_scikit_learns_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's beta notice for sparse tensors
+        check(estimator)
+
+
+def test_coef_equals_the_command_lines_weights_for_the_same_run(split, data_dir, tmp_path):
+    assert main(["train", "--optimizer", "momentum", "--batch-size", "1000", "--epochs", "2",
+                 "--seed", "3", "--quiet", "--optimum", "skip", "--data-dir", str(data_dir),
+                 "--out", str(tmp_path)]) == 0
+    cli = np.load(tmp_path / "weights.npy")  # (784, 10)
+    clf = SoftmaxRegression(optimizer="momentum", lr=None, batch_size=1000, epochs=2,
+                            fit_intercept=False, random_state=3)
+    clf.fit(split.X_train.numpy(), split.y_train.numpy())
+    assert clf.coef_.shape == (10, 784) and np.abs(cli).max() > 0.01
+    assert np.abs(clf.coef_.T - cli).max() <= 1e-6
+
+
+def _objective_at_logistic_regressions_optimum(X, y, wd):
+    """f* from scikit-learn. A 2-class softmax (W = [w0, w1], both penalised) is binary
+    logistic regression on v = w1 - w0 with half the penalty: its C is 2 / (N wd)."""
+    n, binary = len(X), len(np.unique(y)) == 2
+    ref = LogisticRegression(C=(2 if binary else 1) / (n * wd), fit_intercept=False,
+                             tol=1e-12, max_iter=10_000).fit(X, y)
+    P = ref.predict_log_proba(X)
+    penalty = (wd / 4 if binary else wd / 2) * (ref.coef_**2).sum()
+    return -P[np.arange(n), np.searchsorted(ref.classes_, y)].mean() + penalty
+
+
+@pytest.mark.parametrize("loader", [load_digits, load_breast_cancer], ids=["digits", "cancer"])
+def test_full_batch_reaches_logistic_regressions_optimum_and_defaults_its_accuracy(loader):
+    X, y = loader(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    wd = 1e-2
+    clf = SoftmaxRegression(optimizer="nesterov", lr=0.5, batch_size=len(X), epochs=500,
+                            schedule="constant", weight_decay=wd, fit_intercept=False,
+                            dtype="float64").fit(X, y)
+    f_star = _objective_at_logistic_regressions_optimum(X, y, wd)
+    assert clf.objective(X, y) == pytest.approx(f_star, rel=1e-6)
+    # the defaults (mini-batch Adam) on raw features, against LogisticRegression's accuracy
+    Xr, yr = loader(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(Xr, yr, test_size=0.25, random_state=0, stratify=yr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lbfgs on raw features warns it stopped early
+        ref = LogisticRegression(max_iter=5000).fit(Xtr, ytr).score(Xte, yte)
+    mine = SoftmaxRegression().fit(Xtr, ytr).score(Xte, yte)
+    assert mine >= ref - 0.01
+
+
+def test_sparse_input_gives_the_dense_coefficients():
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    dense = SoftmaxRegression(epochs=5).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        sparse = SoftmaxRegression(epochs=5).fit(sp.csr_matrix(X), y)
+    assert np.abs(sparse.coef_ - dense.coef_).max() <= 1e-6
+    assert np.abs(sparse.intercept_ - dense.intercept_).max() <= 1e-6
+    assert (sparse.predict(sp.csr_matrix(X)) == dense.predict(X)).all()
+
+
+def test_partial_fit_over_one_epochs_batches_equals_one_epoch_of_fit():
+    X, y = load_digits(return_X_y=True)
+    X, B = X / 16, 100
+    settings = dict(optimizer="adam", batch_size=B, schedule="constant", random_state=5,
+                    dtype="float64")
+    whole = SoftmaxRegression(epochs=1, **settings).fit(X, y)
+    online = SoftmaxRegression(**settings)
+    order = epoch_order(len(X), 5, 0, "cpu").numpy()  # the order fit visits them in
+    for start in range(0, len(X), B):
+        idx = order[start:start + B]
+        online.partial_fit(X[idx], y[idx], classes=np.unique(y))
+    assert np.abs(online.coef_ - whole.coef_).max() <= 1e-6
+    assert online.n_iter_ == len(range(0, len(X), B)) and whole.n_iter_ == 1
+
+
+def test_string_labels_binary_problems_and_fitted_attributes():
+    X, y = load_breast_cancer(return_X_y=True)
+    labels = np.where(y == 1, "benign", "malignant")
+    clf = SoftmaxRegression(epochs=5).fit(X, labels)
+    assert list(clf.classes_) == ["benign", "malignant"]
+    assert clf.coef_.shape == (2, X.shape[1]) and clf.intercept_.shape == (2,)
+    assert clf.decision_function(X).shape == (len(X),)
+    assert set(clf.predict(X)) <= {"benign", "malignant"}
+    assert np.allclose(clf.predict_proba(X).sum(1), 1)
+    assert len(clf.loss_curve_) == clf.n_iter_ == 5
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+@pytest.mark.parametrize("X, y, message", [
+    (np.ones((4, 2)), np.zeros(4), "one class only"),
+    (np.array([[1.0, np.nan], [0.0, 1.0]]), np.array([0, 1]), "NaN"),
+    (np.ones((4, 2)), np.array([0, 1, 0]), "inconsistent numbers of samples"),
+    (np.ones((4, 2)), np.array([0.5, 1.5, 0.2, 3.3]), "Unknown label type"),
+])
+def test_bad_input_is_one_clear_error(X, y, message):
+    with pytest.raises(ValueError, match=message):
+        SoftmaxRegression(epochs=1).fit(X, y)
+
+
+def test_bad_settings_say_which_and_why():
+    X, y = load_digits(return_X_y=True)
+    with pytest.raises(ValueError, match="unknown optimizer 'nope'"):
+        SoftmaxRegression(optimizer="nope").fit(X, y)
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        SoftmaxRegression(epochs=0).fit(X, y)
+    with pytest.raises(ValueError, match="diverged at epoch 1"):
+        SoftmaxRegression(optimizer="sgd", lr=1e6, epochs=2).fit(X, y)
