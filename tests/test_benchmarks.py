@@ -42,3 +42,11 @@ def test_bench_optimum_runs_and_writes_its_ratios(tmp_path, data_dir):
         "stochopt newton-cg", "stochopt l-bfgs", "scikit-learn LogisticRegression"}
     s = result["summary"]["0.001"]
     assert s["newton_vs_lbfgs"] > 0 and s["certified_gap"] >= 0 and "targets >= 5x" in proc.stdout
+
+
+def test_bench_cv_runs_and_writes_its_ratio(tmp_path, data_dir):
+    proc = _run("bench_cv.py", tmp_path, data_dir)
+    result = json.loads((tmp_path / "bench_cv.json").read_text())
+    assert [r["what"] for r in result["rows"]] == ["SoftmaxRegressionCV (grid at once)",
+                                                   "GridSearchCV(SoftmaxRegression)"]
+    assert result["ratio"] > 0 and "target >= 4x" in proc.stdout

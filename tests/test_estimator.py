@@ -129,3 +129,26 @@ def test_bad_settings_say_which_and_why():
         SoftmaxRegression(epochs=0).fit(X, y)
     with pytest.raises(ValueError, match="diverged at epoch 1"):
         SoftmaxRegression(optimizer="sgd", lr=1e6, epochs=2).fit(X, y)
+
+
+def test_the_cv_grid_trained_at_once_scores_as_gridsearchcv_fitting_one_by_one():
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from stochopt import SoftmaxRegressionCV
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    lrs, wds = [1e-3, 1e-2, 3e-2], [0.0, 1e-3]
+    cv = SoftmaxRegressionCV(lrs=lrs, weight_decays=wds, cv=3, epochs=3).fit(X, y)
+    gs = GridSearchCV(SoftmaxRegression(epochs=3), {"lr": lrs, "weight_decay": wds},
+                      cv=StratifiedKFold(3), scoring="neg_log_loss").fit(X, y)
+    ours = dict(zip(zip(cv.cv_results_["lr"], cv.cv_results_["weight_decay"], strict=True),
+                    cv.cv_results_["mean_val_loss"], strict=True))
+    for params, score in zip(gs.cv_results_["params"], gs.cv_results_["mean_test_score"],
+                             strict=True):
+        assert ours[(params["lr"], params["weight_decay"])] == pytest.approx(-score, rel=1e-5)
+    assert (cv.lr_, cv.weight_decay_) == (gs.best_params_["lr"],
+                                          gs.best_params_["weight_decay"])
+    refit = SoftmaxRegression(epochs=3, lr=cv.lr_, weight_decay=cv.weight_decay_).fit(X, y)
+    assert np.abs(refit.coef_ - cv.coef_).max() <= 1e-6
+    assert cv.get_params()["lrs"] == lrs and cv.lr is None  # parameters stay as given

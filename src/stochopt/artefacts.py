@@ -232,14 +232,15 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     reference, extra = full_batch_rates(records, split, optima or {})
     save_figure(out / "curves.png", plots.curves([d[0] for d in drawn], [d[1] for d in drawn],
                                                  reference))
-    for optimizer in dict.fromkeys(r.config.optimizer for r in records):
+    image = (28, 28) if split is None else split.image_shape
+    for optimizer in dict.fromkeys(r.config.optimizer for r in records) if image else ():
         # its best configuration's first seed (by mean final validation loss)
         top = best([r for r in summary if r["optimizer"] == optimizer])
         first = next((rec for rec, r in zip(records, runs, strict=True)
                       if top is not None and r["config"] == top["config"]),
                      next(r for r in records if r.config.optimizer == optimizer))
         save_figure(out / f"weights_{optimizer}.png", plots.weights(
-            first.load_weights(out), f"{optimizer}: columns of W ({first.run})"))
+            first.load_weights(out), f"{optimizer}: columns of W ({first.run})", image[0]))
         figures.append(f"weights_{optimizer}.png")
     write_report(out, summary, runs, figures, title, {**sections, **extra, **notes(runs)})
     write_json(out / "meta.json", {"command": title, "targets": asdict(targets),
@@ -289,8 +290,8 @@ def full_batch_rates(records: Sequence[RunRecord], split: Split | None,
 
 def write_train(out: str | Path, record: RunRecord, split: Split, f_star: FStar | None
                 ) -> None:
-    """``stochopt train``'s files: history.csv, weights.npy, curves.png, weights.png,
-    samples.png and summary.json."""
+    """``stochopt train``'s files: history.csv, weights.npy, curves.png, summary.json and,
+    when the features form a square image, weights.png and samples.png."""
     from . import plots
 
     out = Path(out)
@@ -298,10 +299,13 @@ def write_train(out: str | Path, record: RunRecord, split: Split, f_star: FStar 
     write_csv(out / "history.csv", _blank(record.rows), HISTORY_COLUMNS)
     write_npy(out / "weights.npy", record.weights.astype(np.float32))
     save_figure(out / "curves.png", plots.curves([record], [c.optimizer]))
-    save_figure(out / "weights.png", plots.weights(record.weights,
-                                                   f"{c.optimizer}: columns of W"))
-    save_figure(out / "samples.png", plots.samples(split.X_train[:32].cpu().numpy(),
-                                                   split.y_train[:32].cpu().numpy()))
+    if split.image_shape:
+        side = split.image_shape[0]
+        save_figure(out / "weights.png", plots.weights(record.weights,
+                                                       f"{c.optimizer}: columns of W", side))
+        save_figure(out / "samples.png", plots.samples(split.X_train[:32].cpu().numpy(),
+                                                       split.y_train[:32].cpu().numpy(),
+                                                       side=side))
     summary = {"config": asdict(c.resolved()), "status": record.status,
                "diverged_epoch": record.diverged_epoch, "test_loss": record.test_loss,
                "test_acc": record.test_acc, "final": record.rows[-1] if record.rows else {},

@@ -40,6 +40,15 @@ class _Parser(argparse.ArgumentParser):
         raise StochoptError(f"{self.prog}: {message} (see --help)")
 
 
+def _dataset(text: str) -> str:
+    from .datasets import is_array_dataset
+
+    if text in DATASETS or is_array_dataset(text):
+        return text
+    raise argparse.ArgumentTypeError(f"--dataset {text!r} is not one of mnist, idx, digits, "
+                                     "npz:PATH, svmlight:PATH")
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -167,9 +176,14 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and device")
     g.add_argument("--data-dir", help="folder with the four IDX files (default: $STOCHOPT_DATA, "
                    "else a user cache that is filled by downloading MNIST)")
-    g.add_argument("--dataset", choices=DATASETS, default="mnist",
+    g.add_argument("--dataset", type=_dataset, default="mnist", metavar="NAME",
                    help="'mnist' checks MNIST's checksums; 'idx' accepts any data set in the "
-                   "same four-file layout, e.g. Fashion-MNIST (default: mnist)")
+                   "same four-file layout, e.g. Fashion-MNIST; 'digits' is scikit-learn's 8x8 "
+                   "digits; 'npz:PATH' (arrays X, y, optionally X_test, y_test) and "
+                   "'svmlight:PATH' (LIBSVM format) any other (default: mnist)")
+    g.add_argument("--standardize", action="store_true",
+                   help="centre and scale each feature by the training part's mean and sd "
+                   "(npz and svmlight data; images keep pixels in [0, 1])")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     g.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     g.add_argument("--bias", action="store_true", default=None,
@@ -316,7 +330,8 @@ def load_data(args: argparse.Namespace, configs: Sequence[Config] = ()) -> Split
     """The split the flags name, with every configuration checked against its size."""
     preset = _preset(args)
     split = load_split(args.data_dir, args.dataset, check_device(args.device),
-                       getattr(torch, args.dtype), preset["bias"], preset["val_fraction"])
+                       getattr(torch, args.dtype), preset["bias"], preset["val_fraction"],
+                       args.standardize)
     for c in configs:
         c.validate(len(split.X_train))
     return split
@@ -433,9 +448,9 @@ def cmd_noise_scale(args: argparse.Namespace) -> int:
     split = load_data(args)
     X = split.X_train
     if args.weights is None:
-        W = torch.zeros(split.n_features, 10, dtype=X.dtype, device=X.device)
+        W = torch.zeros(split.n_features, split.n_classes, dtype=X.dtype, device=X.device)
     else:
-        W = torch.as_tensor(load_weights(args.weights, (split.n_features, 10)),
+        W = torch.as_tensor(load_weights(args.weights, (split.n_features, split.n_classes)),
                             dtype=X.dtype, device=X.device)
     result = noise_scales(W, X, split.y_train)[0].to_json()
     if args.out:

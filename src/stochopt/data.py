@@ -281,6 +281,8 @@ class Split:
     n_classes: int = N_CLASSES  # labels are 0 .. n_classes - 1
     # per-example weights of the training loss (mean 1), or None: every example counts once
     sample_weight: torch.Tensor | None = None
+    image_shape: tuple[int, int] | None = (28, 28)  # None: the features are not an image
+    classes: list[Any] | None = None  # the original label of each class index, if not 0..C-1
 
     @property
     def n_features(self) -> int:
@@ -329,8 +331,18 @@ def load_split(
     dtype: torch.dtype = torch.float32,
     bias: bool = False,
     val_fraction: float = VAL_FRACTION,
+    standardize: bool = False,
 ) -> Split:
-    """Find (or fetch), read, check and split the data: the one call most users need."""
+    """Find (or fetch), read, check and split the data: the one call most users need.
+    ``dataset`` may also be ``digits``, ``npz:PATH`` or ``svmlight:PATH``
+    (:mod:`stochopt.datasets`), then ``standardize`` z-scores the features."""
+    from .datasets import is_array_dataset, load_array_split
+
+    if is_array_dataset(dataset):
+        return load_array_split(dataset, device, dtype, bias, val_fraction, standardize)
+    if standardize:
+        raise StochoptError("--standardize is for non-image data sets; MNIST's pixels are "
+                            "scaled to [0, 1] as the exercise does")
     directory = resolve_data_dir(data_dir, download=dataset == "mnist")
     return make_split(load_idx_dir(directory, dataset), device, dtype, bias, dataset,
                       val_fraction)

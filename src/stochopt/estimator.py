@@ -254,3 +254,68 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         idx = np.searchsorted(self.classes_, y)
         penalty = float((self.coef_**2).sum() + (self.intercept_**2).sum())
         return float(-P[np.arange(len(idx)), idx].mean()) + self.weight_decay / 2 * penalty
+
+
+class SoftmaxRegressionCV(SoftmaxRegression):
+    """:class:`SoftmaxRegression` over a grid of ``lrs`` x ``weight_decays``, chosen by
+    cross-validation like ``LogisticRegressionCV``: on each of the ``cv`` stratified folds
+    the whole grid trains at once, as one batch of K models (one matrix product per step
+    for all of them), and the grid point of lowest mean validation loss over the folds is
+    refitted on all the data. Fitted, besides SoftmaxRegression's: ``lr_``,
+    ``weight_decay_`` (the choice) and ``cv_results_`` (every grid point's mean and
+    per-fold validation loss).
+    """
+
+    def __init__(self, lrs=(1e-3, 3e-3, 1e-2, 3e-2), weight_decays=(0.0, 1e-4),
+                 cv: int = 5, optimizer: str = "adam", batch_size: int = 64, epochs: int = 50,
+                 schedule: str | None = None, lr_decay: float | None = None,
+                 fit_intercept: bool = True, hyperparameters: dict[str, Any] | None = None,
+                 device: str = "cpu", dtype: str = "float32", random_state: Any = 0,
+                 verbose: int = 0) -> None:
+        super().__init__(optimizer=optimizer, lr=None, batch_size=batch_size, epochs=epochs,
+                         schedule=schedule, lr_decay=lr_decay, weight_decay=0.0,
+                         fit_intercept=fit_intercept, hyperparameters=hyperparameters,
+                         device=device, dtype=dtype, random_state=random_state,
+                         verbose=verbose)
+        self.lrs = lrs
+        self.weight_decays = weight_decays
+        self.cv = cv
+
+    def fit(self, X, y, sample_weight=None) -> SoftmaxRegressionCV:
+        from dataclasses import replace
+
+        from sklearn.model_selection import StratifiedKFold
+
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError(f"the data hold one class only ({self.classes_[0]!r}); a "
+                             "classifier needs samples of at least 2 classes")
+        grid = [(float(lr), float(wd)) for lr in self.lrs for wd in self.weight_decays]
+        if not grid:
+            raise ValueError("lrs and weight_decays must each hold at least one value")
+        labels = np.searchsorted(self.classes_, y)
+        losses = np.zeros((len(grid), self.cv))
+        for k, (tr, va) in enumerate(StratifiedKFold(self.cv).split(X, labels)):
+            base = self._config(len(tr))
+            configs = [replace(base, lr=lr, hyper={**base.hyper, "weight_decay": wd})
+                       for lr, wd in grid]
+            Xv = self._features(X[va])
+            split = replace(self._split(X[tr], labels[tr], None),
+                            X_val=Xv.to_dense() if Xv.is_sparse else Xv,
+                            y_val=torch.as_tensor(labels[va], device=Xv.device))
+            records = train(configs, split)  # the whole grid, K at once
+            losses[:, k] = [r.rows[-1]["val_loss"] if r.status == "ok" else np.inf
+                            for r in records]
+        mean = losses.mean(axis=1)
+        if not np.isfinite(mean).any():
+            raise ValueError("every grid point diverged; try smaller lrs")
+        self.lr_, self.weight_decay_ = grid[int(np.argmin(mean))]
+        self.cv_results_ = {"lr": [g[0] for g in grid], "weight_decay": [g[1] for g in grid],
+                            "mean_val_loss": mean.tolist(), "val_loss": losses.tolist()}
+        self.lr, self.weight_decay = self.lr_, self.weight_decay_  # the refit's settings
+        try:
+            return self._train(X, y, sample_weight, {}, self.epochs)
+        finally:
+            self.lr, self.weight_decay = None, 0.0  # parameters stay as given

@@ -74,7 +74,8 @@ class Problem:
     their error only slows the inexact Newton iteration, whose gradient stays float64."""
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, weight_decay: float,
-                 n_classes: int = N_CLASSES) -> None:
+                 n_classes: int | None = None) -> None:
+        n_classes = n_classes or max(N_CLASSES if len(y) == 0 else int(y.max()) + 1, 2)
         self.N, self.wd, self.y = len(X), weight_decay, y
         self.Y = one_hot(y, n_classes, torch.float64)
         self.dense = X.double()
@@ -254,7 +255,7 @@ def whitener(X: torch.Tensor, weight_decay: float) -> tuple[torch.Tensor, torch.
 
 @torch.no_grad()
 def lbfgs(X: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0, gtol: float = 1e-8,
-          max_iter: int = 1000) -> Optimum:
+          max_iter: int = 1000, n_classes: int | None = None) -> Optimum:
     """Minimise f from W = 0 in float64 by L-BFGS (strong Wolfe) on the whitened problem
     ``V -> f(P V)``, until ``max |grad_W f| <= gtol`` or ``max_iter`` iterations (the solver
     before :func:`newton`, kept for wd = 0, where Newton's Hessian is singular at infinity).
@@ -265,8 +266,9 @@ def lbfgs(X: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0, gtol: flo
     P, P_inv = whitener(X, weight_decay)
     # grad_V = P grad_W, so |grad_W|_max <= |P^-1|_inf |grad_V|_max: stop on grad_V accordingly
     v_tol = gtol / P_inv.abs().sum(dim=1).max().item()
-    Xp, Y = X @ P, one_hot(y, 10, X.dtype)
-    V = torch.nn.Parameter(torch.zeros(X.shape[1], 10, dtype=torch.float64, device=X.device))
+    C = n_classes or int(y.max()) + 1
+    Xp, Y = X @ P, one_hot(y, C, X.dtype)
+    V = torch.nn.Parameter(torch.zeros(X.shape[1], C, dtype=torch.float64, device=X.device))
     opt = torch.optim.LBFGS([V], lr=1, max_iter=max_iter, max_eval=2 * max_iter,
                             tolerance_grad=v_tol, tolerance_change=1e-16, history_size=30,
                             line_search_fn="strong_wolfe")
@@ -366,7 +368,8 @@ def _fingerprint(split: Split, weight_decay: float) -> str:
     for t in (split.X_train[::97], split.y_train, split.X_val[:100]):
         h.update(t.detach().float().cpu().numpy().tobytes())
     h.update(f"{split.X_train.shape}|{weight_decay!r}|{CACHE_VERSION}".encode())
-    return f"{split.name}-wd{weight_decay:g}-{'bias-' if split.n_features % 784 else ''}" \
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in split.name)[-40:]
+    return f"{name}-wd{weight_decay:g}-{'bias-' if split.n_features % 784 else ''}" \
            f"{h.hexdigest()[:12]}"
 
 
@@ -395,9 +398,9 @@ def cached_optimum(split: Split, weight_decay: float = 0.0, compute: bool = True
     if progress:
         print(f"solving for the optimum f* (weight decay {weight_decay:g}) once; it is cached")
     X, y = split.X_train, split.y_train
-    problem = Problem(X, y, weight_decay)
+    problem = Problem(X, y, weight_decay, split.n_classes)
     opt = newton(X, y, weight_decay, problem=problem) if weight_decay > 0 else lbfgs(
-        X, y, weight_decay)
+        X, y, weight_decay, n_classes=split.n_classes)
     opt.curvature = curvature(X, y, opt.W.to(X.device), weight_decay, problem=problem)
     if math.isfinite(opt.objective):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -104,29 +104,31 @@ def curves(histories: Sequence[RunRecord], labels: Sequence[str] | None = None,
 
 def _mosaic(tiles: np.ndarray, labels: Sequence[str], cols: int, width: float, cmap: str,
             vmin: float, vmax: float, fontsize: float) -> Figure:
-    """28x28 tiles on one image, labelled above: one imshow instead of an axes per tile,
+    """Square tiles on one image, labelled above: one imshow instead of an axes per tile,
     which makes the figure several times faster to lay out and save."""
-    rows, step = math.ceil(len(tiles) / cols), 28 + 6
-    canvas = np.full((rows * step - 6, cols * step - 6), np.nan)  # NaN: the white gaps
+    side = tiles.shape[-1]
+    gap = max(2, side // 5)
+    rows, step = math.ceil(len(tiles) / cols), side + gap
+    canvas = np.full((rows * step - gap, cols * step - gap), np.nan)  # NaN: the white gaps
     fig, ax = plt.subplots(figsize=(width, width * rows * step / (cols * step) + 0.6))
     colours = plt.get_cmap(cmap).with_extremes(bad="white")
     for i, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
         r, c = divmod(i, cols)
-        canvas[r * step:r * step + 28, c * step:c * step + 28] = tile
-        ax.text(c * step + 13.5, r * step - 1.5, label, ha="center", va="bottom",
-                fontsize=fontsize)
+        canvas[r * step:r * step + side, c * step:c * step + side] = tile
+        ax.text(c * step + (side - 1) / 2, r * step - 0.05 * side, label, ha="center",
+                va="bottom", fontsize=fontsize)
     ax.imshow(canvas, cmap=colours, vmin=vmin, vmax=vmax)
     ax.axis("off")
     return fig
 
 
-def weights(W: np.ndarray, title: str = "") -> Figure:
+def weights(W: np.ndarray, title: str = "", side: int = 28) -> Figure:
     """The ten columns of W (784 x 10, a bias row beyond 784 ignored) as 28x28 images,
     titled by their class, on one symmetric colour scale with its colour bar: red pixels
     are evidence for the class (a lit pixel raises its logit), blue against, white none.
     The scale ends at the 99th percentile of |W|: a few rarely lit border pixels carry the
     largest weights and would otherwise wash out the digits (beyond it, the end colours)."""
-    images = W[:784].T.reshape(-1, 28, 28)
+    images = W[:side * side].T.reshape(-1, side, side)
     scale = float(np.percentile(np.abs(images), 99)) or 1.0
     fig = _mosaic(images, [str(c) for c in range(len(images))], 5, 10, "RdBu_r", -scale,
                   scale, 12)
@@ -138,10 +140,10 @@ def weights(W: np.ndarray, title: str = "") -> Figure:
     return fig
 
 
-def samples(X: np.ndarray, y: np.ndarray, n: int = 32) -> Figure:
-    """The first ``n`` rows of X as 28x28 digits, each titled with its label."""
+def samples(X: np.ndarray, y: np.ndarray, n: int = 32, side: int = 28) -> Figure:
+    """The first ``n`` rows of X as side x side images, each titled with its label."""
     n = min(n, len(X))
-    images = X[:n, :784].reshape(-1, 28, 28)
+    images = X[:n, :side * side].reshape(-1, side, side)
     return _mosaic(images, [str(int(v)) for v in y[:n]], 8, 8.8, "gray_r", 0, 1, 9)
 
 

@@ -1,0 +1,137 @@
+"""Data sets beyond MNIST's four IDX files, as the same :class:`~stochopt.data.Split`.
+
+    --dataset digits          scikit-learn's bundled 8x8 digits (offline), pixels / 16
+    --dataset npz:PATH        arrays X, y (and optionally X_test, y_test)
+    --dataset svmlight:PATH   LIBSVM format (scikit-learn's reader), as benchopt uses
+
+The split follows the exercise's recipe: indices shuffled by numpy's seed 2000, the first
+``val_fraction`` validation, the rest training. When the file brings no test set, the next
+``val_fraction`` of the shuffled indices is the test set. Pixels are scaled for the image
+data sets only; ``standardize`` centres and scales every feature by the training part's
+mean and standard deviation (for the others). Labels may be any values: they are numbered
+in sorted order, and ``Split.classes`` keeps them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import SPLIT_SEED, Split, exercise_split_indices
+from .errors import StochoptError
+
+KINDS = ("digits", "npz", "svmlight")
+
+
+def is_array_dataset(spec: str) -> bool:
+    return spec == "digits" or spec.split(":", 1)[0] in ("npz", "svmlight")
+
+
+def _read(spec: str) -> dict[str, np.ndarray]:
+    """The arrays a spec names (the digits' pixels scaled to [0, 1])."""
+    kind, _, path = spec.partition(":")
+    if kind == "digits":
+        from sklearn.datasets import load_digits
+
+        X, y = load_digits(return_X_y=True)
+        return {"X": X / 16.0, "y": y}
+    if not path:
+        raise StochoptError(f"--dataset {kind}: needs a file, as {kind}:PATH")
+    if not Path(path).is_file():
+        raise StochoptError(f"--dataset {spec}: no such file")
+    if kind == "npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise StochoptError(f"--dataset {spec} is not a readable .npz file ({e})") from None
+        missing = {"X", "y"} - set(arrays)
+        if missing:
+            raise StochoptError(f"--dataset {spec} has no array {', '.join(sorted(missing))}; "
+                                "it needs X and y (and optionally X_test, y_test)")
+        if ("X_test" in arrays) != ("y_test" in arrays):
+            raise StochoptError(f"--dataset {spec} has one of X_test and y_test; give both")
+        return arrays
+    from sklearn.datasets import load_svmlight_file
+
+    try:
+        X, y = load_svmlight_file(path)
+    except (OSError, ValueError) as e:
+        raise StochoptError(f"--dataset {spec} is not in LIBSVM (svmlight) format ({e})"
+                            ) from None
+    return {"X": X.toarray(), "y": y}
+
+
+def _check(name: str, X: np.ndarray, y: np.ndarray, spec: str) -> tuple[np.ndarray, np.ndarray]:
+    if X.dtype == object or y.dtype == object:
+        raise StochoptError(f"--dataset {spec}: {name} is ragged or not numeric")
+    if not np.issubdtype(X.dtype, np.number):
+        raise StochoptError(f"--dataset {spec}: {name} holds {X.dtype} values, not numbers")
+    if X.ndim != 2:
+        raise StochoptError(f"--dataset {spec}: {name} must be 2-D (samples x features), "
+                            f"got shape {X.shape}")
+    y = np.ravel(y)
+    if len(X) != len(y):
+        raise StochoptError(f"--dataset {spec}: {name} has {len(X)} rows but its labels "
+                            f"{len(y)}; they must be of the same length")
+    if not np.isfinite(X).all():
+        raise StochoptError(f"--dataset {spec}: {name} holds NaN or infinite values")
+    return X.astype(np.float64), y
+
+
+def load_array_split(spec: str, device: str | torch.device = "cpu",
+                     dtype: torch.dtype = torch.float32, bias: bool = False,
+                     val_fraction: float = 0.2, standardize: bool = False) -> Split:
+    """The Split of ``digits``, ``npz:PATH`` or ``svmlight:PATH`` (see the module)."""
+    if spec.split(":", 1)[0] not in KINDS:
+        raise StochoptError(f"unknown dataset {spec!r}; choose mnist, idx, digits, npz:PATH "
+                            "or svmlight:PATH")
+    arrays = _read(spec)
+    X, y = _check("X", arrays["X"], arrays["y"], spec)
+    has_test = "X_test" in arrays
+    if has_test:
+        X_test, y_test = _check("X_test", arrays["X_test"], arrays["y_test"], spec)
+        if X_test.shape[1] != X.shape[1]:
+            raise StochoptError(f"--dataset {spec}: X_test has {X_test.shape[1]} features, X "
+                                f"{X.shape[1]}")
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise StochoptError(f"--dataset {spec}: every label is {classes[0]!r}; a classifier "
+                            "needs at least 2 classes")
+    # the exercise's recipe: a seeded shuffle, the first val_fraction for validation
+    rest, val = exercise_split_indices(len(X), val_fraction)
+    if not has_test:  # the next val_fraction of the shuffled indices
+        test, rest = rest[:len(val)], rest[len(val):]
+        X_test, y_test = X[test], y[test]
+    train = rest
+    if len(train) == 0:
+        raise StochoptError(f"--dataset {spec}: too few samples ({len(X)}) to split")
+    unknown = np.setdiff1d(y_test, classes)
+    if len(unknown):
+        raise StochoptError(f"--dataset {spec}: the test labels {unknown!r} are not among the "
+                            "training labels")
+    parts = {"train": (X[train], y[train]), "val": (X[val], y[val]), "test": (X_test, y_test)}
+    if standardize:
+        mean, sd = X[train].mean(0), X[train].std(0)
+        sd[sd == 0] = 1.0  # a constant feature stays 0
+        parts = {k: ((a - mean) / sd, b) for k, (a, b) in parts.items()}
+    tensors: dict[str, Any] = {}
+    for part, (Xp, yp) in parts.items():
+        Xt = torch.as_tensor(Xp, dtype=dtype, device=device)
+        if bias:
+            Xt = torch.cat([Xt, torch.ones(len(Xt), 1, dtype=dtype, device=device)], 1)
+        tensors[f"X_{part}"] = Xt.contiguous()
+        tensors[f"y_{part}"] = torch.as_tensor(np.searchsorted(classes, yp), device=device)
+    side = math.isqrt(X.shape[1])
+    source = {"dataset": spec, "val_fraction": val_fraction, "split_seed": SPLIT_SEED,
+              "bias": bias, "standardize": standardize,
+              "md5": {k: hashlib.md5(np.ascontiguousarray(a)).hexdigest()
+                      for k, a in sorted(arrays.items())}}
+    return Split(**tensors, name=spec, source=source, n_classes=len(classes),
+                 image_shape=(side, side) if side * side == X.shape[1] else None,
+                 classes=[c.item() for c in classes])
