@@ -99,3 +99,25 @@ def test_ragged_wrong_format_and_missing_files_are_one_line(tmp_path, capsys):
         code, err = _err(capsys, ["train", "--dataset", spec, "--out", str(tmp_path / "o"),
                                   *QUIET])
         assert code == 2 and message in err and err.count("\n") == 0, (spec, err)
+
+
+def test_optimum_and_noise_scale_commands_work_on_digits(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    monkeypatch.setenv("STOCHOPT_CACHE", str(tmp_path / "cache"))
+    wd = 1e-3
+    assert main(["optimum", "--dataset", "digits", "--weight-decay", str(wd)]) == 0
+    f_star = json.loads(capsys.readouterr().out.split("\n", 1)[1])["objective"]
+    split = load_split(dataset="digits")
+    X, y = split.X_train.double().numpy(), split.y_train.numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = LogisticRegression(C=1 / (len(X) * wd), fit_intercept=False, tol=1e-12,
+                                 max_iter=20_000).fit(X, y)
+    P = ref.predict_log_proba(X)
+    f_ref = -P[np.arange(len(y)), y].mean() + wd / 2 * (ref.coef_**2).sum()
+    assert f_star == pytest.approx(f_ref, rel=1e-9) and f_star <= f_ref + 1e-12
+    assert main(["noise-scale", "--dataset", "digits"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == len(X)

@@ -117,7 +117,7 @@ def test_k_configurations_at_once_equal_k_separate_runs(name):
 def test_every_optimizer_has_a_torch_reference_case():
     """Every update rule of the registry (svrg and saga are sgd's rule on another gradient
     estimate, tested in test_gradients.py)."""
-    tested = {c[0] for c in CASES} | {"rprop", "asgd", "lion"}  # each with its own test below
+    tested = {c[0] for c in CASES} | {"rprop", "asgd", "lion"} | {c[0] for c in SCHEDULE_FREE}
     assert tested == {n for n, r in RULES.items() if r.estimator == "minibatch"}
 
 
@@ -187,4 +187,41 @@ def test_lion_matches_the_authors_package(hyper, lr, weight_decay, dtype):
         lambda p: Lion([p], lr=lr, betas=betas, weight_decay=weight_decay),
         "lion", hyper, lr, weight_decay, dtype)
     assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
+    assert (w - w0).abs().max().item() > 10 * TOL[dtype]
+
+
+SCHEDULE_FREE = [  # (our name, our hyperparameters, the reference's kwargs, lr)
+    ("sgd-schedulefree", {}, {}, 1.0),
+    ("sgd-schedulefree", {"momentum": 0.7, "warmup_steps": 20, "r": 0.5,
+                          "weight_lr_power": 1.0}, {"momentum": 0.7, "warmup_steps": 20,
+                                                    "r": 0.5, "weight_lr_power": 1.0}, 0.3),
+    ("adamw-schedulefree", {}, {}, 0.0025),
+    ("adamw-schedulefree", {"beta1": 0.8, "beta2": 0.99, "eps": 1e-6, "warmup_steps": 10,
+                            "r": 1.0}, {"betas": (0.8, 0.99), "eps": 1e-6,
+                                        "warmup_steps": 10, "r": 1.0}, 0.01),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize(("name", "ours", "theirs", "lr"), SCHEDULE_FREE,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(SCHEDULE_FREE)])
+def test_schedule_free_matches_the_authors_package(name, ours, theirs, lr, weight_decay, dtype):
+    """The training point y and, after the reference's eval(), the evaluation point x."""
+    import schedulefree
+
+    cls = {"sgd-schedulefree": schedulefree.SGDScheduleFree,
+           "adamw-schedulefree": schedulefree.AdamWScheduleFree}[name]
+    def make(p):
+        ref = cls([p], lr=lr, weight_decay=weight_decay, foreach=False, **theirs)
+        ref.train()  # 1.4.1 starts in eval mode
+        return ref
+
+    w, w0, ref_param, ref, opt, state = _side_by_side(make, name, ours, lr, weight_decay,
+                                                      dtype)
+    assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
+    ref.eval()  # the reference's answering point, x
+    x = opt.evaluation_point(w, state)
+    assert (x - ref_param.detach()).abs().max().item() <= TOL[dtype]
+    assert (x - w).abs().max().item() > 100 * TOL[dtype]  # x is not y
     assert (w - w0).abs().max().item() > 10 * TOL[dtype]

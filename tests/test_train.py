@@ -185,7 +185,8 @@ def test_variance_reduced_runs_with_several_seeds_equal_them_alone(split, estima
     _each_equals_it_alone(configs, split, keys=())
 
 
-@pytest.mark.parametrize("name", ["adamax", "radam", "rprop", "asgd", "lion"])
+@pytest.mark.parametrize("name", ["adamax", "radam", "rprop", "asgd", "lion",
+                                  "sgd-schedulefree", "adamw-schedulefree"])
 def test_a_new_rule_in_a_batch_of_four_equals_it_alone(split, name):
     """K = 4: the rule and momentum, each at seeds 0 and 1, trained as one batch (asgd
     averaging from step 5, so that its evaluation point is its average)."""
@@ -214,3 +215,22 @@ def test_asgd_answers_with_its_average(split):
     assert torch.allclose(torch.from_numpy(r.weights).double(), average, atol=1e-6)  # ...ours is ax
     val = cross_entropy(split.X_val.double() @ average, split.y_val).item()
     assert r.rows[0]["val_loss"] == pytest.approx(val, abs=1e-5)
+
+
+def test_schedule_free_answers_at_x_and_refuses_a_schedule(split):
+    """Validation and the saved weights are the evaluation point x; the per-step training
+    metrics are those of y, where the gradients are taken. A schedule is refused."""
+    from stochopt.errors import SettingError
+    from stochopt.train import evaluate
+
+    config = Config(optimizer="sgd-schedulefree", lr=0.5, epochs=1, batch_size=2000)
+    carry: dict = {}
+    (r,) = fit(config, split, carry=carry)
+    x, y = carry["W"][0], carry["Wt"][0, 0].T
+    assert (x - y).abs().max() > 1e-3
+    assert r.weights == pytest.approx(x.numpy(), abs=1e-7)
+    (val_loss,), _ = evaluate(x.unsqueeze(0), split.X_val, split.y_val)
+    assert r.rows[-1]["val_loss"] == pytest.approx(val_loss, rel=1e-6)
+    for bad in ({"schedule": "exponential"}, {"warmup_epochs": 1.0}):
+        with pytest.raises(SettingError, match="must be constant"):
+            Config(optimizer="sgd-schedulefree", **bad).validate()

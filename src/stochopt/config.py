@@ -119,6 +119,11 @@ class Config:
             raise SettingError.bad("train_metrics", "must be 'after' or 'before'")
         rule.check({"lr": self.base_lr, **self.hyper})
         check_schedule(self.schedule_name, self.lr_decay)
+        if rule.fixed_schedule and (self.schedule_name != "constant" or self.warmup_epochs):
+            raise SettingError(f"{{schedule}} of {self.optimizer} must be constant, without "
+                               f"{{warmup_epochs}}: the method replaces the schedule (its "
+                               f"{{warmup_steps}} warm up per step)", "schedule",
+                               "warmup_epochs", "warmup_steps")
 
 
 @dataclass(frozen=True)

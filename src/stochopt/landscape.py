@@ -31,7 +31,7 @@ Vec = torch.Tensor  # shape (..., 2): x = v[..., 0], y = v[..., 1]
 # rules whose step length does not scale with the gradient's (they divide by a running RMS
 # of it, or take its sign): on a 2-D function they want an lr on the scale of the moves
 SCALE_FREE = {"adam", "adamw", "nadam", "adamax", "radam", "adagrad", "rmsprop", "adadelta",
-              "rprop", "lion"}
+              "rprop", "lion", "adamw-schedulefree"}
 
 
 @dataclass

@@ -400,7 +400,7 @@ def cached_optimum(split: Split, weight_decay: float = 0.0, compute: bool = True
     X, y = split.X_train, split.y_train
     problem = Problem(X, y, weight_decay, split.n_classes)
     opt = newton(X, y, weight_decay, problem=problem) if weight_decay > 0 else lbfgs(
-        X, y, weight_decay, n_classes=split.n_classes)
+        X, y, weight_decay)  # its classes: 0 .. max(y)
     opt.curvature = curvature(X, y, opt.W.to(X.device), weight_decay, problem=problem)
     if math.isfinite(opt.objective):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,8 @@ class Rule:
     # True when weight_decay shrinks w directly (AdamW) instead of adding (wd/2)|w|^2 to the
     # objective: such a rule does not minimise f + (wd/2)|w|^2, so f - f* means nothing
     decoupled_decay: ClassVar[bool] = False
+    # True when the rule replaces the schedule (schedule-free): only "constant" is accepted
+    fixed_schedule: ClassVar[bool] = False
 
     lr = Setting(0.1, POSITIVE, "base learning rate, scaled by the schedule")
     weight_decay = Setting(0.0, NON_NEGATIVE, "L2 penalty (wd/2)|w|^2, wd*w added to the "
