@@ -50,3 +50,12 @@ def test_bench_cv_runs_and_writes_its_ratio(tmp_path, data_dir):
     assert [r["what"] for r in result["rows"]] == ["SoftmaxRegressionCV (grid at once)",
                                                    "GridSearchCV(SoftmaxRegression)"]
     assert result["ratio"] > 0 and "target >= 4x" in proc.stdout
+
+
+def test_bench_rules_covers_every_optimizer(tmp_path, data_dir):
+    _run("bench_rules.py", tmp_path, data_dir)
+    result = json.loads((tmp_path / "bench_rules.json").read_text())
+    from stochopt.optim import RULES
+
+    assert {r["optimizer"] for r in result["rows"]} == set(RULES) - {"toy-signsgd"}
+    assert all(r["seconds_per_epoch_k1"] > 0 for r in result["rows"])

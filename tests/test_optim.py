@@ -36,6 +36,9 @@ CASES = [
     ("radam", {}, torch.optim.RAdam, {}, 1e-3),
     ("radam", {"beta2": 0.9, "decoupled_weight_decay": True}, torch.optim.RAdam,
      {"betas": (0.9, 0.9), "decoupled_weight_decay": True}, 1e-2),
+    ("adafactor", {}, torch.optim.Adafactor, {}, 1e-2),
+    ("adafactor", {"beta2_decay": -0.5, "eps2": 1e-2, "d": 2.0}, torch.optim.Adafactor,
+     {"beta2_decay": -0.5, "eps": (None, 1e-2), "d": 2.0}, 0.05),
 ]
 TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 
@@ -117,7 +120,8 @@ def test_k_configurations_at_once_equal_k_separate_runs(name):
 def test_every_optimizer_has_a_torch_reference_case():
     """Every update rule of the registry (svrg and saga are sgd's rule on another gradient
     estimate, tested in test_gradients.py)."""
-    tested = {c[0] for c in CASES} | {"rprop", "asgd", "lion"} | {c[0] for c in SCHEDULE_FREE}
+    tested = ({c[0] for c in CASES} | {"rprop", "asgd", "lion"}
+              | {c[0] for c in SCHEDULE_FREE} | {c[0] for c in D_ADAPTED})
     assert tested == {n for n, r in RULES.items() if r.estimator == "minibatch"}
 
 
@@ -225,3 +229,57 @@ def test_schedule_free_matches_the_authors_package(name, ours, theirs, lr, weigh
     assert (x - ref_param.detach()).abs().max().item() <= TOL[dtype]
     assert (x - w).abs().max().item() > 100 * TOL[dtype]  # x is not y
     assert (w - w0).abs().max().item() > 10 * TOL[dtype]
+
+
+D_ADAPTED = [  # (our name, our hyperparameters, the reference's kwargs)
+    ("prodigy", {}, {}),
+    ("prodigy", {"beta1": 0.8, "beta2": 0.99, "d0": 1e-6, "d_coef": 0.5,
+                 "use_bias_correction": True, "safeguard_warmup": True},
+     {"betas": (0.8, 0.99), "d0": 1e-6, "d_coef": 0.5, "use_bias_correction": True,
+      "safeguard_warmup": True}),
+    ("prodigy", {"decouple": False}, {"decouple": False}),
+    ("dadapt-adam", {}, {}),
+    ("dadapt-adam", {"beta1": 0.8, "beta2": 0.99, "d0": 1e-4, "use_bias_correction": True,
+                     "decouple": True},
+     {"betas": (0.8, 0.99), "d0": 1e-4, "use_bias_correction": True, "decouple": True}),
+]
+
+
+def _on_mnist(make_ref, name, ours, lr, weight_decay, dtype, split, steps=30, batch=128):
+    """Our rule and the reference, each from W = 0, each stepping on the mini-batch
+    gradient of the softmax loss at its own weights, over ``steps`` MNIST batches."""
+    from stochopt.model import gradient
+
+    X, y = split.X_train[: steps * batch].to(dtype), split.y_train[: steps * batch]
+    ref_param = torch.nn.Parameter(torch.zeros(X.shape[1], 10, dtype=dtype))
+    ref = make_ref(ref_param)
+    opt = make_optimizer(name, weight_decay=weight_decay, **ours)
+    w = torch.zeros(X.shape[1], 10, dtype=dtype)
+    state = opt.init(w)
+    for Xb, yb in zip(X.split(batch), y.split(batch), strict=True):
+        ref_param.grad = gradient(ref_param.detach(), Xb, yb)
+        ref.step()
+        opt.step(w, gradient(w, Xb, yb), state, lr)
+    return w, ref_param, ref, opt, state
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize(("name", "ours", "theirs"), D_ADAPTED,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(D_ADAPTED)])
+def test_learning_rate_free_adams_match_the_authors_packages(name, ours, theirs,
+                                                              weight_decay, dtype, split):
+    """30 MNIST mini-batch steps: the weights and the estimate d itself."""
+    from dadaptation import DAdaptAdam
+    from prodigyopt import Prodigy
+
+    cls = {"prodigy": Prodigy, "dadapt-adam": DAdaptAdam}[name]
+    w, ref_param, ref, opt, state = _on_mnist(
+        lambda p: cls([p], lr=1.0, weight_decay=weight_decay, **theirs), name, ours, 1.0,
+        weight_decay, dtype, split)
+    assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
+    d = float(opt.diagnostics(state)["d_estimate"].flatten()[0])
+    assert d == pytest.approx(ref.param_groups[0]["d"], rel=1e-5 if dtype == torch.float32
+                              else 1e-10)
+    assert d > 5 * ours.get("d0", 1e-6)  # d grew: the test exercises the estimate
+    assert w.abs().max().item() > 10 * TOL[dtype]

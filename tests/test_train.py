@@ -2,6 +2,7 @@
 divergence, and the fast path against a plain loop written out as the exercise does it."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -186,7 +187,8 @@ def test_variance_reduced_runs_with_several_seeds_equal_them_alone(split, estima
 
 
 @pytest.mark.parametrize("name", ["adamax", "radam", "rprop", "asgd", "lion",
-                                  "sgd-schedulefree", "adamw-schedulefree"])
+                                  "sgd-schedulefree", "adamw-schedulefree", "prodigy",
+                                  "dadapt-adam", "adafactor"])
 def test_a_new_rule_in_a_batch_of_four_equals_it_alone(split, name):
     """K = 4: the rule and momentum, each at seeds 0 and 1, trained as one batch (asgd
     averaging from step 5, so that its evaluation point is its average)."""
@@ -195,6 +197,12 @@ def test_a_new_rule_in_a_batch_of_four_equals_it_alone(split, name):
                       hyper=hyper if o == name else {})
                for s in (0, 1) for o in (name, "momentum")]
     assert plan_groups(configs) == [[0, 1, 2, 3]]
+    if name == "dadapt-adam":
+        # its weights grow to ~4 and its d amplifies float32's last-digit differences
+        # between a seed's plain product (alone) and the batched one (2.6e-5 apart, 6e-6
+        # relative; the README says so): the same check in float64
+        split = replace(split, **{f"X_{p}": getattr(split, f"X_{p}").double()
+                                  for p in ("train", "val", "test")})
     _each_equals_it_alone(configs, split, ("val_loss",))
 
 

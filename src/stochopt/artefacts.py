@@ -78,8 +78,12 @@ def hyper_columns(records: Sequence[RunRecord]) -> list[str]:
 
 
 def results_rows(records: Sequence[RunRecord]) -> tuple[list[dict[str, Any]], list[str]]:
-    """The tidy table: one row per run x epoch, and its columns."""
+    """The tidy table: one row per run x epoch, and its columns (after the hyperparameters,
+    what rules record per epoch, such as Prodigy's d)."""
     extra = hyper_columns(records)
+    known = {*BASE_COLUMNS, *HISTORY_COLUMNS}
+    recorded = list(dict.fromkeys(k for r in records for row in r.rows for k in row
+                                  if k not in known))
     rows = []
     for record in records:
         c = record.config.resolved()
@@ -94,8 +98,9 @@ def results_rows(records: Sequence[RunRecord]) -> tuple[list[dict[str, Any]], li
                          "status": "diverged" if diverged_here else "ok",
                          "f_star_attained": "" if record.f_star is None
                          else str(record.f_star.attained).lower(),
-                         **{k: "" if values.get(k) is None else values[k] for k in extra}})
-    return rows, BASE_COLUMNS + extra
+                         **{k: "" if values.get(k) is None else values[k] for k in extra},
+                         **{k: row.get(k, "") for k in recorded}})
+    return rows, BASE_COLUMNS + extra + recorded
 
 
 def best(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -296,7 +301,8 @@ def write_train(out: str | Path, record: RunRecord, split: Split, f_star: FStar 
 
     out = Path(out)
     c = record.config
-    write_csv(out / "history.csv", _blank(record.rows), HISTORY_COLUMNS)
+    recorded = [k for k in (record.rows[0] if record.rows else {}) if k not in HISTORY_COLUMNS]
+    write_csv(out / "history.csv", _blank(record.rows), HISTORY_COLUMNS + recorded)
     write_npy(out / "weights.npy", record.weights.astype(np.float32))
     save_figure(out / "curves.png", plots.curves([record], [c.optimizer]))
     if split.image_shape:

@@ -32,6 +32,7 @@ Vec = torch.Tensor  # shape (..., 2): x = v[..., 0], y = v[..., 1]
 # of it, or take its sign): on a 2-D function they want an lr on the scale of the moves
 SCALE_FREE = {"adam", "adamw", "nadam", "adamax", "radam", "adagrad", "rmsprop", "adadelta",
               "rprop", "lion", "adamw-schedulefree"}
+LR_FREE = {"prodigy", "dadapt-adam"}  # lr multiplies their own estimate: leave it at 1
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Function:
     def lr_for(self, optimizer: str) -> float:
         if optimizer in self.lr_by_rule:
             return self.lr_by_rule[optimizer]
+        if optimizer in LR_FREE:
+            return 1.0
         return self.lr_scale_free if optimizer in SCALE_FREE else self.lr
 
 

@@ -234,6 +234,19 @@ class StepMetrics:
         return loss, [100 * a for a in acc]
 
 
+def _diagnostics(updaters: list[Updater], S: int, M: int) -> list[dict[str, float]]:
+    """Each model's :meth:`Rule.diagnostics` after an epoch (model k = s * M + m)."""
+    extra: list[dict[str, float]] = [{} for _ in range(S * M)]
+    for u in updaters:
+        m = u.block.stop - u.block.start
+        for name, value in u.rule.diagnostics(u.state).items():
+            values = torch.as_tensor(value).expand(S, m, 1, 1).reshape(S, m).tolist()
+            for s in range(S):
+                for j in range(m):
+                    extra[s * M + u.block.start + j][name] = values[s][j]
+    return extra
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -339,6 +352,7 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
             if gsq is not None and sq is not None:
                 b_simple = ((sq - gsq) / gsq).tolist()
         done = len(X) * (estimator.initial_passes + (epoch + 1) * estimator.passes_per_epoch)
+        extra = _diagnostics(updaters, S, M)
         for k, r in enumerate(records):
             if not alive[k]:
                 continue
@@ -346,7 +360,7 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
                    "val_loss": val_loss[k], "val_acc": val_acc[k],
                    "lr": r.config.lr_at(epoch), "suboptimality": sub[k], "seconds": seconds,
                    "steps": (epoch + 1) * steps, "grad_evals": done,
-                   "noise_scale": b_simple[k]}
+                   "noise_scale": b_simple[k], **extra[k]}
             r.rows.append(row)
             if diverged(row["train_loss"], C) or (len(split.X_val) and
                                                    diverged(row["val_loss"], C)):

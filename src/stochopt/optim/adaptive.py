@@ -134,3 +134,69 @@ class Rprop(Rule):
         g = torch.where(sign < 0, 0.0, g)  # a flipped sign: no step, and no memory of it
         w.addcmul_(g.sign(), s, value=-1)
         prev.copy_(g)
+
+
+@register
+class Adafactor(Rule):
+    """Adafactor (Shazeer & Stern 2018), as torch.optim.Adafactor: the second moment of the
+    (784, 10) matrix W factored into row and column means, ``r <- lerp(r, mean_j g^2, 1 -
+    b_t) ; c <- lerp(c, mean_i g^2, 1 - b_t) ; V = r c / mean(r)`` with ``1 - b_t =
+    t^beta2_decay``; the step ``u = g / sqrt(V)``, clipped to RMS ``d``, scaled by the
+    weights' RMS: ``w <- w - max(eps2, RMS(w)) min(lr, 1/sqrt(t)) u / max(1, RMS(u)/d)``.
+
+    It works on W as the exercise shapes it (features x classes, the bias row included),
+    whatever the loop's layout, so that its rows and columns are torch's. lr is a relative
+    step size; eps1 is the dtype's epsilon (torch's default); the decay is decoupled."""
+
+    name = "adafactor"
+    reference = "torch.optim.Adafactor"
+    default_schedule = "constant"
+    decoupled_decay = True
+    lr = Setting(0.01, POSITIVE, "relative step size (capped by 1/sqrt(t))")
+    beta2_decay = Setting(-0.8, Interval(-1.0, 0.0, high_open=True),
+                          "1 - beta2_t = t^beta2_decay")
+    eps2 = Setting(1e-3, POSITIVE, "floor of the weights' RMS that scales the step")
+    d = Setting(1.0, Interval(1.0, math.inf), "clipping threshold of the update's RMS")
+    weight_decay = Setting(0.0, NON_NEGATIVE, "decoupled decay: w <- (1 - lr wd) w")
+
+    @staticmethod
+    def _exercise(w):
+        """W in the exercise's shape: (d, C) given as is, the loop's (..., C, d) transposed."""
+        return w if w.dim() == 2 else w.mT
+
+    def init(self, w):
+        W = self._exercise(w)
+        return {"t": 0, "row": torch.zeros_like(W[..., :1]),  # (..., d, 1)
+                "col": torch.zeros_like(W[..., :1, :])}  # (..., 1, C)
+
+    def step(self, w, g, state, lr):
+        state["t"] += 1
+        self.update(w, g, state, lr)  # the decay goes in inside, as torch's
+
+    def update(self, w, g, state, lr):
+        W, G = self._exercise(w), self._exercise(g)
+        t, eps1 = state["t"], torch.finfo(w.dtype).eps
+        one = w.dim() == 2  # torch's exact scalar arithmetic for a single (d, C) matrix
+        decay = t ** self.beta2_decay
+        rho = torch.clamp(torch.as_tensor(lr, dtype=torch.float64), max=1 / t**0.5) \
+            if isinstance(lr, torch.Tensor) else min(lr, 1 / t**0.5)
+        n = W.shape[-1] * W.shape[-2]
+        rms_w = W.norm(2).item() / n**0.5 if one else \
+            torch.linalg.vector_norm(W, dim=(-2, -1), keepdim=True) / n**0.5
+        alpha = (max(self.eps2, rms_w) if one
+                 else torch.maximum(rms_w, torch.as_tensor(self.eps2, dtype=rms_w.dtype))) * rho
+        if not is_zero(self.weight_decay):
+            w.mul_(1 - lr * self.weight_decay)
+        row, col = state["row"], state["col"]
+        row.lerp_(torch.norm(G, dim=-1, keepdim=True).square_().div_(G.size(-1)), decay)
+        col.lerp_(torch.norm(G, dim=-2, keepdim=True).square_().div_(G.size(-2)), decay)
+        V = row @ col
+        V.div_(row.mean(dim=-2, keepdim=True).clamp_(min=eps1))
+        u = V.clamp_(min=eps1 * eps1).rsqrt_().mul_(G)
+        if one:
+            denom = max(1.0, u.norm(2).item() / (n**0.5 * self.d))
+            W.add_(u, alpha=-alpha / denom)
+        else:
+            denom = torch.clamp(torch.linalg.vector_norm(u, dim=(-2, -1), keepdim=True)
+                                / (n**0.5 * self.d), min=1.0)
+            W.add_(u * (-alpha / denom).to(w.dtype))

@@ -98,6 +98,12 @@ class Rule:
         average), that other point. The per-step training metrics stay those of w."""
         return w
 
+    def diagnostics(self, state: State) -> dict[str, torch.Tensor]:
+        """Per-model quantities to record after each epoch (a column each in results.csv),
+        as tensors that broadcast to the block's (S, m) models: D-Adaptation's and Prodigy's
+        step-size estimate d. None for most rules."""
+        return {}
+
     def update(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
         raise NotImplementedError
 
