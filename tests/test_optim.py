@@ -121,7 +121,7 @@ def test_every_optimizer_has_a_torch_reference_case():
     """Every update rule of the registry (svrg and saga are sgd's rule on another gradient
     estimate, tested in test_gradients.py)."""
     tested = ({c[0] for c in CASES} | {"rprop", "asgd", "lion"}
-              | {c[0] for c in SCHEDULE_FREE} | {c[0] for c in D_ADAPTED})
+              | {c[0] for c in SCHEDULE_FREE} | {c[0] for c in D_ADAPTED} | {"sps", "armijo"})
     assert tested == {n for n, r in RULES.items() if r.estimator == "minibatch"}
 
 
@@ -242,6 +242,8 @@ D_ADAPTED = [  # (our name, our hyperparameters, the reference's kwargs)
     ("dadapt-adam", {"beta1": 0.8, "beta2": 0.99, "d0": 1e-4, "use_bias_correction": True,
                      "decouple": True},
      {"betas": (0.8, 0.99), "d0": 1e-4, "use_bias_correction": True, "decouple": True}),
+    ("dadapt-sgd", {}, {}),
+    ("dadapt-sgd", {"momentum": 0.9, "d0": 1e-5}, {"momentum": 0.9, "d0": 1e-5}),
 ]
 
 
@@ -270,10 +272,10 @@ def _on_mnist(make_ref, name, ours, lr, weight_decay, dtype, split, steps=30, ba
 def test_learning_rate_free_adams_match_the_authors_packages(name, ours, theirs,
                                                               weight_decay, dtype, split):
     """30 MNIST mini-batch steps: the weights and the estimate d itself."""
-    from dadaptation import DAdaptAdam
+    from dadaptation import DAdaptAdam, DAdaptSGD
     from prodigyopt import Prodigy
 
-    cls = {"prodigy": Prodigy, "dadapt-adam": DAdaptAdam}[name]
+    cls = {"prodigy": Prodigy, "dadapt-adam": DAdaptAdam, "dadapt-sgd": DAdaptSGD}[name]
     w, ref_param, ref, opt, state = _on_mnist(
         lambda p: cls([p], lr=1.0, weight_decay=weight_decay, **theirs), name, ours, 1.0,
         weight_decay, dtype, split)
@@ -283,3 +285,71 @@ def test_learning_rate_free_adams_match_the_authors_packages(name, ours, theirs,
                               else 1e-10)
     assert d > 5 * ours.get("d0", 1e-6)  # d grew: the test exercises the estimate
     assert w.abs().max().item() > 10 * TOL[dtype]
+
+
+def _objective(w, X, y, wd):
+    """The mini-batch objective, written plainly: mean cross-entropy + (wd/2)|w|^2."""
+    return (torch.nn.functional.cross_entropy(X @ w, y).item()
+            + wd / 2 * (w * w).sum().item())
+
+
+def _with_batch_loss(name, ours, lr, wd, dtype, split, steps=30, batch=128):
+    """Our rule on MNIST batches, the loop's batch loss handed over as the loop does."""
+    from stochopt.model import gradient, loss
+
+    X, y = split.X_train[: steps * batch].to(dtype), split.y_train[: steps * batch]
+    opt = make_optimizer(name, weight_decay=wd, **ours)
+    w = torch.zeros(X.shape[1], 10, dtype=dtype)
+    state = opt.init(w)
+    for Xb, yb in zip(X.split(batch), y.split(batch), strict=True):
+        state.update(loss=loss(w, Xb, yb).double().view(1, 1),
+                     loss_at=lambda v, Xb=Xb, yb=yb: loss(v, Xb, yb).double().view(1, 1),
+                     batch_fraction=batch / len(split.X_train))
+        opt.step(w, gradient(w, Xb, yb), state, lr)
+    return w, X, y
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize(("c", "lr", "dtype"), [
+    (0.5, 1.0, torch.float32), (0.5, 1.0, torch.float64),
+    # float64 only: at c = 1 and a cap of 3 the steps are long enough that float32's
+    # last-digit differences in the loss grow to 3.5e-5 in 30 steps (the README says so)
+    (1.0, 3.0, torch.float64)])
+def test_sps_matches_the_papers_step(c, lr, weight_decay, dtype, split):
+    """SPS_max, Loizou et al. 2021, eq. 7: gamma = min((f_B(w) - f_B*) / (c |g|^2), gamma_b),
+    with f_B* = 0, as a plain loop."""
+    from stochopt.model import gradient
+
+    w, X, y = _with_batch_loss("sps", {"c": c}, lr, weight_decay, dtype, split)
+    ref = torch.zeros_like(w)
+    capped = 0
+    for Xb, yb in zip(X.split(128), y.split(128), strict=True):
+        g = gradient(ref, Xb, yb) + weight_decay * ref
+        polyak = _objective(ref, Xb, yb, weight_decay) / (c * (g * g).sum().item())
+        capped += polyak > lr
+        ref = ref - min(polyak, lr) * g
+    assert (w - ref).abs().max().item() <= TOL[dtype]
+    assert ref.abs().max().item() > 0.01 and capped < 30  # the Polyak step was used
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize(("c", "beta", "lr"), [(0.1, 0.9, 10.0), (0.5, 0.5, 3.0)])
+def test_armijo_matches_the_papers_line_search(c, beta, lr, weight_decay, dtype, split):
+    """Vaswani et al. 2019, Algorithm 1 (reset option 2: start from eta_prev gamma^(B/N),
+    at most eta_max) with the Armijo condition of eq. 1, as a plain loop."""
+    from stochopt.model import gradient
+
+    w, X, y = _with_batch_loss("armijo", {"c": c, "beta": beta}, lr, weight_decay, dtype,
+                               split)
+    ref, eta, shrunk = torch.zeros_like(w), None, 0
+    for Xb, yb in zip(X.split(128), y.split(128), strict=True):
+        g = gradient(ref, Xb, yb) + weight_decay * ref
+        f, gsq = _objective(ref, Xb, yb, weight_decay), (g * g).sum().item()
+        eta = lr if eta is None else min(eta * 2.0 ** (128 / len(split.X_train)), lr)
+        while _objective(ref - eta * g, Xb, yb, weight_decay) > f - c * eta * gsq:
+            eta *= beta
+            shrunk += 1
+        ref = ref - eta * g
+    assert (w - ref).abs().max().item() <= TOL[dtype]
+    assert shrunk > 0 and ref.abs().max().item() > 0.01  # the search backtracked

@@ -105,7 +105,8 @@ def test_library_errors_name_the_setting_and_the_cli_names_the_flag():
 # the exercise's Adam cell keeps eta fixed; adamax and radam are Adam's variants; rprop's
 # lr is only its initial step size; asgd decays its step by itself; lion is sign-Adam-like
 ADAM_FAMILY = {"adam", "adamw", "nadam", "adamax", "radam", "rprop", "asgd", "lion",
-               "sgd-schedulefree", "adamw-schedulefree", "prodigy", "dadapt-adam", "adafactor"}
+               "sgd-schedulefree", "adamw-schedulefree", "prodigy", "dadapt-adam", "adafactor",
+               "dadapt-sgd", "sps", "armijo"}
 
 
 @pytest.mark.parametrize("name", sorted(set(RULES) - {"toy-signsgd"}))

@@ -188,7 +188,8 @@ def test_variance_reduced_runs_with_several_seeds_equal_them_alone(split, estima
 
 @pytest.mark.parametrize("name", ["adamax", "radam", "rprop", "asgd", "lion",
                                   "sgd-schedulefree", "adamw-schedulefree", "prodigy",
-                                  "dadapt-adam", "adafactor"])
+                                  "dadapt-adam", "adafactor", "dadapt-sgd", "sps",
+                                  "armijo"])
 def test_a_new_rule_in_a_batch_of_four_equals_it_alone(split, name):
     """K = 4: the rule and momentum, each at seeds 0 and 1, trained as one batch (asgd
     averaging from step 5, so that its evaluation point is its average)."""

@@ -32,7 +32,8 @@ Vec = torch.Tensor  # shape (..., 2): x = v[..., 0], y = v[..., 1]
 # of it, or take its sign): on a 2-D function they want an lr on the scale of the moves
 SCALE_FREE = {"adam", "adamw", "nadam", "adamax", "radam", "adagrad", "rmsprop", "adadelta",
               "rprop", "lion", "adamw-schedulefree"}
-LR_FREE = {"prodigy", "dadapt-adam"}  # lr multiplies their own estimate: leave it at 1
+# lr multiplies their own estimate, or caps the step they find: 1
+LR_FREE = {"prodigy", "dadapt-adam", "dadapt-sgd", "sps", "armijo"}
 
 
 @dataclass
@@ -170,7 +171,12 @@ def optimize(fn: Function, optimizer: str, lr: float | None = None, steps: int |
     gen = torch.Generator().manual_seed(seed)
     points = [w.flatten().clone()]
     diverged = False
+    def loss_at(v: torch.Tensor) -> torch.Tensor:  # for the rules that need f (SPS, Armijo)
+        return (fn.f(v) - fn.f_star).reshape(*v.shape[:-2], 1, 1).double()
+
     for _ in range(steps):
+        if rule.needs_loss:
+            state.update(loss=loss_at(w), loss_at=loss_at, batch_fraction=0.0)
         g = fn.grad(w)
         if noise:  # mini-batch noise, in miniature
             g = g + noise * torch.randn(g.shape, generator=gen, dtype=g.dtype)

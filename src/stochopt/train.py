@@ -134,9 +134,36 @@ class Updater:
         return cls(block, w, rule, rule.init(w), hyper(lambda c: c.base_lr),
                    c0.make_schedule(hyper(lambda c: c.lr_decay)))
 
-    def step(self, Gt: torch.Tensor, epoch: float) -> None:
+    def step(self, Gt: torch.Tensor, epoch: float, batch: BatchLoss | None = None) -> None:
         g = Gt if Gt.shape[1] == self.w.shape[1] else Gt[:, self.block]
+        if self.rule.needs_loss and batch is not None:
+            self.state.update(loss=batch.loss[:, self.block], loss_at=batch.at,
+                              batch_fraction=batch.fraction)
         self.rule.step(self.w, g, self.state, self.base_lr * self.schedule(epoch))
+
+
+@dataclass
+class BatchLoss:
+    """For rules that need it (:attr:`Rule.needs_loss`): each model's loss on the step's
+    mini-batch at its weights, (S, M, 1, 1) float64, the same at trial weights of a block,
+    and the batch's share of an epoch (B/N)."""
+
+    Xb: torch.Tensor
+    yb: torch.Tensor
+    loss: torch.Tensor
+    fraction: float
+
+    @classmethod
+    def of(cls, Zt: torch.Tensor, Xb: torch.Tensor, yb: torch.Tensor, n: int) -> BatchLoss:
+        return cls(Xb, yb, cls._loss(Zt, yb), yb.shape[-1] / n)
+
+    @staticmethod
+    def _loss(Zt: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        S, m = Zt.shape[:2]
+        return cross_entropy(Zt.mT, yb.unsqueeze(1)).double().view(S, m, 1, 1)
+
+    def at(self, w: torch.Tensor) -> torch.Tensor:
+        return self._loss(seed_logits_t(w, self.Xb), self.yb)
 
 
 def evaluation_weights(Wt: torch.Tensor, updaters: list[Updater]) -> torch.Tensor:
@@ -307,6 +334,7 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
         for updater, state in zip(updaters, carry["states"], strict=True):
             updater.state = state
     estimator = ESTIMATORS[c0.estimator](split, Wt)
+    needs_loss = any(u.rule.needs_loss for u in updaters)
     wd = _stack([configs[i].weight_decay for i in flat], Wt, (K, 1, 1))
     stars = [f_star[i] for i in flat]
     records = [RunRecord(configs[i], f_star=star) for i, star in zip(flat, stars, strict=True)]
@@ -334,8 +362,9 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
             else:
                 Xb = torch.index_select(X, 0, idx.flatten(), out=X_batch[:S * b]).view(S, b, -1)
             Gt, Zt = estimator(Wt, idx, Xb, Ybt)
+            batch = BatchLoss.of(Zt, Xb, yb, len(X)) if needs_loss else None
             for updater in updaters:
-                updater.step(Gt, epoch + i / steps)
+                updater.step(Gt, epoch + i / steps, batch)
             if c0.train_metrics == "after":  # the exercise: metrics of the updated model
                 Zt = seed_logits_t(Wt, Xb)
             metrics.add(Zt, yb)

@@ -55,6 +55,7 @@ from . import adam  # noqa: E402,F401
 from . import sign  # noqa: E402,F401
 from . import schedulefree  # noqa: E402,F401
 from . import dadapt  # noqa: E402,F401
+from . import linesearch  # noqa: E402,F401
 # isort: on
 
 __all__ = ["RULES", "Hyper", "Rule", "State", "get_rule", "make_optimizer", "markdown_table",

@@ -43,6 +43,10 @@ class Rule:
     decoupled_decay: ClassVar[bool] = False
     # True when the rule replaces the schedule (schedule-free): only "constant" is accepted
     fixed_schedule: ClassVar[bool] = False
+    # True when the rule needs the mini-batch loss (SPS, Armijo): the loop then puts each
+    # model's batch loss in state["loss"] and a loss-at-trial-weights function in
+    # state["loss_at"] before every step
+    needs_loss: ClassVar[bool] = False
 
     lr = Setting(0.1, POSITIVE, "base learning rate, scaled by the schedule")
     weight_decay = Setting(0.0, NON_NEGATIVE, "L2 penalty (wd/2)|w|^2, wd*w added to the "

@@ -152,3 +152,52 @@ class DAdaptAdam(_DAdapted):
         denom = v.sqrt().add_(self.eps)
         self._decoupled_decay(w, dlr)
         w.addcdiv_(m, denom, value=-1)
+
+
+def _sumsq(a: torch.Tensor) -> torch.Tensor:
+    """``|a|^2`` of each model, as the reference's ``(a * a).sum()``."""
+    if a.dim() == 2:
+        return (a * a).sum().double().view(1, 1)
+    return (a * a).sum(dim=(-2, -1), keepdim=True, dtype=torch.float64)
+
+
+@register
+class DAdaptSGD(Rule):
+    """D-Adaptation SGD (Defazio & Mishchenko 2023): dual averaging with the step
+    ``d lr / |g_0|``: ``s <- s + d lr / |g_0| g ; z = w_0 - s ; w <- momentum w + (1 -
+    momentum) z``, where ``d = max(d, 2 sum_k <g_k, s_k> d_k lr / |g_0| / |s|)`` estimates
+    the distance to the solution; weight decay is the L2 gradient, as the reference's."""
+
+    name = "dadapt-sgd"
+    reference = "dadaptation 3.2 (DAdaptSGD)"
+    default_schedule = "constant"
+    lr = Setting(1.0, POSITIVE, "multiplier of the estimated step d (leave at 1)")
+    momentum = Setting(0.0, UNIT, "averaging: w <- momentum w + (1 - momentum) z")
+    d0 = Setting(1e-6, POSITIVE, "initial estimate of d")
+
+    def init(self, w):
+        return {"t": 0, "s": torch.zeros_like(w), "w0": w.clone(), "d": _scalar(w, self.d0),
+                "numerator": _scalar(w, 0.0), "g0": _scalar(w, 0.0)}
+
+    def step(self, w, g, state, lr):
+        state["t"] += 1
+        if state["t"] == 1:  # |g_0| without the decay, as the reference's first step
+            state["g0"] = _sumsq(g).sqrt()
+        if not is_zero(self.weight_decay):
+            g = add_(g.clone(), self.weight_decay, w)
+        self.update(w, g, state, lr)
+
+    def update(self, w, g, state, lr):
+        c = _coefficient(w)
+        dlr = state["d"] * lr / state["g0"]
+        s = state["s"]
+        numerator = state["numerator"] + dlr * _dot(g, s)
+        add_(s, c(dlr), g)
+        d_hat = 2 * numerator / _sumsq(s).sqrt()
+        state.update(numerator=numerator, d=torch.maximum(state["d"], d_hat))
+        z = state["w0"] - s
+        ck = 1 - self.momentum
+        add_(w.mul_(1 - ck), ck, z)
+
+    def diagnostics(self, state):
+        return {"d_estimate": state["d"]}

@@ -1,0 +1,101 @@
+"""Step sizes from the mini-batch loss itself: the stochastic Polyak step (SPS_max, Loizou
+et al. 2021) and the stochastic Armijo line search (Vaswani et al. 2019).
+
+These rules need the mini-batch loss, not only its gradient: the loop hands it over in the
+state before each step (``state["loss"]``, each model's batch loss at w, (..., 1, 1)
+float64) and, for the line search, ``state["loss_at"]``, a function giving each model's
+loss on the same batch at trial weights. Neither has a maintained package; their tests
+compare them with plain loops written from the papers' pseudo-code.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from ..settings import NON_NEGATIVE, POSITIVE, Interval, Setting
+from . import register
+from .base import Rule, is_zero
+
+OPEN_UNIT = Interval(0.0, 1.0, low_open=True, high_open=True)
+
+
+def _sumsq(g: torch.Tensor) -> torch.Tensor:
+    """``|g|^2`` of each model, (..., 1, 1) float64 (one (d, C) matrix: summed in its dtype,
+    as a plain loop's ``(g * g).sum().item()``)."""
+    if g.dim() == 2:
+        return (g * g).sum().double().view(1, 1)
+    return (g * g).sum(dim=(-2, -1), keepdim=True, dtype=torch.float64)
+
+
+class _BatchLoss(Rule):
+    default_schedule = "constant"
+    needs_loss: ClassVar[bool] = True
+
+    def _objective(self, w, loss):
+        """The batch objective: the loss plus (wd/2)|w|^2 when there is weight decay."""
+        if is_zero(self.weight_decay):
+            return loss
+        return loss + self.weight_decay / 2 * _sumsq(w)
+
+    def diagnostics(self, state):
+        return {"step_size": state["step_size"]}
+
+
+@register
+class SPS(_BatchLoss):
+    """Stochastic Polyak step, SPS_max (Loizou et al. 2021, eq. 7):
+    ``gamma = min((f_B(w) - f_B*) / (c |g_B|^2), lr) ; w <- w - gamma g_B``, with
+    ``f_B* = f_star`` a lower bound of every mini-batch loss (0 for cross-entropy); lr is
+    the cap gamma_b."""
+
+    name = "sps"
+    reference = "a plain loop over the paper's eq. 7 (tests/test_optim.py)"
+    lr = Setting(1.0, POSITIVE, "largest step gamma_b")
+    c = Setting(0.5, POSITIVE, "the Polyak constant c")
+    f_star = Setting(0.0, NON_NEGATIVE, "lower bound of every mini-batch loss")
+
+    def init(self, w):
+        return {"t": 0, "step_size": torch.zeros((*w.shape[:-2], 1, 1), dtype=torch.float64,
+                                                 device=w.device)}
+
+    def update(self, w, g, state, lr):
+        f = self._objective(w, state["loss"])
+        polyak = (f - self.f_star) / (self.c * _sumsq(g))
+        gamma = torch.minimum(polyak, torch.as_tensor(lr, dtype=torch.float64))
+        state["step_size"] = gamma
+        w.sub_(g * gamma.to(w.dtype))
+
+
+@register
+class Armijo(_BatchLoss):
+    """Stochastic Armijo line search (Vaswani et al. 2019, Algorithm 1 with reset option 2):
+    from ``eta = eta_prev gamma^(B/N)`` (at most lr), shrink ``eta <- beta eta`` until
+    ``f_B(w - eta g_B) <= f_B(w) - c eta |g_B|^2`` (eq. 1); then ``w <- w - eta g_B``."""
+
+    name = "armijo"
+    reference = "a plain loop over the paper's Algorithm 1 (tests/test_optim.py)"
+    lr = Setting(1.0, POSITIVE, "largest step eta_max (and the first)")
+    c = Setting(0.1, OPEN_UNIT, "Armijo's constant c")
+    beta = Setting(0.9, OPEN_UNIT, "backtracking factor")
+    gamma = Setting(2.0, Interval(1.0, 1e3), "growth of the first trial per epoch")
+    MAX_TRIALS: ClassVar[int] = 200
+
+    def init(self, w):
+        return {"t": 0, "step_size": None}
+
+    def update(self, w, g, state, lr):
+        lr64 = torch.as_tensor(lr, dtype=torch.float64, device=w.device)
+        prev = state["step_size"]
+        eta = lr64 * torch.ones_like(state["loss"]) if prev is None else torch.minimum(
+            prev * self.gamma ** state.get("batch_fraction", 0.0), lr64)
+        f, gsq = self._objective(w, state["loss"]), _sumsq(g)
+        for _ in range(self.MAX_TRIALS):
+            trial = w - g * eta.to(w.dtype)
+            ok = self._objective(trial, state["loss_at"](trial)) <= f - self.c * eta * gsq
+            if bool(ok.all()):
+                break
+            eta = torch.where(ok, eta, self.beta * eta)
+        state["step_size"] = eta
+        w.sub_(g * eta.to(w.dtype))
