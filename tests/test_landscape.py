@@ -57,6 +57,8 @@ def test_every_rule_reaches_the_quadratics_optimum_as_the_readme_documents():
         path = landscape.optimize(fn, name)
         if steps.isdigit():
             assert path.values[int(steps)] < 1e-6 <= path.values[int(steps) - 1]
+        elif steps.startswith("diverges"):
+            assert path.diverged and (path.values >= 1e-6).all()
         else:
             assert (path.values >= 1e-6).all() and not path.diverged
     # gradient descent at lr 1/L: y is solved in one step, x contracts by (1 - 1/K)^2 in f

@@ -337,7 +337,11 @@ def convergence_table(tol: float = 1e-6) -> str:
     for name in RULES:
         p = optimize(fn, name)
         hit = steps_to(p, tol)
-        lines.append(f"| `{name}` | {p.lr:g} | " + (
-            str(hit) if hit is not None else
-            f"not reached in {fn.steps} steps (f - f* = {p.values[-1]:.2g} at the end)") + " |")
+        if hit is not None:
+            cell = str(hit)
+        elif p.diverged:
+            cell = f"diverges (|x| > 1e6 after {len(p.values) - 1} steps)"
+        else:
+            cell = f"not reached in {fn.steps} steps (f - f* = {p.values[-1]:.2g} at the end)"
+        lines.append(f"| `{name}` | {p.lr:g} | {cell} |")
     return "\n".join(lines) + "\n"
