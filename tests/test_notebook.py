@@ -21,6 +21,7 @@ def test_the_notebook_is_stored_without_outputs():
 def test_exercise_notebook_executes(data_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("STOCHOPT_DATA", str(data_dir))
     monkeypatch.setenv("STOCHOPT_NB_EPOCHS", "1")
+    monkeypatch.setenv("STOCHOPT_NB_SEEDS", "2")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     nb = nbformat.read(NOTEBOOK, as_version=4)

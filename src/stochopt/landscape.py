@@ -233,7 +233,7 @@ def _contours(ax, fn: Function) -> None:
     from matplotlib.colors import LogNorm
 
     x0, x1, y0, y1 = fn.box
-    X, Y = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
+    X, Y = np.meshgrid(np.linspace(x0, x1, 200), np.linspace(y0, y1, 200))
     Z = fn.f(torch.from_numpy(np.stack([X, Y], -1))).numpy() - fn.f_star
     levels = np.geomspace(max(Z.min(), 1e-3), Z.max(), 25)
     ax.contour(X, Y, np.maximum(Z, 1e-3), levels=levels, cmap="Greys", linewidths=0.6,
