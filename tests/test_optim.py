@@ -121,7 +121,8 @@ def test_every_optimizer_has_a_torch_reference_case():
     """Every update rule of the registry (svrg and saga are sgd's rule on another gradient
     estimate, tested in test_gradients.py)."""
     tested = ({c[0] for c in CASES} | {"rprop", "asgd", "lion"}
-              | {c[0] for c in SCHEDULE_FREE} | {c[0] for c in D_ADAPTED} | {"sps", "armijo"})
+              | {c[0] for c in SCHEDULE_FREE} | {c[0] for c in D_ADAPTED}
+              | {"sps", "armijo", "muon"})
     assert tested == {n for n, r in RULES.items() if r.estimator == "minibatch"}
 
 
@@ -353,3 +354,18 @@ def test_armijo_matches_the_papers_line_search(c, beta, lr, weight_decay, dtype,
         ref = ref - eta * g
     assert (w - ref).abs().max().item() <= TOL[dtype]
     assert shrunk > 0 and ref.abs().max().item() > 0.01  # the search backtracked
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize(("ours", "lr"), [({}, 1e-3), ({"momentum": 0.9, "nesterov": False,
+                                                       "ns_steps": 3}, 3e-3)])
+def test_muon_matches_torch_optim_on_the_exercises_matrix(ours, lr, weight_decay, dtype,
+                                                          split):
+    """30 MNIST steps on W of shape (784, 10): its lr factor sqrt(784/10) and Newton-Schulz
+    (bfloat16) as torch's."""
+    w, ref_param, *_ = _on_mnist(
+        lambda p: torch.optim.Muon([p], lr=lr, weight_decay=weight_decay, **ours), "muon",
+        ours, lr, weight_decay, dtype, split)
+    assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
+    assert w.abs().max().item() > 100 * TOL[dtype]

@@ -106,7 +106,7 @@ def test_library_errors_name_the_setting_and_the_cli_names_the_flag():
 # lr is only its initial step size; asgd decays its step by itself; lion is sign-Adam-like
 ADAM_FAMILY = {"adam", "adamw", "nadam", "adamax", "radam", "rprop", "asgd", "lion",
                "sgd-schedulefree", "adamw-schedulefree", "prodigy", "dadapt-adam", "adafactor",
-               "dadapt-sgd", "sps", "armijo"}
+               "dadapt-sgd", "sps", "armijo", "muon"}
 
 
 @pytest.mark.parametrize("name", sorted(set(RULES) - {"toy-signsgd"}))

@@ -1,6 +1,6 @@
 """stochopt: softmax regression on MNIST with stochastic optimisers written from scratch."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .config import Config, RunRecord
 from .data import Split, load_split

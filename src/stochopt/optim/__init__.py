@@ -56,6 +56,7 @@ from . import sign  # noqa: E402,F401
 from . import schedulefree  # noqa: E402,F401
 from . import dadapt  # noqa: E402,F401
 from . import linesearch  # noqa: E402,F401
+from . import muon  # noqa: E402,F401
 # isort: on
 
 __all__ = ["RULES", "Hyper", "Rule", "State", "get_rule", "make_optimizer", "markdown_table",
