@@ -369,3 +369,48 @@ def test_muon_matches_torch_optim_on_the_exercises_matrix(ours, lr, weight_decay
         ours, lr, weight_decay, dtype, split)
     assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
     assert w.abs().max().item() > 100 * TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize(("name", "ours", "ref_cls", "ref_kwargs", "lr"), CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_matches_torch_optim_on_mnist(name, ours, ref_cls, ref_kwargs, lr, weight_decay,
+                                      dtype, split, _restore_default_dtype):
+    """The same, on real data: 30 MNIST mini-batch steps, each side stepping on the
+    gradient at its own weights, from W = 0."""
+    torch.set_default_dtype(dtype)
+    w, ref_param, *_ = _on_mnist(
+        lambda p: ref_cls([p], lr=lr, weight_decay=weight_decay, **ref_kwargs), name, ours,
+        lr, weight_decay, dtype, split)
+    assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
+    assert w.abs().max().item() > 10 * TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("name", "make"), [
+    ("rprop", lambda p: torch.optim.Rprop([p], lr=0.01)),
+    ("asgd", lambda p: torch.optim.ASGD([p], lr=0.05, t0=5.0)),
+    ("lion", None), ("sgd-schedulefree", None), ("adamw-schedulefree", None)])
+def test_the_other_references_agree_on_mnist(name, make, dtype, split,
+                                             _restore_default_dtype):
+    """Rprop, ASGD, Lion and schedule-free on 30 MNIST mini-batch steps."""
+    torch.set_default_dtype(dtype)
+    import schedulefree
+    from lion_pytorch import Lion
+
+    ours, lr = {"asgd": ({"t0": 5.0}, 0.05), "rprop": ({}, 0.01)}.get(name, ({}, None))
+    if name == "lion":
+        make, lr = (lambda p: Lion([p], lr=1e-4)), 1e-4
+    elif name.endswith("schedulefree"):
+        cls = (schedulefree.SGDScheduleFree if name.startswith("sgd")
+               else schedulefree.AdamWScheduleFree)
+        lr = 1.0 if name.startswith("sgd") else 0.0025
+
+        def make(p, cls=cls, lr=lr):
+            ref = cls([p], lr=lr, foreach=False)
+            ref.train()
+            return ref
+    w, ref_param, *_ = _on_mnist(make, name, ours, lr, 0.0, dtype, split)
+    assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
+    assert w.abs().max().item() > 10 * TOL[dtype]
