@@ -127,6 +127,9 @@ def test_bad_settings_say_which_and_why():
         SoftmaxRegression(optimizer="nope").fit(X, y)
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         SoftmaxRegression(epochs=0).fit(X, y)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        SoftmaxRegression(batch_size=0).fit(X, y)
+    assert SoftmaxRegression(batch_size=10**6, epochs=2).fit(X, y).n_iter_ == 2  # capped
     with pytest.raises(ValueError, match="diverged at epoch 1"):
         SoftmaxRegression(optimizer="sgd", lr=1e6, epochs=2).fit(X, y)
 

@@ -118,9 +118,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         seed = self.random_state
         if seed is None or not isinstance(seed, (int, np.integer)):
             seed = int(check_random_state(seed).randint(2**31 - 1))
-        config = Config(optimizer=self.optimizer, lr=self.lr,
-                        batch_size=max(1, min(int(self.batch_size), n))
-                        if isinstance(self.batch_size, (int, np.integer)) else self.batch_size,
+        batch = self.batch_size
+        if isinstance(batch, (int, np.integer)) and batch > n:
+            batch = n  # fewer samples than a batch: one full-batch step per epoch
+        config = Config(optimizer=self.optimizer, lr=self.lr, batch_size=int(batch)
+                        if isinstance(batch, (int, np.integer)) else batch,
                         epochs=self.epochs if epochs is None else epochs,
                         schedule=self.schedule, lr_decay=self.lr_decay, seed=int(seed),
                         hyper={**(self.hyperparameters or {}),
