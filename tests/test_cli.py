@@ -114,3 +114,18 @@ def test_console_script_runs_and_errors_without_traceback(tmp_path):
                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().count("\n") == 0
+
+
+def test_a_boolean_hyperparameter_can_be_turned_on_and_off():
+    """Muon's nesterov is on by default: --no-nesterov turns it off, --centered turns
+    RMSprop's on; a flag left out keeps each optimiser's default."""
+    from stochopt.cli import build_parser, configs_from_args
+
+    def hyper(*argv):
+        (config,) = configs_from_args(build_parser().parse_args(["train", *argv]))
+        return config.resolved().hyper
+
+    assert hyper("--optimizer", "muon")["nesterov"] is True
+    assert hyper("--optimizer", "muon", "--no-nesterov")["nesterov"] is False
+    assert hyper("--optimizer", "rmsprop", "--centered")["centered"] is True
+    assert hyper("--optimizer", "rmsprop")["centered"] is False

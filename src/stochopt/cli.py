@@ -146,7 +146,8 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
             f"{h} ({', '.join(os)})" for h, os in helps.items())
         help_ = f"{meaning} (default: {_defaults(per_optimizer)})"
         if setting.kind is bool:
-            h.add_argument(_flag(name), dest=name, action="store_const", const=[True],
+            # --nesterov / --no-nesterov: a default of True must be possible to turn off
+            h.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
                            default=None, help=help_)
         else:
             h.add_argument(_flag(name), dest=name, type=_parse(setting.kind, _flag(name)),
@@ -296,8 +297,8 @@ def configs_from_args(args: argparse.Namespace) -> list[Config]:
     for name in ("batch_size", "epochs"):
         if name not in values and name in preset:
             values[name] = preset[name]
-    values.update({n: getattr(args, n) for n in hyperparameter_flags()
-                   if getattr(args, n, None) is not None})
+    values.update({n: [v] if isinstance(v, bool) else v for n in hyperparameter_flags()
+                   if (v := getattr(args, n, None)) is not None})
     if args.command == "train" and any(len(v) > 1 for v in [*values.values(), args.optimizer]):
         raise StochoptError("train takes one value per flag; use stochopt sweep or compare "
                             "for several")
