@@ -206,12 +206,6 @@ def penalty(W: torch.Tensor, weight_decay: Hyper) -> torch.Tensor:
     return (W * W).sum(dim=(-2, -1)).double() * (wd / 2)
 
 
-def objective(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight_decay: Hyper = 0.0
-              ) -> torch.Tensor:
-    """``f(W) = loss(W) + (wd / 2) ||W||^2`` for each of the K models."""
-    return cross_entropy(logits(W, X), y) + penalty(W, weight_decay).to(W.dtype)
-
-
 @torch.no_grad()
 def evaluate(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> tuple[list, list]:
     """Loss and accuracy (percent) of each of the K models on (X, y); NaN when (X, y) is

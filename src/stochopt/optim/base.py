@@ -118,6 +118,14 @@ class Rule:
         self.update(w, g, state, lr)
 
 
+def sumsq(a: torch.Tensor) -> torch.Tensor:
+    """``|a|^2`` of each model (over the last two axes) as a (..., 1, 1) float64 tensor; one
+    (d, C) matrix is summed in its own dtype, as a plain loop's ``(a * a).sum()``."""
+    if a.dim() == 2:
+        return (a * a).sum().double().view(1, 1)
+    return (a * a).sum(dim=(-2, -1), keepdim=True, dtype=torch.float64)
+
+
 def is_zero(x: Hyper) -> bool:
     return not isinstance(x, torch.Tensor) and x == 0
 

@@ -15,7 +15,7 @@ import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
 from . import register
-from .base import Rule, add_, addcdiv_, addcmul_, is_zero
+from .base import Rule, add_, addcdiv_, addcmul_, is_zero, sumsq
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -154,13 +154,6 @@ class DAdaptAdam(_DAdapted):
         w.addcdiv_(m, denom, value=-1)
 
 
-def _sumsq(a: torch.Tensor) -> torch.Tensor:
-    """``|a|^2`` of each model, as the reference's ``(a * a).sum()``."""
-    if a.dim() == 2:
-        return (a * a).sum().double().view(1, 1)
-    return (a * a).sum(dim=(-2, -1), keepdim=True, dtype=torch.float64)
-
-
 @register
 class DAdaptSGD(Rule):
     """D-Adaptation SGD (Defazio & Mishchenko 2023): dual averaging with the step
@@ -182,7 +175,7 @@ class DAdaptSGD(Rule):
     def step(self, w, g, state, lr):
         state["t"] += 1
         if state["t"] == 1:  # |g_0| without the decay, as the reference's first step
-            state["g0"] = _sumsq(g).sqrt()
+            state["g0"] = sumsq(g).sqrt()
         if not is_zero(self.weight_decay):
             g = add_(g.clone(), self.weight_decay, w)
         self.update(w, g, state, lr)
@@ -193,7 +186,7 @@ class DAdaptSGD(Rule):
         s = state["s"]
         numerator = state["numerator"] + dlr * _dot(g, s)
         add_(s, c(dlr), g)
-        d_hat = 2 * numerator / _sumsq(s).sqrt()
+        d_hat = 2 * numerator / sumsq(s).sqrt()
         state.update(numerator=numerator, d=torch.maximum(state["d"], d_hat))
         z = state["w0"] - s
         ck = 1 - self.momentum

@@ -16,17 +16,9 @@ import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, Interval, Setting
 from . import register
-from .base import Rule, is_zero
+from .base import Rule, is_zero, sumsq
 
 OPEN_UNIT = Interval(0.0, 1.0, low_open=True, high_open=True)
-
-
-def _sumsq(g: torch.Tensor) -> torch.Tensor:
-    """``|g|^2`` of each model, (..., 1, 1) float64 (one (d, C) matrix: summed in its dtype,
-    as a plain loop's ``(g * g).sum().item()``)."""
-    if g.dim() == 2:
-        return (g * g).sum().double().view(1, 1)
-    return (g * g).sum(dim=(-2, -1), keepdim=True, dtype=torch.float64)
 
 
 class _BatchLoss(Rule):
@@ -37,7 +29,7 @@ class _BatchLoss(Rule):
         """The batch objective: the loss plus (wd/2)|w|^2 when there is weight decay."""
         if is_zero(self.weight_decay):
             return loss
-        return loss + self.weight_decay / 2 * _sumsq(w)
+        return loss + self.weight_decay / 2 * sumsq(w)
 
     def diagnostics(self, state):
         return {"step_size": state["step_size"]}
@@ -62,7 +54,7 @@ class SPS(_BatchLoss):
 
     def update(self, w, g, state, lr):
         f = self._objective(w, state["loss"])
-        polyak = (f - self.f_star) / (self.c * _sumsq(g))
+        polyak = (f - self.f_star) / (self.c * sumsq(g))
         gamma = torch.minimum(polyak, torch.as_tensor(lr, dtype=torch.float64))
         state["step_size"] = gamma
         w.sub_(g * gamma.to(w.dtype))
@@ -90,7 +82,7 @@ class Armijo(_BatchLoss):
         prev = state["step_size"]
         eta = lr64 * torch.ones_like(state["loss"]) if prev is None else torch.minimum(
             prev * self.gamma ** state.get("batch_fraction", 0.0), lr64)
-        f, gsq = self._objective(w, state["loss"]), _sumsq(g)
+        f, gsq = self._objective(w, state["loss"]), sumsq(g)
         for _ in range(self.MAX_TRIALS):
             trial = w - g * eta.to(w.dtype)
             ok = self._objective(trial, state["loss_at"](trial)) <= f - self.c * eta * gsq
