@@ -152,3 +152,72 @@ def test_library_messages_name_settings():
         Config(schedule="cosine", lr_decay=3.0).validate()
     with pytest.raises(SettingError, match="lr_decay does not apply to the constant schedule"):
         Config(schedule="constant", lr_decay=0.5).validate()
+
+
+def test_a_group_that_raises_fails_alone_and_trains_when_run_again(tmp_path, data_dir, capsys,
+                                                                   monkeypatch):
+    """The local engine as the Ray one: a group's error is one line naming its
+    configurations; its runs are 'failed' rows of results.csv, not stored; the others
+    finish; exit code 1; the same command again trains only the failed group."""
+    real = experiment.fit
+
+    def flaky(configs, *args, **kwargs):
+        if configs[0].batch_size == 4000:
+            raise RuntimeError("out of\nmemory")
+        return real(configs, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "fit", flaky)
+    out = tmp_path / "out"
+    argv = ["compare", *TINY, "--batch-sizes", "2000,4000", "--data-dir", str(data_dir),
+            "--out", str(out)]
+    code, err = _err(capsys, argv)
+    assert code == 1
+    (line,) = [x for x in err.splitlines() if "out of memory" in x]
+    assert "a group of 2 run(s): optimizer sgd/adam, lr 0.1/0.001, batch size 4000, seed 0 " \
+        "failed (RuntimeError: out of memory)" in line
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {r["batch_size"] for r in failed} == {"4000"} and len(failed) == 2
+    assert all(r["epoch"] == "" and r["val_acc"] == "" for r in failed)
+    assert {r["batch_size"] for r in rows if r["status"] == "ok"} == {"2000"}
+    assert len(list((out / "runs").glob("*.json"))) == 2
+    with open(out / "tasks.csv") as f:
+        tasks = list(csv.DictReader(f))
+    assert [t["status"] for t in tasks] == ["trained", "failed"]
+    assert "RuntimeError: out of memory" in tasks[1]["error"]
+
+    monkeypatch.setattr(experiment, "fit", real)
+    code, err = _err(capsys, argv)
+    assert code == 0 and "error" not in err
+    with open(out / "tasks.csv") as f:
+        assert [t["status"] for t in csv.DictReader(f)] == ["kept", "trained"]
+    with open(out / "results.csv") as f:
+        assert {r["status"] for r in csv.DictReader(f)} == {"ok"}
+
+
+def test_when_every_group_fails_results_csv_lists_them_and_the_exit_code_is_1(
+        tmp_path, data_dir, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("broken")
+
+    monkeypatch.setattr(experiment, "fit", broken)
+    out = tmp_path / "out"
+    code, err = _err(capsys, ["compare", *TINY, "--data-dir", str(data_dir), "--out",
+                              str(out)])
+    assert code == 1 and "2 run(s) in 1 group(s) failed" in err and "Traceback" not in err
+    with open(out / "results.csv") as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["failed", "failed"]
+    assert not (out / "report.html").exists()
+
+
+def test_tune_lr_grid_points_and_decades(tmp_path, data_dir):
+    from stochopt.cli import build_parser, configs_from_args
+
+    args = build_parser().parse_args(["tune", "--optimizers", "adam", "--lr-points", "36",
+                                      "--lr-decades", "7", "--seeds", "0"])
+    lrs = [c.lr for c in configs_from_args(args)]
+    assert len(lrs) == 36 and lrs[0] == pytest.approx(1e-3 * 10 ** -3.5, rel=1e-5)
+    assert lrs[-1] == pytest.approx(1e-3 * 10 ** 3.5, rel=1e-5)
+    args = build_parser().parse_args(["tune", "--optimizers", "adam", "--lr-points", "1"])
+    assert {c.lr for c in configs_from_args(args)} == {1e-3}

@@ -179,6 +179,17 @@ def test_plan_groups_splits_what_cannot_share_a_batch():
     assert plan_groups(configs) == [[0, 1], [2], [3], [4]]
 
 
+def test_plan_groups_caps_the_models_per_group_keeping_every_seed_of_a_configuration():
+    configs = [Config(optimizer="sgd", lr=lr, seed=seed, batch_size=bs)
+               for bs in (32, 64) for lr in (0.1, 0.2, 0.3) for seed in (0, 1)]
+    # at most 4 models: 2 configurations x 2 seeds, then the third with its 2 seeds
+    assert plan_groups(configs, max_models=4) == [[0, 1, 2, 3], [4, 5], [6, 7, 8, 9], [10, 11]]
+    # fewer than one configuration's seeds: a group is never smaller than its seeds
+    assert plan_groups(configs, max_models=1) == [[i, i + 1] for i in range(0, 12, 2)]
+    assert plan_groups(configs, max_models=100) == plan_groups(configs) == [
+        list(range(6)), list(range(6, 12))]
+
+
 @pytest.mark.parametrize("estimator", ["svrg", "saga"])
 def test_variance_reduced_runs_with_several_seeds_equal_them_alone(split, estimator):
     configs = [Config(optimizer=estimator, seed=s, epochs=1, batch_size=4000, lr=0.05)

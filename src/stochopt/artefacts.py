@@ -1,15 +1,18 @@
 """What an experiment leaves in its output folder besides the run files: the tidy tables,
 the figures and the report, all rebuilt from the run records.
 
-    results.csv            one row per run x epoch (config, metrics, every hyperparameter)
+    results.csv            one row per run x epoch (config, metrics, every hyperparameter);
+                           a run whose group failed: one row, status "failed", no metrics
     runs.csv/.json         one row per run: final metrics, test metrics, time to target
     summary.csv/.json      one row per configuration: means and 95% intervals over seeds
     comparisons.csv        pairs of configurations at one batch size, paired by seed
+                           (tune: of the chosen configurations)
     tuning.csv             (tune) the chosen lr per optimizer and batch size
     batch_sizes.json       (several batch sizes) steps to target, critical batch, B_simple
     curves.png, weights_<optimizer>.png, profile.png, batch_sizes.png, lr_sensitivity.png
     report.html/.md        the table, answers built from its numbers, the figures
     meta.json              the command, the data, the versions
+    (tasks.csv, fingerprint.json and runs/ are the experiment layer's: stochopt.experiment)
 """
 
 from __future__ import annotations
@@ -88,6 +91,11 @@ def results_rows(records: Sequence[RunRecord]) -> tuple[list[dict[str, Any]], li
     for record in records:
         c = record.config.resolved()
         values = {**c.hyper, "schedule": c.schedule, "lr_decay": c.lr_decay}
+        if record.status == "failed":  # its group raised: the run is listed, not measured
+            rows.append({"run": record.run, "optimizer": c.optimizer, "lr": c.lr,
+                         "batch_size": c.batch_size, "seed": c.seed, "status": "failed",
+                         **{k: "" if values.get(k) is None else values[k] for k in extra}})
+            continue
         for row in record.rows:
             diverged_here = record.status == "diverged" and row["epoch"] == record.diverged_epoch
             # no f* applies, no noise scale measured: an empty cell, not nan
@@ -132,11 +140,12 @@ def _blank(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def tuning_rows(chosen: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]]
                 ) -> list[dict[str, Any]]:
-    rows = []
+    rows, grids = [], {}
+    for r in runs:  # each tuned optimizer's runs at each batch size
+        grids.setdefault((analysis.tuned_label(r["config"]), r["batch_size"]), []).append(r)
     for c in chosen:
         b = c["best"] or {}
-        mine = [r for r in runs if analysis.tuned_label(r["config"]) == c["tuned"]
-                and r["batch_size"] == c["batch_size"]]
+        mine = grids[(c["tuned"], c["batch_size"])]
         rows.append({"optimizer": c["tuned"], "batch_size": c["batch_size"],
                      "chosen_lr": b.get("lr"), "at_grid_edge": c["at_grid_edge"],
                      "grid_low": c["grid"][0], "grid_high": c["grid"][-1],
@@ -173,10 +182,22 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     out, targets = Path(out), targets or Targets()
     rows, columns = results_rows(records)
     write_csv(out / "results.csv", rows, columns)
+    failed = sum(r.status == "failed" for r in records)
+    records = [r for r in records if r.status != "failed"]  # the rest is about what trained
+    if not records:
+        write_json(out / "meta.json", {"command": title, "targets": asdict(targets),
+                                       "data": data_info(split) if split else None,
+                                       "versions": versions()})
+        return Findings([], [], [])
     runs = analysis.runs_table(records, targets)
     summary = analysis.summarize(runs)
-    pairs = analysis.comparisons(runs)
-    found = Findings(runs, summary, pairs)
+    chosen = analysis.choose_lrs(summary) if tuned else []
+    # tune: pairs of the chosen configurations only (the answers are about them; a DeepOBS
+    # grid would otherwise give millions of pairs of lrs no one asked about)
+    picked = {c["best"]["config"] for c in chosen if c["best"] is not None}
+    pairs = analysis.comparisons([r for r in runs if r["config"] in picked] if tuned
+                                 else runs)
+    found = Findings(runs, summary, pairs, chosen)
     write_csv(out / "runs.csv", _blank(runs), list(runs[0]) if runs else ["run"])
     write_json(out / "runs.json", runs)
     write_csv(out / "summary.csv", _blank(summary), list(summary[0]) if summary else ["config"])
@@ -188,10 +209,8 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     n_test = len(split.X_test) if split is not None else None
     # tune: the answers are about the chosen lrs; the whole grid stays in the tables
     if tuned:
-        found.chosen = analysis.choose_lrs(summary)
         write_csv(out / "tuning.csv", _blank(tuning_rows(found.chosen, runs)), TUNING_COLUMNS)
         sections["After tuning"] = tuning_sentences(found.chosen, pairs, n_test)
-        picked = {c["best"]["config"] for c in found.chosen if c["best"] is not None}
         focus = [r for r in runs if r["config"] in picked]
         focus_summary = [r for r in summary if r["config"] in picked]
     else:
@@ -247,6 +266,11 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
         save_figure(out / f"weights_{optimizer}.png", plots.weights(
             first.load_weights(out), f"{optimizer}: columns of W ({first.run})", image[0]))
         figures.append(f"weights_{optimizer}.png")
+    if failed:
+        extra["Failed runs"] = (f"{failed} run(s) failed: their group raised an error (the "
+                                "command printed it; tasks.csv keeps it). They are listed in "
+                                "results.csv with status 'failed', are left out of every "
+                                "other table, and train when the command is run again.")
     write_report(out, summary, runs, figures, title, {**sections, **extra, **notes(runs)})
     write_json(out / "meta.json", {"command": title, "targets": asdict(targets),
                                    "data": data_info(split) if split else None,

@@ -163,6 +163,22 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
                        help="measure the gradient noise scale B_simple after every epoch (one "
                        "more pass over the training set per epoch; default: on when several "
                        "batch sizes are compared)")
+    if many:
+        g = p.add_argument_group("engine (where the groups train)")
+        g.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local: one group after another in this process (default); ray: "
+                       "each group one task on a Ray cluster (pip install -e \".[ray]\")")
+        g.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                       help="the cluster to run on, e.g. auto or HEAD_IP:6379 (default: the "
+                       "one `ray start` started on this machine or $RAY_ADDRESS names, else a "
+                       "Ray started for this command)")
+        g.add_argument("--ray-cpus-per-task", type=int, default=None, metavar="N",
+                       help="CPUs each task asks Ray for, and torch's threads in it (default: 1)")
+        g.add_argument("--group-size", type=int, default=None, metavar="K",
+                       help="train at most K models as one batch (one task), so that a "
+                       "cluster's nodes share a big grid; every seed of a configuration stays "
+                       "in one group (default: no limit; results depend on the grouping by "
+                       "float rounding, so resume with the same K)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=f"runs/{p.prog.split()[-1]}",
                    help=f"output folder (default: runs/{p.prog.split()[-1]})")
@@ -231,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train_args(p, many=True)
         _add_data_args(p)
         p.set_defaults(**defaults)
+        if name == "tune":
+            g = p.add_argument_group("the lr grid (each optimizer's, unless --lrs)")
+            g.add_argument("--lr-points", type=int, default=13,
+                           help="learning rates per optimizer (default: %(default)s)")
+            g.add_argument("--lr-decades", type=float, default=3.0,
+                           help="decades they span, log-spaced and centred on the optimizer's "
+                           "default lr (default: %(default)s)")
 
     optimum = sub.add_parser("optimum", help="solve the full-batch problem: f*, W*",
                              description="Solve min_W mean cross-entropy + wd/2 ||W||^2 on the "
@@ -306,7 +329,11 @@ def configs_from_args(args: argparse.Namespace) -> list[Config]:
         values.setdefault("seed", SEEDS)
     scale = getattr(args, "scale_lr", False)
     if args.command == "tune":
-        configs, notes = tune_grid(args.optimizer, values, values.get("lr"), scale)
+        if args.lr_points < 1 or not (math.isfinite(args.lr_decades) and args.lr_decades >= 0):
+            raise StochoptError(f"--lr-points must be at least 1 and --lr-decades finite and "
+                                f">= 0, got {args.lr_points} and {args.lr_decades}")
+        configs, notes = tune_grid(args.optimizer, values, values.get("lr"), scale,
+                                   args.lr_points, args.lr_decades)
     else:
         configs, notes = grid(args.optimizer, values, scale_lr=scale)
     for note in notes:
@@ -391,23 +418,37 @@ def cmd_many(args: argparse.Namespace) -> int:
     from . import artefacts, experiment
 
     configs = configs_from_args(args)
+    engine = engine_from_args(args)
     targets = Targets(args.target_acc, args.target_subopt)
     split = load_data(args, configs)
     out = experiment.open_out(args.out, split)
     bar, on_epoch = _progress(args, sum(c.epochs for c in configs), args.command, lines=False)
+    failed = []
 
-    def on_group(group: list[Config], skipped: bool) -> None:
-        if skipped:
+    def on_group(group: list[Config], status: str) -> None:
+        if status == "kept":
             bar.update(sum(c.epochs for c in group))
             bar.write(f"{len(group)} finished run(s) kept from {out}")
+        elif status.startswith("failed"):
+            failed.append(group)
+            bar.update(sum(c.epochs for c in group))
+            bar.write(f"stochopt: error: a group of {experiment.describe(group)} "
+                      f"{status.replace(': ', ' (', 1)})", file=sys.stderr)
 
     noise = args.noise_scale
     if noise is None:
         noise = len({c.batch_size for c in configs}) > 1
     f_star = experiment.FStarSource(split, args.optimum, progress=not args.quiet)
-    records = experiment.run(configs, split, out, f_star, on_epoch, on_group,
-                             noise_scale=noise)
+    records = experiment.run(configs, split, out, f_star, on_epoch, on_group, engine, noise,
+                             args.group_size)
     bar.close()
+    if failed:
+        n = sum(len(g) for g in failed)
+        print(f"stochopt: {n} run(s) in {len(failed)} group(s) failed (status 'failed' in "
+              f"results.csv); run the same command again to retry them", file=sys.stderr)
+        if n == len(configs):
+            artefacts.write_all(out, records, f"stochopt {args.command}", split)
+            return 1
     found = artefacts.write_all(out, records, f"stochopt {args.command}", split,
                                 f_star.optima, targets, tuned=args.command == "tune")
     best = artefacts.best(found.summary)
@@ -428,7 +469,29 @@ def cmd_many(args: argparse.Namespace) -> int:
             print(f"best by mean validation loss: {best['config']} "
                   f"({best['final_val_loss_mean']:.4f})")
         print(f"-> {out / 'report.html'}")
-    return 0 if best else 1
+    return 0 if best and not failed else 1
+
+
+def engine_from_args(args: argparse.Namespace):
+    """The engine the flags name; Ray's flags only with --engine ray."""
+    from .experiment import LocalEngine
+
+    if args.group_size is not None and args.group_size < 1:
+        raise StochoptError(f"--group-size must be at least 1, got {args.group_size}")
+    if args.ray_cpus_per_task is not None and args.ray_cpus_per_task < 1:
+        raise StochoptError(f"--ray-cpus-per-task must be at least 1, got "
+                            f"{args.ray_cpus_per_task}")
+    if args.engine == "local":
+        given = [f for f, v in (("--ray-address", args.ray_address),
+                                ("--ray-cpus-per-task", args.ray_cpus_per_task)) if v is not None]
+        if given:
+            raise StochoptError(f"{' and '.join(given)} "
+                                f"{'apply' if len(given) > 1 else 'applies'} to --engine ray only")
+        return LocalEngine()
+    from .ray_engine import RayEngine, import_ray
+
+    import_ray()  # before any data is read: one line if Ray is missing
+    return RayEngine(args.ray_address, args.ray_cpus_per_task or 1)
 
 
 def cmd_optimum(args: argparse.Namespace) -> int:

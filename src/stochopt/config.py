@@ -102,9 +102,13 @@ class Config:
     @property
     def run_id(self) -> str:
         """A readable, stable name: equal for two configs exactly when they are one run."""
-        r = self.resolved()
-        digest = hashlib.sha1(json.dumps(asdict(r), sort_keys=True).encode()).hexdigest()[:8]
-        return f"{r.optimizer}-lr{r.lr:g}-bs{r.batch_size}-s{r.seed}-{digest}"
+        # memoised on the raw values and their types (1 and 1.0 print differently): a
+        # 36,000-run study asks for each id many times, and computing one takes ~250 us
+        key = tuple((type(v), v) for v in (getattr(self, n) for n in _RAW))
+        try:
+            return _run_id((*key, tuple(sorted((k, type(v), v) for k, v in self.hyper.items()))))
+        except TypeError:  # an unhashable value: not memoised
+            return _compute_run_id(self)
 
     def validate(self, n_train: int | None = None) -> None:
         """Raise a :class:`~stochopt.errors.SettingError` (or StochoptError) naming the
@@ -124,6 +128,24 @@ class Config:
                                f"{{warmup_epochs}}: the method replaces the schedule (its "
                                f"{{warmup_steps}} warm up per step)", "schedule",
                                "warmup_epochs", "warmup_steps")
+
+
+_RAW = tuple(f.name for f in fields(Config) if f.name != "hyper")
+
+
+def _compute_run_id(config: Config) -> str:
+    r = config.resolved()
+    # asdict(r), without its deep copies: every field is a scalar, hyper a flat dict
+    values = {**{n: getattr(r, n) for n in _RAW}, "hyper": dict(r.hyper)}
+    digest = hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{r.optimizer}-lr{r.lr:g}-bs{r.batch_size}-s{r.seed}-{digest}"
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _run_id(key: tuple) -> str:
+    *values, hyper = key
+    return _compute_run_id(Config(**{n: v for n, (_, v) in zip(_RAW, values, strict=True)},
+                                  hyper={k: v for k, _, v in hyper}))
 
 
 @dataclass(frozen=True)
@@ -153,11 +175,12 @@ class RunRecord:
     rows: list[dict[str, float]] = field(default_factory=list)
     test_loss: float = math.nan
     test_acc: float = math.nan
-    status: str = "ok"  # or "diverged"
+    status: str = "ok"  # or "diverged"; "failed" (never stored): its group raised `error`
     diverged_epoch: int | None = None
     weights: np.ndarray | None = None
     weights_path: str | None = None
     f_star: FStar | None = None  # what the suboptimality column is measured against
+    error: str | None = None
 
     @property
     def run(self) -> str:

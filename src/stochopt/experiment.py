@@ -10,8 +10,10 @@ same command after an interruption trains only the rest. The folder's ``fingerpr
 records what the numbers depend on besides the configurations (the data, the split, dtype,
 device type, the version of the numerical code); a command whose fingerprint differs is
 refused before anything is written. Groups are trained by an *engine*: :class:`LocalEngine`
-here, one after another in this process; another engine (a cluster's) plugs in at the same
-seam, while this driver alone writes the folder.
+here, one after another in this process, or :class:`stochopt.ray_engine.RayEngine`, one Ray
+task each on a cluster; either way this driver alone writes the folder. A group that raises
+does not stop the others: its runs come back ``failed`` (not stored, so trained again by the
+next run of the command), and ``tasks.csv`` says where and how long each group ran.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +33,7 @@ import numpy as np
 from .config import Config, FStar, RunRecord
 from .data import Split
 from .errors import Named, SettingError, StochoptError, escape
-from .files import lock_out, prepare_out, write_json, write_npy
+from .files import lock_out, prepare_out, write_csv, write_json, write_npy
 from .optim import RULES, get_rule
 from .optimum import Optimum, cached_optimum
 from .train import fit, plan_groups
@@ -90,22 +94,24 @@ def lr_grid(optimizer: str, points: int = 13, decades: float = 3.0) -> list[floa
     """``points`` learning rates, log-spaced over ``decades`` centred on the optimizer's
     default (13 over three decades: four per decade, the default in the middle)."""
     centre = get_rule(optimizer).lr.default
-    return [float(f"{centre * 10 ** (decades * (i / (points - 1) - 0.5)):.6g}")
+    return [float(f"{centre * 10 ** (decades * (i / max(points - 1, 1) - 0.5 * (points > 1))):.6g}")
             for i in range(points)]
 
 
 def tune_grid(optimizers: list[str], values: dict[str, list[Any]],
-              lrs: list[float] | None = None, scale_lr: bool = False
-              ) -> tuple[list[Config], list[Named]]:
-    """:func:`grid` with each optimizer over its own lr grid (:func:`lr_grid`), or over
-    ``lrs`` when given: the same budget for each, as DeepOBS and AlgoPerf compare."""
+              lrs: list[float] | None = None, scale_lr: bool = False, points: int = 13,
+              decades: float = 3.0) -> tuple[list[Config], list[Named]]:
+    """:func:`grid` with each optimizer over its own lr grid (:func:`lr_grid` of
+    ``points`` over ``decades``), or over ``lrs`` when given: the same budget for each, as
+    DeepOBS and AlgoPerf compare."""
     values = {k: v for k, v in values.items() if k != "lr"}
     _, notes = grid(optimizers, values)  # refuses a hyperparameter none of them has
     configs: list[Config] = []
     for optimizer in optimizers:
         mine = {k: v for k, v in values.items()
                 if k in CONFIG_LISTS or k in get_rule(optimizer).hyperparameters()}
-        configs += grid([optimizer], {**mine, "lr": lrs or lr_grid(optimizer)}, scale_lr)[0]
+        grid_lrs = lrs or lr_grid(optimizer, points, decades)
+        configs += grid([optimizer], {**mine, "lr": grid_lrs}, scale_lr)[0]
     check_unique(configs)
     return configs, notes
 
@@ -171,13 +177,32 @@ class Job:
     configs: list[Config]
     f_star: list[FStar | None]
     noise_scale: bool = False  # measure B_simple after each epoch
+    group: int = 0  # its place in the plan (tasks.csv)
+
+
+@dataclass
+class Outcome:
+    """What an engine gives back for one job: its records, or the one-line error that
+    stopped it; ``task`` says where and how long it ran (a row of tasks.csv)."""
+
+    job: Job
+    records: list[RunRecord] | None = None
+    error: str | None = None
+    task: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine(Protocol):
     def run(self, jobs: list[Job], split: Split, on_epoch: OnEpoch | None
-            ) -> Iterator[tuple[Job, list[RunRecord]]]:
-        """Train every job; yield each with its records as it finishes, in any order."""
+            ) -> Iterator[Outcome]:
+        """Train every job; yield an :class:`Outcome` for each as it finishes, in any
+        order. A job that raises is an outcome with its error, not an exception."""
         ...
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: message``, on one line."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 class LocalEngine:
@@ -185,21 +210,53 @@ class LocalEngine:
 
     def run(self, jobs, split, on_epoch):
         for job in jobs:
-            yield job, fit(job.configs, split, job.f_star, on_epoch, job.noise_scale)
+            t0 = time.perf_counter()
+            task = {"engine": "local", "node": "local", "pid": os.getpid()}
+            try:
+                records = fit(job.configs, split, job.f_star, on_epoch, job.noise_scale)
+            except Exception as e:  # reported per group; the other groups go on
+                yield Outcome(job, error=one_line(e),
+                              task={**task, "seconds": time.perf_counter() - t0})
+            else:
+                seconds = time.perf_counter() - t0
+                yield Outcome(job, records, task={**task, "seconds": seconds,
+                                                  "fit_seconds": seconds})
 
 
 # --------------------------------------------------------------------------- running
 
 
+TASK_COLUMNS = ["group", "runs", "batch_size", "status", "engine", "node", "pid",
+                "seconds", "fit_seconds", "fetched_data", "data_seconds", "error"]
+# seconds: from handing the group to the engine until its records came back (Ray: the
+# task's scheduling, start-up and transfer included); fit_seconds: training alone;
+# fetched_data, data_seconds: whether the task fetched the data from Ray's object store
+# (a worker keeps it for its later tasks) and how long getting it ready took (Ray)
+
+
+def describe(configs: list[Config]) -> str:
+    """A group in a few words: the values its configurations take."""
+    parts, resolved = [], [c.resolved() for c in configs]
+    for name in ("optimizer", "lr", "batch_size", "seed"):
+        values = list(dict.fromkeys(getattr(c, name) for c in resolved))
+        shown = "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values[:6])
+        parts.append(f"{name.replace('_', ' ')} {shown}" + ("/..." if len(values) > 6 else ""))
+    return f"{len(configs)} run(s): " + ", ".join(parts)
+
+
 def run(configs: list[Config], split: Split, out: str | Path,
         f_star: Callable[[Config], FStar | None] = lambda c: None,
         on_epoch: OnEpoch | None = None,
-        on_group: Callable[[list[Config], bool], None] | None = None,
-        engine: Engine | None = None, noise_scale: bool = False) -> list[RunRecord]:
+        on_group: Callable[[list[Config], str], None] | None = None,
+        engine: Engine | None = None, noise_scale: bool = False,
+        group_size: int | None = None) -> list[RunRecord]:
     """Train every configuration not already finished in ``out`` (which :func:`open_out`
-    has checked); return all run records in the order of ``configs``.
-    ``on_group(configs, skipped)`` reports each group as it is planned; ``noise_scale``
-    measures the gradient noise scale after every epoch (the ``noise_scale`` column)."""
+    has checked); return all run records in the order of ``configs``, those of a group
+    that failed with status ``failed`` and its error. ``on_group(configs, status)``
+    reports each group: ``"kept"`` (finished before) as it is planned, ``"trained"`` or
+    ``"failed: <error>"`` as it comes back. ``noise_scale`` measures the gradient noise
+    scale after every epoch (the ``noise_scale`` column); ``group_size`` caps the models
+    trained as one batch (:func:`~stochopt.train.plan_groups`)."""
     out = Path(out)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -207,28 +264,46 @@ def run(configs: list[Config], split: Split, out: str | Path,
         stale.unlink()  # left by a killed process; we hold the folder's lock
     check_unique(configs)
     records: dict[str, RunRecord] = {}
-    jobs = []
-    for group in plan_groups(configs):
+    jobs, tasks = [], []
+    for number, group in enumerate(plan_groups(configs, group_size)):
         members = [configs[i] for i in group]
         found = {c.run_id: load_run(runs_dir / f"{c.run_id}.json") for c in members}
         records.update({k: r for k, r in found.items() if r is not None})
-        todo = [c for c in members if found[c.run_id] is None]
-        if on_group is not None:
-            on_group(members, not todo)
         # The whole group trains again, its finished runs too: a run's numbers depend (by
         # float rounding) on which models shared its products, so only the same group
         # gives the unfinished runs what an uninterrupted run would have given them.
-        if todo:
-            jobs.append(Job(members, [f_star(c) for c in members], noise_scale))
-    for _, done in (engine or LocalEngine()).run(jobs, split, on_epoch):
-        for record in done:
+        if any(r is None for r in found.values()):
+            jobs.append(Job(members, [f_star(c) for c in members], noise_scale, number))
+        else:
+            tasks.append(_task_row(number, members, "kept", {}))
+            if on_group is not None:
+                on_group(members, "kept")
+    for outcome in (engine or LocalEngine()).run(jobs, split, on_epoch):
+        members = outcome.job.configs
+        status = "trained" if outcome.error is None else f"failed: {outcome.error}"
+        tasks.append(_task_row(outcome.job.group, members, status.split(":")[0],
+                               {**outcome.task, "error": outcome.error or ""}))
+        for record in outcome.records or []:
             if record.run in records:
                 continue  # finished before: its files stay as they are
             record.weights_path = f"runs/{record.run}.npy"
             write_npy(out / record.weights_path, record.weights.astype(np.float32))
             write_json(runs_dir / f"{record.run}.json", record.to_json())  # last: finished
             records[record.run] = record
+        if outcome.error is not None:
+            for c in members:
+                records.setdefault(c.run_id, RunRecord(c, status="failed",
+                                                       error=outcome.error))
+        if on_group is not None:
+            on_group(members, status)
+    write_csv(out / "tasks.csv", sorted(tasks, key=lambda t: t["group"]), TASK_COLUMNS)
     return [records[c.run_id] for c in configs]
+
+
+def _task_row(number: int, members: list[Config], status: str, task: dict[str, Any]
+              ) -> dict[str, Any]:
+    return {"group": number, "runs": len(members), "batch_size": members[0].batch_size,
+            "status": status, **{k: "" for k in TASK_COLUMNS[4:]}, **task}
 
 
 def load_run(path: Path) -> RunRecord | None:

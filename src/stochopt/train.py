@@ -42,27 +42,33 @@ def _variant(config: Config) -> str:
     return replace(config, seed=0).run_id
 
 
-def plan_groups(configs: list[Config]) -> list[list[int]]:
+def plan_groups(configs: list[Config], max_models: int | None = None) -> list[list[int]]:
     """Indices of ``configs`` in groups that train as one batch of K = S x M models.
 
     Configurations sharing :data:`SHARED` go together when every seed of the group has the
     same configurations besides the seed (compare's and sweep's grids always do); the
     configurations whose seeds differ from the others' form a group of their own, and a
-    repeated configuration trains in a later group.
+    repeated configuration trains in a later group. ``max_models`` caps K: a larger group
+    is cut, in order, into pieces of whole configurations (every seed of each), so that a
+    cluster can train the pieces side by side.
     """
     groups: dict[tuple, dict[str, list[int]]] = {}
     seen: dict[str, int] = {}
     for i, c in enumerate(configs):
-        repeat = seen[c.run_id] = seen.get(c.run_id, -1) + 1
+        run_id = c.run_id  # hashed once: a 36,000-run study plans in well under a second
+        repeat = seen[run_id] = seen.get(run_id, -1) + 1
         variants = groups.setdefault((*group_key(c), repeat), {})
         variants.setdefault(_variant(c), []).append(i)
     planned = []
     for variants in groups.values():
-        by_seeds: dict[tuple, list[int]] = {}
+        by_seeds: dict[tuple, list[list[int]]] = {}
         for indices in variants.values():
             seeds = tuple(sorted(configs[i].seed for i in indices))
-            by_seeds.setdefault(seeds, []).extend(indices)
-        planned += [sorted(g) for g in by_seeds.values()]
+            by_seeds.setdefault(seeds, []).append(indices)
+        for seeds, members in by_seeds.items():
+            per = len(members) if max_models is None else max(1, max_models // len(seeds))
+            planned += [sorted(i for m in members[j:j + per] for i in m)
+                        for j in range(0, len(members), per)]
     return planned
 
 

@@ -18,6 +18,7 @@ the gradient before the rule, as torch.optim does. ``t`` is the 1-based step num
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import torch
@@ -67,8 +68,10 @@ class Rule:
         return f"{type(self).__name__}({values})"
 
     @classmethod
+    @functools.cache  # per class; planning a big grid asks hundreds of thousands of times
     def settings(cls) -> dict[str, Setting]:
-        """Every declared setting, ``lr`` first and ``weight_decay`` last."""
+        """Every declared setting, ``lr`` first and ``weight_decay`` last (not to be
+        changed: the dict is shared)."""
         found: dict[str, Setting] = {}
         for klass in reversed(cls.__mro__):
             found.update({k: v for k, v in vars(klass).items() if isinstance(v, Setting)})

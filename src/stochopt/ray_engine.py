@@ -1,0 +1,184 @@
+"""The Ray engine: each K-at-once group is one Ray task on a cluster.
+
+    records = experiment.run(configs, split, out, engine=RayEngine("auto"))
+
+The driver (this process) keeps everything that touches the output folder: it puts the data
+into Ray's object store once, submits one task per group, and takes the groups back as they
+finish (``ray.wait``), so :func:`stochopt.experiment.run` writes each run's files exactly as
+with the local engine: the same results, summaries, fingerprint and resume. A worker process
+fetches the data the first time one of its tasks needs it and keeps it for the next tasks of
+the same command (the store's arrays are read in place, not copied).
+
+Faults: a task whose worker process dies is run again by Ray (``max_retries``); a task
+that raises comes back as its group's error, and the other groups go on; a driver that is
+killed is resumed by running the command again, as with the local engine.
+
+Ray is optional (``pip install -e ".[ray]"``); without it this engine says so in one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data import Split
+from .errors import StochoptError
+from .experiment import NUMERICS_VERSION, Job, OnEpoch, Outcome, one_line
+from .train import fit
+
+INSTALL = 'pip install -e ".[ray]" (or pip install "ray>=2.10")'
+TENSORS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test", "sample_weight")
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise StochoptError(f"--engine ray needs Ray, which is not installed here; install "
+                            f"it with {INSTALL}, or use --engine local") from None
+    return ray
+
+
+@dataclass
+class RayEngine:
+    """Train each job as one Ray task with ``cpus_per_task`` CPUs (torch's threads in the
+    task) and, for data on a GPU, one GPU. ``address``: a running cluster's (``"auto"``,
+    ``"127.0.0.1:6379"``, ``"ray://head:10001"``), or None for the one ``ray start`` started on
+    this machine or ``RAY_ADDRESS`` names, else a Ray started for this call. ``task`` is the
+    function a task runs (:func:`train_job`)."""
+
+    address: str | None = None
+    cpus_per_task: int = 1
+    max_retries: int = 3
+    task: Any = None
+
+    def run(self, jobs: list[Job], split: Split, on_epoch: OnEpoch | None
+            ) -> Iterator[Outcome]:
+        if not jobs:
+            return
+        ray = import_ray()
+        started = self.connect(ray)
+        pending: dict[Any, tuple[Job, float]] = {}
+        try:
+            device = split.X_train.device.type
+            data = ray.put(pack(split))  # once per command; workers read it in place
+            remote = ray.remote(self.task or train_job).options(
+                num_cpus=self.cpus_per_task, num_gpus=1 if device == "cuda" else 0,
+                max_retries=self.max_retries, retry_exceptions=False,
+                scheduling_strategy="SPREAD")  # groups are big: one per node before doubling
+            for job in jobs:
+                # the ref inside a list reaches the task unresolved: a worker that already
+                # holds the data skips fetching it
+                ref = remote.remote(job, [data], self.cpus_per_task, device)
+                pending[ref] = (job, time.perf_counter())
+            while pending:
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                job, t0 = pending.pop(ref)
+                task = {"engine": "ray"}
+                try:
+                    records, info = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # the task raised
+                    cause = e.cause if isinstance(e.cause, BaseException) else e
+                    error = one_line(cause)
+                except ray.exceptions.RayError as e:  # retries spent, node lost, ...
+                    error = one_line(e).split(" Traceback")[0]
+                else:
+                    error = mismatch(info)
+                    task.update(info)
+                task["seconds"] = time.perf_counter() - t0
+                if error is not None:
+                    yield Outcome(job, error=error, task=task)
+                    continue
+                if on_epoch is not None:  # a group's epochs are known when it returns
+                    for epoch in range(1, max(len(r.rows) for r in records) + 1):
+                        on_epoch(epoch, records)
+                yield Outcome(job, records, task=task)
+        finally:
+            for ref in pending:  # the driver stopped early: its tasks are not wanted
+                ray.cancel(ref)
+            if started:
+                ray.shutdown()
+
+    def connect(self, ray: Any) -> bool:
+        """Join the cluster (True when this call started Ray, to stop it again)."""
+        if ray.is_initialized():
+            return False
+        try:
+            ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False,
+                     configure_logging=True)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            where = f"at {self.address}" if self.address else "on this machine"
+            raise StochoptError(f"could not join a Ray cluster {where} ({one_line(e)}); start "
+                                "one with `ray start --head`, or leave --ray-address out to "
+                                "start Ray for this command") from None
+        return True
+
+
+def mismatch(info: dict[str, Any]) -> str | None:
+    """A worker whose stochopt computes other numbers than the driver's cannot join in."""
+    if info.get("numerics") == NUMERICS_VERSION:
+        return None
+    return (f"node {info.get('node', '?')} runs stochopt {info.get('version')} (numerics "
+            f"{info.get('numerics')}), this driver {__version__} (numerics {NUMERICS_VERSION}); "
+            "install the same stochopt on every node")
+
+
+# --------------------------------------------------------------------------- the data
+
+
+def pack(split: Split) -> dict[str, Any]:
+    """The split as NumPy arrays (which Ray's object store shares without copying) and its
+    other fields."""
+    if split.X_train.is_sparse:
+        raise StochoptError("the Ray engine takes dense data; densify it or use --engine local")
+    packed = {f.name: getattr(split, f.name) for f in fields(Split)}
+    for name in TENSORS:
+        if packed[name] is not None:
+            packed[name] = packed[name].cpu().numpy()
+    return packed
+
+
+def unpack(packed: dict[str, Any], device: str) -> Split:
+    values = dict(packed)
+    with warnings.catch_warnings():  # the store's arrays are read-only; training only reads
+        warnings.simplefilter("ignore", UserWarning)
+        for name in TENSORS:
+            if values[name] is not None:
+                values[name] = torch.from_numpy(values[name]).to(device)
+    return Split(**values)
+
+
+_held: dict[str, Split] = {}  # this worker's data: the last command's only
+
+
+def train_job(job: Job, data: list[Any], threads: int, device: str
+              ) -> tuple[list[Any], dict[str, Any]]:
+    """A Ray task: train one group on this node; return its records and where and how
+    long it ran."""
+    import ray
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(threads)
+    (ref,) = data
+    key = f"{ref.hex()}-{device}"
+    fetched = key not in _held
+    if fetched:
+        _held.clear()
+        _held[key] = unpack(ray.get(ref), device)
+    t1 = time.perf_counter()
+    records = fit(job.configs, _held[key], job.f_star, None, job.noise_scale)
+    for r in records:  # float32 weights travel back; the driver stores float32 anyway
+        r.weights = np.asarray(r.weights, dtype=np.float32)
+    t2 = time.perf_counter()
+    return records, {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                     "fetched_data": fetched, "data_seconds": t1 - t0, "fit_seconds": t2 - t1,
+                     "numerics": NUMERICS_VERSION, "version": __version__}

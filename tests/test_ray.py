@@ -1,0 +1,196 @@
+"""The Ray engine on a real two-node Ray cluster, each node one CPU, against the local engine.
+
+The cluster runs inside a network namespace of its own that has only loopback (``unshare
+-n``), so nothing it does can reach beyond this machine; the drivers join that namespace
+(``nsenter``). The cluster is stopped by killing every process of the namespace."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stochopt.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from loopback_cluster import LoopbackCluster, can_make_namespace
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (it could not be "
+                               "installed here): the Ray engine's cluster tests did not run")
+SWEEP = ["sweep", "--lrs", "0.01,0.03,0.1", "--batch-sizes", "64,256", "--seeds", "0,1",
+         "--epochs", "2", "--group-size", "4", "--optimum", "skip", "--quiet"]
+# 12 runs in 4 groups (bs 64: 2+1 configurations x 2 seeds, likewise bs 256): two tasks per
+# node, so a worker that held the data for its first task is seen reusing it
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    why = can_make_namespace()
+    if why:
+        pytest.fail(f"the Ray tests need a loopback-only network namespace (as root): {why}")
+    c = LoopbackCluster(nodes=2)
+    yield c
+    c.stop()
+    assert not c.processes()
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory, data_dir):
+    """The sweep on the local engine: the results every Ray run must give."""
+    out = tmp_path_factory.mktemp("local") / "out"
+    assert main([*SWEEP, "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    return out
+
+
+def results(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "results.csv").drop(columns="seconds")
+
+
+def assert_same_results(out: Path, reference: Path) -> None:
+    a, b = results(out), results(reference)
+    assert list(a.columns) == list(b.columns) and len(a) == len(b) == 24
+    assert (a.select_dtypes(exclude="number") == b.select_dtypes(exclude="number")).all().all()
+    np.testing.assert_allclose(a.select_dtypes("number").to_numpy(float),
+                               b.select_dtypes("number").to_numpy(float), rtol=0, atol=1e-6)
+
+
+def finish(driver: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    """Its exit code and its output, stdout then stderr."""
+    out, err = driver.communicate(timeout=timeout)
+    return driver.returncode, out + err
+
+
+@needs_ray
+def test_ray_sweep_equals_the_local_engine_on_both_nodes(cluster, local, data_dir, tmp_path):
+    out = tmp_path / "ray"
+    code, err = finish(cluster.stochopt([*SWEEP, "--data-dir", str(data_dir), "--out",
+                                         str(out)]))
+    assert code == 0, err
+    assert_same_results(out, local)
+    assert {p.name for p in out.iterdir()} == {p.name for p in local.iterdir()}
+    tasks = pd.read_csv(out / "tasks.csv")
+    assert list(tasks.status) == ["trained"] * 4 and list(tasks.engine) == ["ray"] * 4
+    assert tasks.node.nunique() == 2  # SPREAD: both nodes trained
+    # the data reached each worker once: only a worker's first task fetched it
+    assert (tasks.groupby("pid").fetched_data.sum() <= 1).all()
+    assert (~tasks.fetched_data).any()
+
+
+@needs_ray
+def test_a_killed_worker_is_retried_to_the_same_results(cluster, local, data_dir, tmp_path):
+    out = tmp_path / "ray"
+    driver = cluster.stochopt([*SWEEP, "--data-dir", str(data_dir), "--out", str(out)])
+    deadline, victim = time.time() + 120, None
+    while victim is None and time.time() < deadline and driver.poll() is None:
+        busy = cluster.workers()
+        if busy:
+            victim = busy[0]
+            os.kill(victim, signal.SIGKILL)  # in the middle of its task
+        time.sleep(0.02)
+    code, err = finish(driver)
+    assert victim is not None, "no task was seen running"
+    assert code == 0, err
+    assert_same_results(out, local)
+    tasks = pd.read_csv(out / "tasks.csv")
+    assert list(tasks.status) == ["trained"] * 4 and victim not in set(tasks.pid)
+
+
+@needs_ray
+def test_a_killed_driver_resumes_without_retraining_finished_groups(cluster, local, data_dir,
+                                                                     tmp_path):
+    out = tmp_path / "ray"
+    args = [*SWEEP, "--data-dir", str(data_dir), "--out", str(out)]
+    driver = cluster.stochopt(args)
+    deadline = time.time() + 120
+    # 4 stored runs hold a whole group: the driver writes one group at a time, and a group
+    # has at most 4 runs
+    while len(list((out / "runs").glob("*.json"))) < 4 and time.time() < deadline:
+        time.sleep(0.01)
+    driver.kill()  # SIGKILL: no chance to tidy up
+    driver.wait()
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    assert 4 <= len(kept) < 12, f"kill came too late or too early: {len(kept)} runs stored"
+    code, err = finish(cluster.stochopt(args))
+    assert code == 0, err
+    assert "finished run(s) kept" in err
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")
+            if p.name in kept} == kept  # not written again
+    tasks = pd.read_csv(out / "tasks.csv")
+    assert (tasks.status == "kept").sum() >= 1 and (tasks.status == "trained").sum() >= 1
+    assert tasks[tasks.status == "kept"].runs.sum() <= len(kept)
+    assert_same_results(out, local)
+
+
+FLAKY = """
+import sys
+import stochopt.ray_engine as engine
+from stochopt.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from loopback_cluster import LoopbackCluster, can_make_namespace  # noqa: E402
+
+real = engine.train_job
+
+
+def flaky(job, data, threads, device):  # sent to the workers by value
+    if job.configs[0].batch_size == 256 and job.configs[0].lr == 0.1:
+        raise RuntimeError("injected failure")
+    return real(job, data, threads, device)
+
+
+engine.train_job = flaky
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@needs_ray
+def test_a_task_that_raises_fails_its_group_only(cluster, local, data_dir, tmp_path):
+    out = tmp_path / "ray"
+    script = tmp_path / "flaky.py"
+    script.write_text(FLAKY)
+    cmd = cluster.command([sys.executable, str(script), *SWEEP, "--data-dir", str(data_dir),
+                           "--out", str(out), "--engine", "ray", "--ray-address",
+                           cluster.address])
+    done = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "injected failure" in line]
+    assert len(lines) == 1 and "2 run(s): optimizer momentum, lr 0.1, batch size 256, seed 0/1" \
+        in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    table = pd.read_csv(out / "results.csv")
+    failed = table[table.status == "failed"]
+    assert len(failed) == 2 and set(failed.lr) == {0.1} and set(failed.batch_size) == {256}
+    assert failed.epoch.isna().all() and failed.val_acc.isna().all()
+    ok = results(out)[table.status != "failed"].reset_index(drop=True)
+    reference = results(local)
+    reference = reference[~((reference.lr == 0.1) & (reference.batch_size == 256))]
+    np.testing.assert_allclose(ok.select_dtypes("number").to_numpy(float),
+                               reference.reset_index(drop=True).select_dtypes("number")
+                               .to_numpy(float), atol=1e-6)
+    assert len(list((out / "runs").glob("*.json"))) == 10  # the failed ones train next time
+    assert "2 run(s) failed" in (out / "report.md").read_text()
+
+
+def test_engine_ray_without_ray_is_one_line(monkeypatch, capsys, data_dir, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    code = main([*SWEEP, "--data-dir", str(data_dir), "--out", str(tmp_path / "out"),
+                 "--engine", "ray"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "Ray, which is not installed" in err and 'pip install -e ".[ray]"' in err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_ray_flags_need_engine_ray(capsys, data_dir, tmp_path):
+    code = main([*SWEEP, "--data-dir", str(data_dir), "--out", str(tmp_path / "out"),
+                 "--ray-address", "auto"])
+    assert code == 2 and "--ray-address applies to --engine ray only" in capsys.readouterr().err
