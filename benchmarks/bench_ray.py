@@ -83,8 +83,9 @@ for node in nodes:  # a fresh object per node: nothing cached by an earlier task
     one = ray.put(pack(load_split(data_dir))) if paths else data
     paths.append(ray.get(data_paths.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
         node, soft=False)).remote([one], data_dir)))
+here = ray.get_runtime_context().get_node_id()
 print(json.dumps({"connect": connect, "round_trip": round_trip, "pipelined": pipelined,
-                  "put": put, "paths": paths, "nodes": len(nodes)}))
+                  "put": put, "paths": paths, "nodes": len(nodes), "driver_node": here}))
 '''
 
 
@@ -150,16 +151,28 @@ def main() -> None:
                 pd.read_csv(f"{tmp}/ray/results.csv").drop(columns="seconds"))
             tasks = pd.read_csv(f"{tmp}/ray/tasks.csv")
             local_tasks = pd.read_csv(f"{tmp}/local/tasks.csv")
-            overhead = tasks.seconds - tasks.fit_seconds - tasks.data_seconds
-            fresh = overhead[tasks.fetched_data]
-            warm = overhead[~tasks.fetched_data]
+            # a worker's first task: submitted -> began (its start, imports) + the return;
+            # a reused worker's: its previous task's end -> began + the return
+            tasks = tasks.sort_values("wait_seconds")
+            begun = tasks.seconds - tasks.fit_seconds - tasks.data_seconds - \
+                tasks.return_seconds  # = wait_seconds, on the driver's clock
+            first = tasks.groupby("pid").head(1)
+            fresh = (first.wait_seconds + first.return_seconds).tolist()
+            warm = []
+            for _, mine in tasks.groupby("pid"):
+                ends = (mine.wait_seconds + mine.data_seconds + mine.fit_seconds).tolist()
+                warm += [w - e + r for w, e, r in zip(mine.wait_seconds.tolist()[1:], ends[:-1],
+                                                      mine.return_seconds.tolist()[1:],
+                                                      strict=True)]
+            assert (abs(begun - tasks.wait_seconds) < 0.05).all()
             row("  training, sum over groups (ray, 1 thread each)", tasks.fit_seconds.sum())
             row("  training, sum over groups (local, 2 threads)", local_tasks.fit_seconds.sum())
             row("  per-task overhead, a worker's first task (median)",
-                statistics.median(fresh) if len(fresh) else float("nan"),
-                "worker start, imports, result transfer")
+                statistics.median(fresh) if fresh else float("nan"),
+                "queue, worker start, imports, result transfer")
             row("  per-task overhead, a reused worker (median)",
-                statistics.median(warm) if len(warm) else float("nan"))
+                statistics.median(warm) if warm else float("nan"),
+                "from its previous task's end to the next one's start, and the transfer")
             probe = subprocess.run(cluster.command([
                 sys.executable, "-c", PROBE, cluster.address, data_dir,
                 "20" if args.tiny else "200"]), env=cluster.env, capture_output=True,
@@ -171,8 +184,9 @@ def main() -> None:
             row("a no-op task, round trip (sequential, mean)", found["round_trip"])
             row("a no-op task, pipelined (mean)", found["pipelined"])
             row("the split into the object store (ray.put, once)", found["put"])
-            for i, path in enumerate(found["paths"]):
-                where = "the driver's node" if i == 0 else "the other node"
+            for path in found["paths"]:
+                where = "the driver's node" if path["node"] == found["driver_node"] \
+                    else "the other node"
                 row(f"data on {where}: from the object store", path["store"])
                 row(f"data on {where}: read from the IDX files, checked", path["read"])
         finally:

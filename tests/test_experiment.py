@@ -221,3 +221,14 @@ def test_tune_lr_grid_points_and_decades(tmp_path, data_dir):
     assert lrs[-1] == pytest.approx(1e-3 * 10 ** 3.5, rel=1e-5)
     args = build_parser().parse_args(["tune", "--optimizers", "adam", "--lr-points", "1"])
     assert {c.lr for c in configs_from_args(args)} == {1e-3}
+
+
+def test_no_noise_scale_turns_off_the_default_with_several_batch_sizes(tmp_path, data_dir):
+    out = tmp_path / "out"
+    argv = ["compare", *TINY, "--batch-sizes", "2000,4000", "--data-dir", str(data_dir)]
+    assert main([*argv, "--out", str(out / "on")]) == 0
+    assert main([*argv, "--no-noise-scale", "--out", str(out / "off")]) == 0
+    for name, measured in (("on", True), ("off", False)):
+        with open(out / name / "results.csv") as f:
+            cells = {r["noise_scale"] != "" for r in csv.DictReader(f)}
+        assert cells == {measured}

@@ -159,10 +159,10 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
                        "evaluation and second each run records (default: %(default)s)")
         g.add_argument("--target-subopt", type=float, default=Targets.subopt,
                        help="likewise for f - f*, where f* is attained (default: %(default)s)")
-        g.add_argument("--noise-scale", action="store_true", default=None,
+        g.add_argument("--noise-scale", action=argparse.BooleanOptionalAction, default=None,
                        help="measure the gradient noise scale B_simple after every epoch (one "
                        "more pass over the training set per epoch; default: on when several "
-                       "batch sizes are compared)")
+                       "batch sizes are compared, --no-noise-scale turns it off)")
     if many:
         g = p.add_argument_group("engine (where the groups train)")
         g.add_argument("--engine", choices=["local", "ray"], default="local",

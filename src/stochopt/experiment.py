@@ -227,9 +227,13 @@ class LocalEngine:
 
 
 TASK_COLUMNS = ["group", "runs", "batch_size", "status", "engine", "node", "pid",
-                "seconds", "fit_seconds", "fetched_data", "data_seconds", "error"]
+                "seconds", "wait_seconds", "fit_seconds", "fetched_data", "data_seconds",
+                "return_seconds", "error"]
 # seconds: from handing the group to the engine until its records came back (Ray: the
-# task's scheduling, start-up and transfer included); fit_seconds: training alone;
+# queue, the task's start-up and the transfers included); wait_seconds (Ray): from
+# submitting the task until it began (queued behind other groups, a new worker's start and
+# imports); return_seconds (Ray): from its end until the driver had its records;
+# fit_seconds: training alone;
 # fetched_data, data_seconds: whether the task fetched the data from Ray's object store
 # (a worker keeps it for its later tasks) and how long getting it ready took (Ray)
 

@@ -75,15 +75,18 @@ class RayEngine:
                 num_cpus=self.cpus_per_task, num_gpus=1 if device == "cuda" else 0,
                 max_retries=self.max_retries, retry_exceptions=False,
                 scheduling_strategy="SPREAD")  # groups are big: one per node before doubling
-            for job in jobs:
+            # the costliest groups first (models x epochs x steps): the last group to start
+            # is a short one, so the wall time is close to the largest group's or the
+            # total's share per CPU, whichever is longer
+            for job in sorted(jobs, key=cost, reverse=True):
                 # the ref inside a list reaches the task unresolved: a worker that already
                 # holds the data skips fetching it
                 ref = remote.remote(job, [data], self.cpus_per_task, device)
-                pending[ref] = (job, time.perf_counter())
+                pending[ref] = (job, time.perf_counter(), time.time())
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
-                job, t0 = pending.pop(ref)
-                task = {"engine": "ray"}
+                job, t0, submitted = pending.pop(ref)
+                task: dict[str, Any] = {"engine": "ray"}
                 try:
                     records, info = ray.get(ref)
                 except ray.exceptions.RayTaskError as e:  # the task raised
@@ -93,7 +96,9 @@ class RayEngine:
                     error = one_line(e).split(" Traceback")[0]
                 else:
                     error = mismatch(info)
-                    task.update(info)
+                    # wall clocks: exact on one machine, off by the clocks' offset across
+                    wait, back = info.pop("started") - submitted, time.time() - info.pop("ended")
+                    task.update(info, wait_seconds=wait, return_seconds=back)
                 task["seconds"] = time.perf_counter() - t0
                 if error is not None:
                     yield Outcome(job, error=error, task=task)
@@ -121,6 +126,13 @@ class RayEngine:
                                 "one with `ray start --head`, or leave --ray-address out to "
                                 "start Ray for this command") from None
         return True
+
+
+def cost(job: Job) -> float:
+    """A group's work in model-epochs, each weighted for its per-step overhead (measured by
+    benchmarks/bench_ray.py: an epoch at batch 32 costs 1.8x one at batch 256)."""
+    c = job.configs[0]
+    return len(job.configs) * c.epochs * (1 + 32 / c.batch_size)
 
 
 def mismatch(info: dict[str, Any]) -> str | None:
@@ -166,7 +178,7 @@ def train_job(job: Job, data: list[Any], threads: int, device: str
     long it ran."""
     import ray
 
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     torch.set_num_threads(threads)
     (ref,) = data
     key = f"{ref.hex()}-{device}"
@@ -181,4 +193,5 @@ def train_job(job: Job, data: list[Any], threads: int, device: str
     t2 = time.perf_counter()
     return records, {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                      "fetched_data": fetched, "data_seconds": t1 - t0, "fit_seconds": t2 - t1,
-                     "numerics": NUMERICS_VERSION, "version": __version__}
+                     "numerics": NUMERICS_VERSION, "version": __version__,
+                     "started": started, "ended": time.time()}
