@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,9 +57,9 @@ def results(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "results.csv").drop(columns="seconds")
 
 
-def assert_same_results(out: Path, reference: Path) -> None:
+def assert_same_results(out: Path, reference: Path, rows: int = 24) -> None:
     a, b = results(out), results(reference)
-    assert list(a.columns) == list(b.columns) and len(a) == len(b) == 24
+    assert list(a.columns) == list(b.columns) and len(a) == len(b) == rows
     assert (a.select_dtypes(exclude="number") == b.select_dtypes(exclude="number")).all().all()
     np.testing.assert_allclose(a.select_dtypes("number").to_numpy(float),
                                b.select_dtypes("number").to_numpy(float), rtol=0, atol=1e-6)
@@ -135,8 +137,6 @@ import sys
 import stochopt.ray_engine as engine
 from stochopt.cli import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from loopback_cluster import LoopbackCluster, can_make_namespace  # noqa: E402
 
 real = engine.train_job
 
@@ -194,3 +194,84 @@ def test_ray_flags_need_engine_ray(capsys, data_dir, tmp_path):
     code = main([*SWEEP, "--data-dir", str(data_dir), "--out", str(tmp_path / "out"),
                  "--ray-address", "auto"])
     assert code == 2 and "--ray-address applies to --engine ray only" in capsys.readouterr().err
+
+
+class FakeRay:
+    """What check_fits reads of a cluster: its nodes' resources."""
+
+    def __init__(self, *resources: dict[str, float]) -> None:
+        self.resources = resources
+
+    def nodes(self):
+        return [{"Alive": True, "Resources": r} for r in self.resources]
+
+
+def test_each_task_asks_for_its_cpus_and_a_gpu_on_cuda_and_is_retried_only_if_killed():
+    from stochopt.ray_engine import RayEngine
+
+    cpu, cuda = RayEngine(cpus_per_task=3).options("cpu"), RayEngine().options("cuda")
+    assert (cpu["num_cpus"], cpu["num_gpus"], cuda["num_cpus"], cuda["num_gpus"]) == (3, 0, 1, 1)
+    assert cpu["max_retries"] == 3 and cpu["retry_exceptions"] is False
+
+
+def test_a_task_no_node_can_run_is_refused_in_one_line():
+    from stochopt.errors import StochoptError
+    from stochopt.ray_engine import RayEngine
+
+    cluster = FakeRay({"CPU": 1.0}, {"CPU": 1.0})
+    RayEngine().check_fits(cluster, RayEngine().options("cpu"))  # fits: no error
+    with pytest.raises(StochoptError, match=r"no node of the Ray cluster has 2 CPU\(s\) for a "
+                       r"task \(the largest has 1 CPU\(s\), 0 GPU\(s\)\); lower "
+                       "--ray-cpus-per-task"):
+        RayEngine().check_fits(cluster, RayEngine(cpus_per_task=2).options("cpu"))
+    with pytest.raises(StochoptError, match=r"has 1 CPU\(s\) and 1 GPU for a task"):
+        RayEngine().check_fits(cluster, RayEngine().options("cuda"))
+    RayEngine().check_fits(FakeRay({"CPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}),
+                           RayEngine().options("cuda"))
+
+
+@needs_ray
+def test_more_cpus_per_task_than_any_node_has_is_one_line_not_a_hang(cluster, data_dir,
+                                                                      tmp_path):
+    code, output = finish(cluster.stochopt([*SWEEP, "--data-dir", str(data_dir), "--out",
+                                            str(tmp_path / "out"), "--ray-cpus-per-task",
+                                            "2"]), timeout=120)
+    lines = [line for line in output.splitlines() if line.startswith("stochopt:")]
+    assert code == 2 and len(lines) == 1 and "no node of the Ray cluster has 2 CPU(s)" in lines[0]
+    assert "Traceback" not in output
+
+
+@needs_ray
+def test_without_an_address_or_a_cluster_a_ray_is_started_for_the_command_and_stopped(
+        tmp_path):
+    """No --ray-address and no cluster: the command starts Ray (in a loopback-only namespace
+    of its own here), trains on it, and leaves no Ray process behind."""
+    if why := can_make_namespace():
+        pytest.fail(f"the Ray tests need a loopback-only network namespace (as root): {why}")
+    args = ["sweep", "--dataset", "digits", "--lrs", "0.01,0.1", "--seeds", "0,1", "--epochs",
+            "2", "--optimum", "skip", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # no cluster's address file
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        done = subprocess.run(
+            ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" -m stochopt "$@"',
+             sys.executable, *args, "--out", str(tmp_path / "ray"), "--engine", "ray"],
+            env={**env, "RAY_TMPDIR": str(ray_tmp)}, capture_output=True, text=True,
+            timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        left = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                and str(ray_tmp).encode() in _cmdline(p)]
+        assert not left, "Ray processes outlived the command"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    tasks = pd.read_csv(tmp_path / "ray" / "tasks.csv")
+    assert list(tasks.engine) == ["ray"] and list(tasks.status) == ["trained"]
+    assert_same_results(tmp_path / "ray", tmp_path / "local", rows=8)
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""

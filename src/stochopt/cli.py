@@ -341,12 +341,13 @@ def configs_from_args(args: argparse.Namespace) -> list[Config]:
     return configs
 
 
-def check_device(name: str) -> torch.device:
+def check_device(name: str, here: bool = True) -> torch.device:
+    """The device --device names; ``here``: it must exist on this machine."""
     try:
         device = torch.device(name)
     except RuntimeError:
         raise StochoptError(f"--device {name!r} is not a device; use cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if here and device.type == "cuda" and not torch.cuda.is_available():
         raise StochoptError("--device cuda was asked for but CUDA is not available here; "
                             "use --device cpu")
     if device.type not in ("cpu", "cuda"):
@@ -354,10 +355,12 @@ def check_device(name: str) -> torch.device:
     return device
 
 
-def load_data(args: argparse.Namespace, configs: Sequence[Config] = ()) -> Split:
-    """The split the flags name, with every configuration checked against its size."""
+def load_data(args: argparse.Namespace, configs: Sequence[Config] = (),
+              device: str | None = None) -> Split:
+    """The split the flags name (on ``device`` if given, else --device's), with every
+    configuration checked against its size."""
     preset = _preset(args)
-    split = load_split(args.data_dir, args.dataset, check_device(args.device),
+    split = load_split(args.data_dir, args.dataset, device or check_device(args.device),
                        getattr(torch, args.dtype), preset["bias"], preset["val_fraction"],
                        args.standardize)
     for c in configs:
@@ -420,8 +423,10 @@ def cmd_many(args: argparse.Namespace) -> int:
     configs = configs_from_args(args)
     engine = engine_from_args(args)
     targets = Targets(args.target_acc, args.target_subopt)
-    split = load_data(args, configs)
-    out = experiment.open_out(args.out, split)
+    # Ray: the driver keeps the data on its CPU; the tasks move it to their own device
+    remote = args.engine == "ray"
+    split = load_data(args, configs, "cpu" if remote else None)
+    out = experiment.open_out(args.out, split, getattr(engine, "device", None))
     bar, on_epoch = _progress(args, sum(c.epochs for c in configs), args.command, lines=False)
     failed = []
 
@@ -491,7 +496,8 @@ def engine_from_args(args: argparse.Namespace):
     from .ray_engine import RayEngine, import_ray
 
     import_ray()  # before any data is read: one line if Ray is missing
-    return RayEngine(args.ray_address, args.ray_cpus_per_task or 1)
+    device = check_device(args.device, here=False).type  # the nodes' GPUs, not this machine's
+    return RayEngine(args.ray_address, args.ray_cpus_per_task or 1, device=device)
 
 
 def cmd_optimum(args: argparse.Namespace) -> int:

@@ -128,11 +128,12 @@ def check_unique(configs: list[Config]) -> None:
 # --------------------------------------------------------------------------- the folder
 
 
-def fingerprint(split: Split) -> dict[str, Any]:
-    """Everything besides the configuration that a run's numbers depend on."""
+def fingerprint(split: Split, device: str | None = None) -> dict[str, Any]:
+    """Everything besides the configuration that a run's numbers depend on; ``device``: the
+    type of device the runs train on, when not the split's (a cluster's GPUs)."""
     X = split.X_train
     return {**split.source, "n_features": split.n_features,
-            "dtype": str(X.dtype).removeprefix("torch."), "device": X.device.type,
+            "dtype": str(X.dtype).removeprefix("torch."), "device": device or X.device.type,
             "numerics": NUMERICS_VERSION}
 
 
@@ -140,13 +141,13 @@ WHAT = {"md5": "data (checksums of the data files)", "numerics": "version of sto
         "numerical code", "val_fraction": "validation fraction", "split_seed": "split seed"}
 
 
-def open_out(out: str | Path, split: Split) -> Path:
+def open_out(out: str | Path, split: Split, device: str | None = None) -> Path:
     """Create and lock ``out`` and check its fingerprint against ``split``'s (writing it
     when the folder has none); refuse, before writing anything, a folder whose runs were
     made with other data, split, dtype, device type or numerical code."""
     out = prepare_out(out)
     lock_out(out)
-    path, mine = out / "fingerprint.json", fingerprint(split)
+    path, mine = out / "fingerprint.json", fingerprint(split, device)
     if path.is_file():
         try:
             theirs = json.loads(path.read_text())

@@ -53,13 +53,34 @@ class RayEngine:
     """Train each job as one Ray task with ``cpus_per_task`` CPUs (torch's threads in the
     task) and, for data on a GPU, one GPU. ``address``: a running cluster's (``"auto"``,
     ``"127.0.0.1:6379"``, ``"ray://head:10001"``), or None for the one ``ray start`` started on
-    this machine or ``RAY_ADDRESS`` names, else a Ray started for this call. ``task`` is the
-    function a task runs (:func:`train_job`)."""
+    this machine or ``RAY_ADDRESS`` names, else a Ray started for this call. ``device``: where
+    the tasks train (``"cuda"``: one GPU each), when not where the split is (a driver
+    without a GPU). ``task`` is the function a task runs (:func:`train_job`)."""
 
     address: str | None = None
     cpus_per_task: int = 1
     max_retries: int = 3
+    device: str | None = None
     task: Any = None
+
+    def options(self, device: str) -> dict[str, Any]:
+        """What each task asks Ray for, and how it is retried and placed."""
+        return {"num_cpus": self.cpus_per_task, "num_gpus": 1 if device == "cuda" else 0,
+                "max_retries": self.max_retries, "retry_exceptions": False,
+                # groups are big: one per node before any node gets a second
+                "scheduling_strategy": "SPREAD"}
+
+    def check_fits(self, ray: Any, options: dict[str, Any]) -> None:
+        """Refuse what no node of the cluster can run (Ray would wait for it forever)."""
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        need = {"CPU": options["num_cpus"], "GPU": options["num_gpus"]}
+        if not any(all(r.get(k, 0) >= v for k, v in need.items()) for r in nodes):
+            most = {k: max((r.get(k, 0) for r in nodes), default=0) for k in need}
+            raise StochoptError(
+                f"no node of the Ray cluster has {need['CPU']:g} CPU(s)"
+                + (f" and {need['GPU']:g} GPU" if need["GPU"] else "")
+                + f" for a task (the largest has {most['CPU']:g} CPU(s), {most['GPU']:g} "
+                "GPU(s)); lower --ray-cpus-per-task, or use --device cpu, or add such a node")
 
     def run(self, jobs: list[Job], split: Split, on_epoch: OnEpoch | None
             ) -> Iterator[Outcome]:
@@ -67,14 +88,13 @@ class RayEngine:
             return
         ray = import_ray()
         started = self.connect(ray)
-        pending: dict[Any, tuple[Job, float]] = {}
+        pending: dict[Any, tuple[Job, float, float]] = {}
         try:
-            device = split.X_train.device.type
+            device = self.device or split.X_train.device.type
+            options = self.options(device)
+            self.check_fits(ray, options)
             data = ray.put(pack(split))  # once per command; workers read it in place
-            remote = ray.remote(self.task or train_job).options(
-                num_cpus=self.cpus_per_task, num_gpus=1 if device == "cuda" else 0,
-                max_retries=self.max_retries, retry_exceptions=False,
-                scheduling_strategy="SPREAD")  # groups are big: one per node before doubling
+            remote = ray.remote(self.task or train_job).options(**options)
             # the costliest groups first (models x epochs x steps): the last group to start
             # is a short one, so the wall time is close to the largest group's or the
             # total's share per CPU, whichever is longer
