@@ -275,3 +275,14 @@ def _cmdline(proc: Path) -> bytes:
         return (proc / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+@needs_ray
+def test_an_address_nothing_answers_at_is_one_line_not_a_hang(cluster, data_dir, tmp_path):
+    done = subprocess.run(cluster.command([
+        sys.executable, "-m", "stochopt", *SWEEP, "--data-dir", str(data_dir), "--out",
+        str(tmp_path / "out"), "--engine", "ray", "--ray-address", "127.0.0.1:1"]),
+        env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "no Ray cluster answers at --ray-address 127.0.0.1:1 (Connection refused)" \
+        in done.stderr

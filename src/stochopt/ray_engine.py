@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import warnings
 from collections.abc import Iterator
@@ -95,9 +96,9 @@ class RayEngine:
             self.check_fits(ray, options)
             data = ray.put(pack(split))  # once per command; workers read it in place
             remote = ray.remote(self.task or train_job).options(**options)
-            # the costliest groups first (models x epochs x steps): the last group to start
-            # is a short one, so the wall time is close to the largest group's or the
-            # total's share per CPU, whichever is longer
+            # the costliest groups first (see cost): the last groups to start are short
+            # ones, so the wall time comes close to the largest group's or the total's
+            # share per CPU, whichever is longer
             for job in sorted(jobs, key=cost, reverse=True):
                 # the ref inside a list reaches the task unresolved: a worker that already
                 # holds the data skips fetching it
@@ -113,7 +114,7 @@ class RayEngine:
                     cause = e.cause if isinstance(e.cause, BaseException) else e
                     error = one_line(cause)
                 except ray.exceptions.RayError as e:  # retries spent, node lost, ...
-                    error = one_line(e).split(" Traceback")[0]
+                    error = one_line(e).split(" Traceback")[0][:300]
                 else:
                     error = mismatch(info)
                     # wall clocks: exact on one machine, off by the clocks' offset across
@@ -134,9 +135,12 @@ class RayEngine:
                 ray.shutdown()
 
     def connect(self, ray: Any) -> bool:
-        """Join the cluster (True when this call started Ray, to stop it again)."""
+        """Join the cluster, or start Ray; True when this call did (so that it disconnects
+        again, which also stops a Ray it started), False when Ray was already joined."""
         if ray.is_initialized():
             return False
+        if self.address not in (None, "auto", "local"):
+            reachable(self.address)
         try:
             ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False,
                      configure_logging=True)
@@ -146,6 +150,19 @@ class RayEngine:
                                 "one with `ray start --head`, or leave --ray-address out to "
                                 "start Ray for this command") from None
         return True
+
+
+def reachable(address: str, timeout: float = 10.0) -> None:
+    """Refuse an address nothing answers at (Ray would retry it for ever)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
+                                 timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise StochoptError(f"no Ray cluster answers at --ray-address {address} ({why}); give "
+                            "the head node's HOST:PORT (ray start --head prints it), or "
+                            "leave --ray-address out") from None
 
 
 def cost(job: Job) -> float:
