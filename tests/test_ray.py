@@ -239,6 +239,7 @@ def test_more_cpus_per_task_than_any_node_has_is_one_line_not_a_hang(cluster, da
     lines = [line for line in output.splitlines() if line.startswith("stochopt:")]
     assert code == 2 and len(lines) == 1 and "no node of the Ray cluster has 2 CPU(s)" in lines[0]
     assert "Traceback" not in output
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 @needs_ray
@@ -286,3 +287,4 @@ def test_an_address_nothing_answers_at_is_one_line_not_a_hang(cluster, data_dir,
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "no Ray cluster answers at --ray-address 127.0.0.1:1 (Connection refused)" \
         in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -423,8 +423,12 @@ def cmd_many(args: argparse.Namespace) -> int:
     configs = configs_from_args(args)
     engine = engine_from_args(args)
     targets = Targets(args.target_acc, args.target_subopt)
-    # Ray: the driver keeps the data on its CPU; the tasks move it to their own device
+    # Ray: joined first (a wrong address or a task no node fits is refused before any data
+    # is read or any file written); the driver keeps the data on its CPU, each task moves it
+    # to its own device
     remote = args.engine == "ray"
+    if remote:
+        engine.start()
     split = load_data(args, configs, "cpu" if remote else None)
     out = experiment.open_out(args.out, split, getattr(engine, "device", None))
     bar, on_epoch = _progress(args, sum(c.epochs for c in configs), args.command, lines=False)
@@ -495,7 +499,7 @@ def engine_from_args(args: argparse.Namespace):
         return LocalEngine()
     from .ray_engine import RayEngine, import_ray
 
-    import_ray()  # before any data is read: one line if Ray is missing
+    import_ray()  # before anything else: one line if Ray is missing
     device = check_device(args.device, here=False).type  # the nodes' GPUs, not this machine's
     return RayEngine(args.ray_address, args.ray_cpus_per_task or 1, device=device)
 

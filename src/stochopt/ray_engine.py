@@ -24,7 +24,7 @@ import socket
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,16 @@ class RayEngine:
     max_retries: int = 3
     device: str | None = None
     task: Any = None
+    joined: bool = field(default=False, init=False, repr=False)  # this engine called ray.init
+
+    def start(self, device: str | None = None) -> None:
+        """Join the cluster (or start Ray) and check that a task fits on one of its nodes:
+        the command does this before it reads any data, so a refusal costs nothing."""
+        ray = import_ray()
+        if not ray.is_initialized():
+            self.connect(ray)
+            self.joined = True
+        self.check_fits(ray, self.options(self.device or device or "cpu"))
 
     def options(self, device: str) -> dict[str, Any]:
         """What each task asks Ray for, and how it is retried and placed."""
@@ -85,15 +95,15 @@ class RayEngine:
 
     def run(self, jobs: list[Job], split: Split, on_epoch: OnEpoch | None
             ) -> Iterator[Outcome]:
-        if not jobs:
-            return
         ray = import_ray()
-        started = self.connect(ray)
+        device = self.device or split.X_train.device.type
+        if jobs:
+            self.start(device)
         pending: dict[Any, tuple[Job, float, float]] = {}
         try:
-            device = self.device or split.X_train.device.type
+            if not jobs:
+                return  # every group finished before (the command may have joined: leave)
             options = self.options(device)
-            self.check_fits(ray, options)
             data = ray.put(pack(split))  # once per command; workers read it in place
             remote = ray.remote(self.task or train_job).options(**options)
             # the costliest groups first (see cost): the last groups to start are short
@@ -131,14 +141,12 @@ class RayEngine:
         finally:
             for ref in pending:  # the driver stopped early: its tasks are not wanted
                 ray.cancel(ref)
-            if started:
+            if self.joined:  # disconnect; a Ray started for this command stops
                 ray.shutdown()
+                self.joined = False
 
-    def connect(self, ray: Any) -> bool:
-        """Join the cluster, or start Ray; True when this call did (so that it disconnects
-        again, which also stops a Ray it started), False when Ray was already joined."""
-        if ray.is_initialized():
-            return False
+    def connect(self, ray: Any) -> None:
+        """Join the cluster at ``address``, or start Ray, or say in one line why not."""
         if self.address not in (None, "auto", "local"):
             reachable(self.address)
         try:
@@ -149,7 +157,6 @@ class RayEngine:
             raise StochoptError(f"could not join a Ray cluster {where} ({one_line(e)}); start "
                                 "one with `ray start --head`, or leave --ray-address out to "
                                 "start Ray for this command") from None
-        return True
 
 
 def reachable(address: str, timeout: float = 10.0) -> None:
