@@ -255,3 +255,28 @@ def test_schedule_free_answers_at_x_and_refuses_a_schedule(split):
     for bad in ({"schedule": "exponential"}, {"warmup_epochs": 1.0}):
         with pytest.raises(SettingError, match="must be constant"):
             Config(optimizer="sgd-schedulefree", **bad).validate()
+
+
+def test_run_ids_are_memoised_without_changing_them():
+    """run_id is memoised on the raw values (a 36,000-run study asks for each many times):
+    it must equal the stored formula, sha1 of the resolved config's JSON, which names the
+    runs already on disk; and a config changed after a first call must get its new id."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    def stored(c):
+        r = c.resolved()
+        digest = hashlib.sha1(json.dumps(asdict(r), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{r.optimizer}-lr{r.lr:g}-bs{r.batch_size}-s{r.seed}-{digest}"
+
+    configs = [Config(), Config(lr=1), Config(lr=1.0), Config(optimizer="adam", seed=3),
+               Config(optimizer="momentum", hyper={"nesterov": True, "momentum": 0.5}),
+               Config(optimizer="muon", schedule="cosine", epochs=3, batch_size=7)]
+    for c in configs:
+        assert c.run_id == stored(c) and c.run_id == c.run_id
+    assert configs[1].run_id != configs[2].run_id  # as stored: 1 and 1.0 print differently
+    c = Config(lr=0.1)
+    before = c.run_id
+    c.lr = 0.2
+    assert c.run_id == stored(c) != before
