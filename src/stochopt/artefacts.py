@@ -91,10 +91,11 @@ def results_rows(records: Sequence[RunRecord]) -> tuple[list[dict[str, Any]], li
     for record in records:
         c = record.config.resolved()
         values = {**c.hyper, "schedule": c.schedule, "lr_decay": c.lr_decay}
+        settings = {k: "" if values.get(k) is None else values[k] for k in extra}
         if record.status == "failed":  # its group raised: the run is listed, not measured
             rows.append({"run": record.run, "optimizer": c.optimizer, "lr": c.lr,
                          "batch_size": c.batch_size, "seed": c.seed, "status": "failed",
-                         **{k: "" if values.get(k) is None else values[k] for k in extra}})
+                         **settings})
             continue
         for row in record.rows:
             diverged_here = record.status == "diverged" and row["epoch"] == record.diverged_epoch
@@ -105,8 +106,7 @@ def results_rows(records: Sequence[RunRecord]) -> tuple[list[dict[str, Any]], li
                          "epoch_lr": row["lr"], "batch_size": c.batch_size, "seed": c.seed,
                          "status": "diverged" if diverged_here else "ok",
                          "f_star_attained": "" if record.f_star is None
-                         else str(record.f_star.attained).lower(),
-                         **{k: "" if values.get(k) is None else values[k] for k in extra},
+                         else str(record.f_star.attained).lower(), **settings,
                          **{k: row.get(k, "") for k in recorded}})
     return rows, BASE_COLUMNS + extra + recorded
 
@@ -184,10 +184,10 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     write_csv(out / "results.csv", rows, columns)
     failed = sum(r.status == "failed" for r in records)
     records = [r for r in records if r.status != "failed"]  # the rest is about what trained
+    meta = {"command": title, "targets": asdict(targets),
+            "data": data_info(split) if split else None, "versions": versions()}
     if not records:
-        write_json(out / "meta.json", {"command": title, "targets": asdict(targets),
-                                       "data": data_info(split) if split else None,
-                                       "versions": versions()})
+        write_json(out / "meta.json", meta)
         return Findings([], [], [])
     runs = analysis.runs_table(records, targets)
     summary = analysis.summarize(runs)
@@ -272,9 +272,7 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
                                 "results.csv with status 'failed', are left out of every "
                                 "other table, and train when the command is run again.")
     write_report(out, summary, runs, figures, title, {**sections, **extra, **notes(runs)})
-    write_json(out / "meta.json", {"command": title, "targets": asdict(targets),
-                                   "data": data_info(split) if split else None,
-                                   "versions": versions()})
+    write_json(out / "meta.json", meta)
     return found
 
 

@@ -455,13 +455,10 @@ def cmd_many(args: argparse.Namespace) -> int:
         n = sum(len(g) for g in failed)
         print(f"stochopt: {n} run(s) in {len(failed)} group(s) failed (status 'failed' in "
               f"results.csv); run the same command again to retry them", file=sys.stderr)
-        if n == len(configs):
-            artefacts.write_all(out, records, f"stochopt {args.command}", split)
-            return 1
     found = artefacts.write_all(out, records, f"stochopt {args.command}", split,
                                 f_star.optima, targets, tuned=args.command == "tune")
     best = artefacts.best(found.summary)
-    if not args.quiet:
+    if not args.quiet and found.summary:  # empty when every run failed: no report
         width = max(len(r["config"]) for r in found.summary)
         picked = {c["best"]["config"] for c in found.chosen if c["best"]}
         for r in found.summary:

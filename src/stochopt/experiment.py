@@ -94,7 +94,9 @@ def lr_grid(optimizer: str, points: int = 13, decades: float = 3.0) -> list[floa
     """``points`` learning rates, log-spaced over ``decades`` centred on the optimizer's
     default (13 over three decades: four per decade, the default in the middle)."""
     centre = get_rule(optimizer).lr.default
-    return [float(f"{centre * 10 ** (decades * (i / max(points - 1, 1) - 0.5 * (points > 1))):.6g}")
+    if points == 1:
+        return [centre]
+    return [float(f"{centre * 10 ** (decades * (i / (points - 1) - 0.5)):.6g}")
             for i in range(points)]
 
 

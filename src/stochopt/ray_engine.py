@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import __version__
@@ -232,8 +231,6 @@ def train_job(job: Job, data: list[Any], threads: int, device: str
         _held[key] = unpack(ray.get(ref), device)
     t1 = time.perf_counter()
     records = fit(job.configs, _held[key], job.f_star, None, job.noise_scale)
-    for r in records:  # float32 weights travel back; the driver stores float32 anyway
-        r.weights = np.asarray(r.weights, dtype=np.float32)
     t2 = time.perf_counter()
     return records, {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                      "fetched_data": fetched, "data_seconds": t1 - t0, "fit_seconds": t2 - t1,
