@@ -45,7 +45,7 @@ import json, sys, time
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from stochopt.data import load_split
-from stochopt.ray_engine import pack, unpack
+from stochopt.study.ray_engine import pack, unpack
 
 address, data_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t0 = time.perf_counter()
@@ -58,7 +58,7 @@ def noop():
 
 @ray.remote(num_cpus=1)
 def data_paths(data, data_dir):
-    import stochopt.ray_engine  # imported before the clock starts, as in a sweep's task
+    import stochopt.study.ray_engine  # imported before the clock starts, as in a sweep's task
     t0 = time.perf_counter()
     unpack(ray.get(data[0]), "cpu")
     t1 = time.perf_counter()

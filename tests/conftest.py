@@ -1,5 +1,6 @@
 """Shared fixtures: the real MNIST files (``$STOCHOPT_DATA``, else ``../shared/mnist`` beside
-the repository) and small IDX writers for the reader's unit tests."""
+the repository, else the user cache, fetched as ``stochopt compare`` fetches it) and small IDX
+writers for the reader's unit tests."""
 
 from __future__ import annotations
 
@@ -12,20 +13,29 @@ import numpy as np
 import pytest
 import torch
 
-from stochopt.data import load_split
+from stochopt.data import load_split, resolve_data_dir
+from stochopt.errors import StochoptError
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def mnist_dir() -> Path:
-    path = Path(os.environ.get("STOCHOPT_DATA") or REPO.parent / "shared" / "mnist")
-    if not path.is_dir():
-        pytest.fail(f"real MNIST not found at {path}: set STOCHOPT_DATA (see ../shared/DATA.md)")
-    return path
+def mnist_dir(repo: Path = REPO) -> Path:
+    """Where the tests find the real MNIST: ``$STOCHOPT_DATA``; else ``../shared/mnist``
+    beside the repository (CI); else the user cache, fetched and checksummed exactly as the
+    main job fetches it when it is missing (so at most once per machine)."""
+    shared = repo.parent / "shared" / "mnist"
+    if not os.environ.get("STOCHOPT_DATA") and shared.is_dir():
+        return shared
+    try:
+        return resolve_data_dir()
+    except StochoptError as e:
+        pytest.fail(f"real MNIST not found: {e} (see ../shared/DATA.md)")
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    # session-scoped, so it is set up before the function-scoped cache isolation below and
+    # sees the user's own cache
     return mnist_dir()
 
 

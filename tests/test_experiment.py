@@ -8,10 +8,10 @@ import os
 import pytest
 from conftest import write_idx_set
 
-from stochopt import experiment
 from stochopt.cli import main
 from stochopt.config import Config
 from stochopt.errors import SettingError, StochoptError
+from stochopt.study import experiment, folder, plan
 
 TINY = ["--optimizers", "sgd,adam", "--batch-size", "4000", "--epochs", "1", "--quiet",
         "--optimum", "skip", "--seeds", "0"]
@@ -65,10 +65,10 @@ def test_a_folder_of_runs_without_a_fingerprint_is_refused(tmp_path, data_dir, c
 
 
 def test_the_fingerprint_names_data_split_dtype_device_and_code(split):
-    f = experiment.fingerprint(split)
+    f = folder.fingerprint(split)
     assert f["md5"]["train_images"] and f["val_fraction"] == 0.2 and f["split_seed"] == 2000
     assert (f["dtype"], f["device"], f["bias"]) == ("float32", "cpu", False)
-    assert f["numerics"] == experiment.NUMERICS_VERSION
+    assert f["numerics"] == folder.NUMERICS_VERSION
 
 
 def test_duplicate_configurations_are_refused_before_the_lock(tmp_path, data_dir, capsys):
@@ -78,7 +78,7 @@ def test_duplicate_configurations_are_refused_before_the_lock(tmp_path, data_dir
     assert code == 2 and err.count("\n") == 1 and "is listed twice" in err
     assert not out.exists()
     with pytest.raises(StochoptError, match="listed twice"):
-        experiment.grid(["adam"], {"lr": [1e-3, None]})  # None is adam's default, 1e-3
+        plan.grid(["adam"], {"lr": [1e-3, None]})  # None is adam's default, 1e-3
 
 
 def test_a_flag_that_applies_to_none_of_the_optimizers_is_refused(tmp_path, data_dir, capsys):

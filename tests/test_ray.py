@@ -134,7 +134,7 @@ def test_a_killed_driver_resumes_without_retraining_finished_groups(cluster, loc
 
 FLAKY = """
 import sys
-import stochopt.ray_engine as engine
+import stochopt.study.ray_engine as engine
 from stochopt.cli import main
 
 
@@ -207,7 +207,7 @@ class FakeRay:
 
 
 def test_each_task_asks_for_its_cpus_and_a_gpu_on_cuda_and_is_retried_only_if_killed():
-    from stochopt.ray_engine import RayEngine
+    from stochopt.study.ray_engine import RayEngine
 
     cpu, cuda = RayEngine(cpus_per_task=3).options("cpu"), RayEngine().options("cuda")
     assert (cpu["num_cpus"], cpu["num_gpus"], cuda["num_cpus"], cuda["num_gpus"]) == (3, 0, 1, 1)
@@ -216,7 +216,7 @@ def test_each_task_asks_for_its_cpus_and_a_gpu_on_cuda_and_is_retried_only_if_ki
 
 def test_a_task_no_node_can_run_is_refused_in_one_line():
     from stochopt.errors import StochoptError
-    from stochopt.ray_engine import RayEngine
+    from stochopt.study.ray_engine import RayEngine
 
     cluster = FakeRay({"CPU": 1.0}, {"CPU": 1.0})
     RayEngine().check_fits(cluster, RayEngine().options("cpu"))  # fits: no error

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stochopt.errors import StochoptError
-from stochopt.schedules import make_schedule
+from stochopt.optim.schedules import make_schedule
 
 
 @pytest.mark.parametrize("e", [0, 0.5, 1, 2.99, 3, 7.25, 9])

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from stochopt import experiment
 from stochopt.cli import main
+from stochopt.study import experiment
 
 COMMON = ["--epochs", "2", "--quiet", "--optimum", "skip", "--seeds", "0"]
 
@@ -187,7 +187,7 @@ def test_a_second_process_on_the_same_out_is_refused(data_dir, tmp_path, capsys)
 
 
 def test_the_report_names_the_cheapest_epoch_only_when_runs_were_timed_apart():
-    from stochopt.report import compare_sentences
+    from stochopt.study.report import compare_sentences
 
     def row(optimizer, seconds):
         stats = {f"{m}_{s}": v for m, v in (("final_val_acc", 91.0 + seconds),

@@ -14,11 +14,13 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from stochopt import Config, artefacts, experiment, fit
-from stochopt.analysis import Targets, choose_lrs
+from stochopt import Config, fit
 from stochopt.cli import main
 from stochopt.noise import noise_scales
-from stochopt.stats import mccandlish_fit, performance_profile
+from stochopt.study import artefacts, experiment, plan
+from stochopt.study.analysis import Targets, choose_lrs
+from stochopt.study.stats import mccandlish_fit, performance_profile
+from stochopt.train import plan_groups
 
 SEEDS = [0, 1, 2]
 
@@ -216,7 +218,7 @@ def test_tune_command_chooses_on_mean_validation_loss_over_seeds(data_dir, tmp_p
 
 
 def test_tune_grid_is_thirteen_log_spaced_lrs_over_three_decades_around_the_default():
-    configs, _ = experiment.tune_grid(["momentum", "adam"], {"seed": [0]})
+    configs, _ = plan.tune_grid(["momentum", "adam"], {"seed": [0]})
     for optimizer, centre in (("momentum", 0.1), ("adam", 1e-3)):
         lrs = sorted(c.lr for c in configs if c.optimizer == optimizer)
         assert len(lrs) == 13 and lrs[6] == pytest.approx(centre)
@@ -230,4 +232,4 @@ def test_compare_defaults_to_five_seeds_trained_as_one_batch():
     args = build_parser().parse_args(["compare"])
     configs = configs_from_args(args)
     assert sorted({c.seed for c in configs}) == [0, 1, 2, 3, 4] and len(configs) == 15
-    assert len(experiment.plan_groups(configs)) == 1
+    assert len(plan_groups(configs)) == 1

@@ -1,17 +1,33 @@
 """stochopt: softmax regression on MNIST with stochastic optimisers written from scratch."""
 
-__version__ = "0.3.0"
-
 from .config import Config, RunRecord
 from .data import Split, load_split
 from .errors import SettingError, StochoptError
-from .experiment import grid, open_out, run
 from .optim import RULES, make_optimizer, register
+from .study.experiment import run
+from .study.folder import open_out
+from .study.plan import grid
 from .train import fit
+from .version import __version__
 
-__all__ = ["RULES", "Config", "RunRecord", "SettingError", "SoftmaxRegression",
-           "SoftmaxRegressionCV", "Split", "StochoptError", "fit", "grid", "load_split",
-           "make_optimizer", "open_out", "register", "run"]
+__all__ = [
+    "RULES",
+    "Config",
+    "RunRecord",
+    "SettingError",
+    "SoftmaxRegression",
+    "SoftmaxRegressionCV",
+    "Split",
+    "StochoptError",
+    "__version__",
+    "fit",
+    "grid",
+    "load_split",
+    "make_optimizer",
+    "open_out",
+    "register",
+    "run",
+]
 
 
 def __getattr__(name: str):

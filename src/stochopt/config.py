@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import SettingError
 from .optim import Rule, get_rule
-from .schedules import DEFAULT_DECAY, Schedule, check_schedule, make_schedule
+from .optim.schedules import DEFAULT_DECAY, Schedule, check_schedule, make_schedule
 from .settings import NON_NEGATIVE, Interval, Setting
 
 COUNT = Interval(1, math.inf, integer=True)

@@ -29,7 +29,6 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -410,37 +409,3 @@ def cached_optimum(split: Split, weight_decay: float = 0.0, compute: bool = True
             f, W=W, scalars=scalars, curvature=json.dumps(opt.curvature),
             history=np.array(opt.history, dtype=np.float64).reshape(-1, 2)), binary=True)
     return opt
-
-
-def write_optimum(split: Split, weight_decay: float, out: str | Path | None = None,
-                  progress: bool = True) -> dict[str, Any]:
-    """Solve (or load) the optimum, evaluate W* on every part of the split, and write
-    ``optimum.json`` and ``weights.npy`` to ``out`` when given; returns the summary."""
-    from .artefacts import versions
-    from .files import prepare_out, write_json, write_npy
-    from .optim import Rule
-    from .train import evaluate
-
-    Rule.weight_decay.check(weight_decay)  # the declared range of every rule's weight_decay
-    folder = prepare_out(out) if out else None
-    opt = cached_optimum(split, weight_decay, progress=progress)
-    assert opt is not None
-    W = opt.W.to(split.X_train.device, split.X_train.dtype).unsqueeze(0)
-    result: dict[str, Any] = {
-        "objective": opt.objective, "weight_decay": weight_decay,
-        "bias": split.source.get("bias", False), "attained": opt.attained,
-        "note": "" if opt.attained else "weight decay 0: no minimiser exists (MNIST is "
-        "separable along a few pixels); objective is the best value found, an upper bound "
-        "on the infimum, and f - f_best may go negative",
-        "grad_norm": opt.grad_l2, "grad_max_abs": opt.grad_norm,
-        "certified_gap": opt.certified_gap, "converged": opt.converged, "reason": opt.reason,
-        "solver": opt.solver, "iterations": opt.iterations, "solve_seconds": opt.seconds,
-        **opt.curvature, **rates(opt.curvature.get("L", math.nan),
-                                 opt.curvature.get("mu", math.nan))}
-    for part in ("train", "val", "test"):
-        (loss,), (acc,) = evaluate(W, *split.part(part))
-        result[f"{part}_loss"], result[f"{part}_acc"] = loss, acc
-    if folder is not None:
-        write_npy(folder / "weights.npy", opt.W.cpu().numpy())
-        write_json(folder / "optimum.json", {**result, "versions": versions()})
-    return result

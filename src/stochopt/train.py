@@ -27,7 +27,7 @@ from .gradients import ESTIMATORS
 from .model import accuracy, cross_entropy, logits, one_hot, seed_logits_t
 from .noise import full_pass
 from .optim import Hyper, Rule, State
-from .schedules import Schedule
+from .optim.schedules import Schedule
 
 # what configurations trained as one batch of K models must have in common
 SHARED = ("estimator", "batch_size", "epochs", "train_metrics")

@@ -1,5 +1,5 @@
 """``python -m stochopt.optim`` prints the README's table of optimisers, from the registry."""
 
-from . import markdown_table
+from .registry import markdown_table
 
 print(markdown_table(), end="")

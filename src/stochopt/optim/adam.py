@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from . import register
 from .base import Rule, addcdiv_, addcmul_, is_zero
+from .registry import register
 
 # the settings Adam and NAdam share: one declaration, one flag, one help line
 BETA1 = Setting(0.9, UNIT, "decay of the first moment")

@@ -8,8 +8,8 @@ import math
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Interval, Setting
-from . import register
 from .base import Rule, add_, addcdiv_, addcmul_, is_zero
+from .registry import register
 
 
 @register

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from . import register
 from .base import Rule, add_, addcdiv_, addcmul_, is_zero, sumsq
+from .registry import register
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

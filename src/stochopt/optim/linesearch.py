@@ -15,8 +15,8 @@ from typing import ClassVar
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, Interval, Setting
-from . import register
 from .base import Rule, is_zero, sumsq
+from .registry import register
 
 OPEN_UNIT = Interval(0.0, 1.0, low_open=True, high_open=True)
 

@@ -16,8 +16,8 @@ import math
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Interval, Setting
-from . import register
 from .base import Rule, is_zero
+from .registry import register
 
 NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)  # torch's, chosen for a steep slope at zero
 

@@ -20,8 +20,8 @@ from typing import ClassVar
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, Interval, Setting
-from . import register
 from .base import Rule, add_, addcmul_, is_zero
+from .registry import register
 
 OPEN_UNIT = Interval(0.0, 1.0, low_open=True, high_open=True)
 STEPS = Interval(0, math.inf, integer=True)

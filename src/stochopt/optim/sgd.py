@@ -9,8 +9,8 @@ from typing import ClassVar
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from . import register
 from .base import Rule, add_, decay_add_, is_zero
+from .registry import register
 
 
 @register

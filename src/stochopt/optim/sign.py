@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from . import register
 from .base import Rule, add_, is_zero
+from .registry import register
 
 
 @register

@@ -18,7 +18,6 @@ the figures and the report, all rebuilt from the run records.
 from __future__ import annotations
 
 import math
-import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,13 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import FStar, RunRecord
+from ..data import Split
+from ..files import prepare_out, save_figure, write_csv, write_json, write_npy
+from ..noise import noise_scales
+from ..optim import Rule
+from ..optimum import Optimum, cached_optimum, rates
+from ..train import evaluate
+from ..version import versions
 from . import analysis
 from .analysis import Targets
-from .config import FStar, RunRecord
-from .data import Split
-from .files import save_figure, write_csv, write_json, write_npy
-from .noise import noise_scales
-from .optimum import Optimum, rates
 
 BASE_COLUMNS = ["run", "optimizer", "lr", "batch_size", "seed", "epoch", "steps", "grad_evals",
                 "train_loss", "train_acc", "val_loss", "val_acc", "suboptimality",
@@ -50,15 +52,6 @@ TUNING_COLUMNS = ["optimizer", "batch_size", "chosen_lr", "at_grid_edge", "grid_
                   *analysis.METRIC_COLUMNS, "runs", "seconds"]
 COMPARISON_COLUMNS = ["batch_size", "a", "b", "metric", "n", "mean_diff", "ci95_low",
                       "ci95_high", "verdict"]
-
-
-def versions() -> dict[str, str]:
-    import torch
-
-    from . import __version__
-
-    return {"stochopt": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
 
 
 def data_info(split: Split) -> dict[str, Any]:
@@ -341,3 +334,32 @@ def write_train(out: str | Path, record: RunRecord, split: Split, f_star: FStar 
                "f_star_attained": None if f_star is None else f_star.attained,
                "data": data_info(split), "versions": versions()}
     write_json(out / "summary.json", summary)
+
+
+def write_optimum(split: Split, weight_decay: float, out: str | Path | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """Solve (or load) the optimum, evaluate W* on every part of the split, and write
+    ``optimum.json`` and ``weights.npy`` to ``out`` when given; returns the summary."""
+    Rule.weight_decay.check(weight_decay)  # the declared range of every rule's weight_decay
+    folder = prepare_out(out) if out else None
+    opt = cached_optimum(split, weight_decay, progress=progress)
+    assert opt is not None
+    W = opt.W.to(split.X_train.device, split.X_train.dtype).unsqueeze(0)
+    result: dict[str, Any] = {
+        "objective": opt.objective, "weight_decay": weight_decay,
+        "bias": split.source.get("bias", False), "attained": opt.attained,
+        "note": "" if opt.attained else "weight decay 0: no minimiser exists (MNIST is "
+        "separable along a few pixels); objective is the best value found, an upper bound "
+        "on the infimum, and f - f_best may go negative",
+        "grad_norm": opt.grad_l2, "grad_max_abs": opt.grad_norm,
+        "certified_gap": opt.certified_gap, "converged": opt.converged, "reason": opt.reason,
+        "solver": opt.solver, "iterations": opt.iterations, "solve_seconds": opt.seconds,
+        **opt.curvature, **rates(opt.curvature.get("L", math.nan),
+                                 opt.curvature.get("mu", math.nan))}
+    for part in ("train", "val", "test"):
+        (loss,), (acc,) = evaluate(W, *split.part(part))
+        result[f"{part}_loss"], result[f"{part}_acc"] = loss, acc
+    if folder is not None:
+        write_npy(folder / "weights.npy", opt.W.cpu().numpy())
+        write_json(folder / "optimum.json", {**result, "versions": versions()})
+    return result

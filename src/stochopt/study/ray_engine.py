@@ -29,11 +29,12 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .data import Split
-from .errors import StochoptError
-from .experiment import NUMERICS_VERSION, Job, OnEpoch, Outcome, one_line
-from .train import fit
+from ..data import Split
+from ..errors import StochoptError
+from ..train import fit
+from ..version import __version__
+from .experiment import Job, OnEpoch, Outcome, one_line
+from .folder import NUMERICS_VERSION
 
 INSTALL = 'pip install -e ".[ray]" (or pip install "ray>=2.10")'
 TENSORS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test", "sample_weight")

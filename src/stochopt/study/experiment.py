@@ -1,173 +1,43 @@
-"""The experiment layer: plan -> groups -> engine -> run records, into one output folder.
+"""Running a study: groups -> engine -> run records, into one output folder.
 
-    configs, notes = grid(["momentum", "adam"], {"seed": [0, 1, 2]})   # every combination
-    records = run(configs, split, "runs/compare")                    # resumable
-    artefacts.write_all("runs/compare", records, "stochopt compare")  # tables, figures, report
+    configs, notes = plan.grid(["momentum", "adam"], {"seed": [0, 1, 2]})
+    out = folder.open_out("runs/compare", split)                   # checked, locked
+    records = run(configs, split, out)                               # resumable
+    artefacts.write_all(out, records, "stochopt compare")            # tables, figures, report
 
-``run`` stores every finished run as ``runs/<run>.json`` (+ ``.npy``), each written
-atomically, the JSON last: a run is finished exactly when its JSON exists, so re-running the
-same command after an interruption trains only the rest. The folder's ``fingerprint.json``
-records what the numbers depend on besides the configurations (the data, the split, dtype,
-device type, the version of the numerical code); a command whose fingerprint differs is
-refused before anything is written. Groups are trained by an *engine*: :class:`LocalEngine`
-here, one after another in this process, or :class:`stochopt.ray_engine.RayEngine`, one Ray
-task each on a cluster; either way this driver alone writes the folder. A group that raises
-does not stop the others: its runs come back ``failed`` (not stored, so trained again by the
-next run of the command), and ``tasks.csv`` says where and how long each group ran.
+``run`` stores every finished run in the folder (:mod:`.folder`), so re-running the same
+command after an interruption trains only the rest. Groups are trained by an *engine*:
+:class:`LocalEngine` here, one after another in this process, or
+:class:`stochopt.study.ray_engine.RayEngine`, one Ray task each on a cluster; either way this
+driver alone writes the folder. A group that raises a known failure (the project's own
+error, out of memory, a dead Ray worker) does not stop the others: its runs come back
+``failed`` (not stored, so trained again by the next run of the command), and ``tasks.csv``
+says where and how long each group ran. Any other exception is a bug and propagates with
+its traceback.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from .config import Config, FStar, RunRecord
-from .data import Split
-from .errors import Named, SettingError, StochoptError, escape
-from .files import lock_out, prepare_out, write_csv, write_json, write_npy
-from .optim import RULES, get_rule
-from .optimum import Optimum, cached_optimum
-from .train import fit, plan_groups
-
-# Bump whenever a change alters the numbers a run gives (the order of float operations
-# included): an output folder made by another version is then refused, not mixed.
-NUMERICS_VERSION = 4
+from ..config import Config, FStar, RunRecord
+from ..data import Split
+from ..errors import SettingError
+from ..files import write_csv, write_json, write_npy
+from ..optimum import Optimum, cached_optimum
+from ..train import fit, plan_groups
+from .folder import load_run
+from .plan import check_unique
 
 OnEpoch = Callable[[int, list[RunRecord]], None]
-CONFIG_LISTS = tuple(f.name for f in fields(Config) if f.name not in ("optimizer", "hyper"))
-
-
-# --------------------------------------------------------------------------- planning
-
-
-def grid(optimizers: list[str], values: dict[str, list[Any]], scale_lr: bool = False
-         ) -> tuple[list[Config], list[Named]]:
-    """Every combination of ``optimizers`` with the listed ``values`` (Config settings such
-    as ``lr``, ``batch_size``, ``seed``, and optimiser hyperparameters such as ``momentum``).
-
-    A hyperparameter goes to the optimisers that declare it; one that none of them has is
-    refused, one that only some have comes back as a note naming them. ``scale_lr`` applies
-    the linear scaling rule ``lr * batch_size / 64``. Every configuration is validated and
-    must be unique."""
-    rules = {name: get_rule(name) for name in optimizers}
-    hyper = {n: v for n, v in values.items() if n not in CONFIG_LISTS}
-    notes: list[Named] = []
-    for name in hyper:
-        takers = [o for o, rule in rules.items() if name in rule.hyperparameters()]
-        if not takers:
-            owners = [o for o, rule in RULES.items() if name in rule.hyperparameters()]
-            raise SettingError(f"{{{name}}} does not apply to {{optimizer}} "
-                               f"{escape(', '.join(optimizers))}; it is a hyperparameter of "
-                               f"{escape(', '.join(owners) or 'no optimizer')}",
-                               name, "optimizer")
-        if len(takers) < len(rules):
-            others = [o for o in rules if o not in takers]
-            notes.append(Named(f"{{{name}}} applies to {escape(', '.join(takers))} only, not "
-                               f"to {escape(', '.join(others))}", name))
-    defaults = {f.name: f.default for f in fields(Config)}
-    settings = {n: values.get(n, [defaults[n]]) for n in CONFIG_LISTS}
-    configs = []
-    for optimizer, rule in rules.items():
-        mine = {n: v for n, v in hyper.items() if n in rule.hyperparameters()}
-        for combo in itertools.product(*settings.values(), *mine.values()):
-            given = dict(zip([*settings, *mine], combo, strict=True))
-            config = Config(optimizer=optimizer, hyper={n: given.pop(n) for n in mine},
-                            **given)
-            if scale_lr:
-                config.lr = config.base_lr * config.batch_size / 64
-            config.validate()
-            configs.append(config)
-    check_unique(configs)
-    return configs, notes
-
-
-def lr_grid(optimizer: str, points: int = 13, decades: float = 3.0) -> list[float]:
-    """``points`` learning rates, log-spaced over ``decades`` centred on the optimizer's
-    default (13 over three decades: four per decade, the default in the middle)."""
-    centre = get_rule(optimizer).lr.default
-    if points == 1:
-        return [centre]
-    return [float(f"{centre * 10 ** (decades * (i / (points - 1) - 0.5)):.6g}")
-            for i in range(points)]
-
-
-def tune_grid(optimizers: list[str], values: dict[str, list[Any]],
-              lrs: list[float] | None = None, scale_lr: bool = False, points: int = 13,
-              decades: float = 3.0) -> tuple[list[Config], list[Named]]:
-    """:func:`grid` with each optimizer over its own lr grid (:func:`lr_grid` of
-    ``points`` over ``decades``), or over ``lrs`` when given: the same budget for each, as
-    DeepOBS and AlgoPerf compare."""
-    values = {k: v for k, v in values.items() if k != "lr"}
-    _, notes = grid(optimizers, values)  # refuses a hyperparameter none of them has
-    configs: list[Config] = []
-    for optimizer in optimizers:
-        mine = {k: v for k, v in values.items()
-                if k in CONFIG_LISTS or k in get_rule(optimizer).hyperparameters()}
-        grid_lrs = lrs or lr_grid(optimizer, points, decades)
-        configs += grid([optimizer], {**mine, "lr": grid_lrs}, scale_lr)[0]
-    check_unique(configs)
-    return configs, notes
-
-
-def check_unique(configs: list[Config]) -> None:
-    seen: set[str] = set()
-    for c in configs:
-        if c.run_id in seen:
-            raise StochoptError(f"configuration {c.run_id} is listed twice (a value repeated "
-                                "in a list?); list each configuration once")
-        seen.add(c.run_id)
-
-
-# --------------------------------------------------------------------------- the folder
-
-
-def fingerprint(split: Split, device: str | None = None) -> dict[str, Any]:
-    """Everything besides the configuration that a run's numbers depend on; ``device``: the
-    type of device the runs train on, when not the split's (a cluster's GPUs)."""
-    X = split.X_train
-    return {**split.source, "n_features": split.n_features,
-            "dtype": str(X.dtype).removeprefix("torch."), "device": device or X.device.type,
-            "numerics": NUMERICS_VERSION}
-
-
-WHAT = {"md5": "data (checksums of the data files)", "numerics": "version of stochopt's "
-        "numerical code", "val_fraction": "validation fraction", "split_seed": "split seed"}
-
-
-def open_out(out: str | Path, split: Split, device: str | None = None) -> Path:
-    """Create and lock ``out`` and check its fingerprint against ``split``'s (writing it
-    when the folder has none); refuse, before writing anything, a folder whose runs were
-    made with other data, split, dtype, device type or numerical code."""
-    out = prepare_out(out)
-    lock_out(out)
-    path, mine = out / "fingerprint.json", fingerprint(split, device)
-    if path.is_file():
-        try:
-            theirs = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise StochoptError(f"{path} is damaged; use another output folder") from None
-        differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
-        if differ:
-            what = ", ".join(WHAT.get(k, k) + ("" if k == "md5" else
-                                               f" ({theirs.get(k)} there, {mine.get(k)} now)")
-                             for k in differ)
-            raise StochoptError(f"{out} holds runs made with another {what}; resuming would "
-                                "mix them: use another output folder")
-    elif any((out / "runs").glob("*.json")):
-        raise StochoptError(f"{out} holds runs without a fingerprint.json (made by an older "
-                            "stochopt); use another output folder")
-    else:
-        write_json(path, mine)
-    return out
 
 
 # --------------------------------------------------------------------------- engines
@@ -311,13 +181,6 @@ def _task_row(number: int, members: list[Config], status: str, task: dict[str, A
               ) -> dict[str, Any]:
     return {"group": number, "runs": len(members), "batch_size": members[0].batch_size,
             "status": status, **{k: "" for k in TASK_COLUMNS[4:]}, **task}
-
-
-def load_run(path: Path) -> RunRecord | None:
-    try:
-        return RunRecord.from_json(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # unreadable: trained again
 
 
 class FStarSource:

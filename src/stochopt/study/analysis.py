@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config, RunRecord
+from ..config import Config, RunRecord
 from .stats import first_reach, interval, mccandlish_fit, paired, performance_profile, verdict
 
 METRICS = ("final_val_acc", "final_val_loss", "test_acc")

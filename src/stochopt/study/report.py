@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .files import write_text
+from ..files import write_text
 from .stats import binomial_se
 
 TABLE_COLUMNS = [("config", "configuration"), ("n_seeds", "seeds"),

@@ -1,36 +1,31 @@
-"""The ``stochopt`` command: it parses, calls the library, and prints.
-
-Flags, their help and their checks come from the declarations (each optimiser's settings in
-:mod:`stochopt.optim`, Config's in :mod:`stochopt.config`). Every user-facing problem is a
-:class:`StochoptError`, printed as one line on stderr with exit code 2 (a bad setting named
-as its flag); a diverged ``train`` run writes its complete files and exits with code 1.
-"""
+"""The command line's parser: every flag, its help and its check, read off the declarations
+(each optimiser's settings in :mod:`stochopt.optim`, Config's in :mod:`stochopt.config`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
-from collections.abc import Sequence
 from typing import Any
 
-import torch
-
-from . import __version__
-from .analysis import Targets
-from .config import Config
-from .data import DATASETS, VAL_FRACTION, Split, load_split
-from .errors import SettingError, StochoptError
-from .optim import RULES
-from .schedules import DECAY, SCHEDULES
-from .settings import Setting
+from ..config import Config
+from ..data import DATASETS, is_array_dataset
+from ..errors import StochoptError
+from ..landscape import FUNCTIONS
+from ..optim import RULES
+from ..optim.schedules import DECAY, SCHEDULES
+from ..settings import Setting
+from ..study.analysis import Targets
+from ..version import __version__
 
 PRESETS = {  # values a preset sets unless the flag is given
     "exercise": {},
     "deepobs": {"bias": True, "batch_size": [128], "epochs": [50], "val_fraction": 1 / 6},
 }
+
+
 SEEDS = [0, 1, 2, 3, 4]  # compare, sweep and tune: five data orders, one batch
+
+
 LISTED = ("lr", "batch_size", "epochs", "schedule", "lr_decay", "step_size", "warmup_epochs",
           "seed", "train_metrics")  # Config settings given as flags (lists for compare/sweep)
 
@@ -41,8 +36,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _dataset(text: str) -> str:
-    from .datasets import is_array_dataset
-
     if text in DATASETS or is_array_dataset(text):
         return text
     raise argparse.ArgumentTypeError(f"--dataset {text!r} is not one of mnist, idx, digits, "
@@ -264,8 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(optimum)
     optimum.add_argument("--out", help="write optimum.json and weights.npy here")
 
-    from .landscape import FUNCTIONS
-
     land = sub.add_parser("landscape", help="the optimisers' paths on a 2-D test function",
                           description="Run the same update rules on a 2-D function (the "
                           "exercise's 'optimisers from ex1') from its start point, at a "
@@ -299,301 +290,3 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(noise)
     noise.add_argument("--out", help="write noise_scale.json here")
     return parser
-
-
-# --------------------------------------------------------------------------- from flags
-
-
-def _preset(args: argparse.Namespace) -> dict[str, Any]:
-    values = {"bias": False, "val_fraction": VAL_FRACTION, **PRESETS[args.preset]}
-    if args.bias is not None:
-        values["bias"] = args.bias
-    return values
-
-
-def configs_from_args(args: argparse.Namespace) -> list[Config]:
-    """Every combination of the listed values, validated before any data is read."""
-    from .experiment import grid, tune_grid
-
-    preset = _preset(args)
-    values = {n: getattr(args, n) for n in LISTED if getattr(args, n, None) is not None}
-    for name in ("batch_size", "epochs"):
-        if name not in values and name in preset:
-            values[name] = preset[name]
-    values.update({n: [v] if isinstance(v, bool) else v for n in hyperparameter_flags()
-                   if (v := getattr(args, n, None)) is not None})
-    if args.command == "train" and any(len(v) > 1 for v in [*values.values(), args.optimizer]):
-        raise StochoptError("train takes one value per flag; use stochopt sweep or compare "
-                            "for several")
-    if args.command != "train":
-        values.setdefault("seed", SEEDS)
-    scale = getattr(args, "scale_lr", False)
-    if args.command == "tune":
-        if args.lr_points < 1 or not (math.isfinite(args.lr_decades) and args.lr_decades >= 0):
-            raise StochoptError(f"--lr-points must be at least 1 and --lr-decades finite and "
-                                f">= 0, got {args.lr_points} and {args.lr_decades}")
-        configs, notes = tune_grid(args.optimizer, values, values.get("lr"), scale,
-                                   args.lr_points, args.lr_decades)
-    else:
-        configs, notes = grid(args.optimizer, values, scale_lr=scale)
-    for note in notes:
-        print(f"stochopt: note: {note.flags()}", file=sys.stderr)
-    return configs
-
-
-def check_device(name: str, here: bool = True) -> torch.device:
-    """The device --device names; ``here``: it must exist on this machine."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise StochoptError(f"--device {name!r} is not a device; use cpu or cuda") from None
-    if here and device.type == "cuda" and not torch.cuda.is_available():
-        raise StochoptError("--device cuda was asked for but CUDA is not available here; "
-                            "use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise StochoptError(f"--device {name!r} is not supported; use cpu or cuda")
-    return device
-
-
-def load_data(args: argparse.Namespace, configs: Sequence[Config] = (),
-              device: str | None = None) -> Split:
-    """The split the flags name (on ``device`` if given, else --device's), with every
-    configuration checked against its size."""
-    preset = _preset(args)
-    split = load_split(args.data_dir, args.dataset, device or check_device(args.device),
-                       getattr(torch, args.dtype), preset["bias"], preset["val_fraction"],
-                       args.standardize)
-    for c in configs:
-        c.validate(len(split.X_train))
-    return split
-
-
-# --------------------------------------------------------------------------- commands
-
-
-def _progress(args: argparse.Namespace, total: int, desc: str, lines: bool):
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="epoch", disable=args.quiet, file=sys.stderr)
-
-    def on_epoch(epoch: int, records) -> None:
-        bar.update(len(records))
-        if lines and not args.quiet:
-            r = records[0].rows[-1]
-            sub = "" if math.isnan(r["suboptimality"]) else f"  f-f* {r['suboptimality']:.2e}"
-            bar.write(f"epoch {epoch:3d}  lr {r['lr']:.4g}  train loss {r['train_loss']:.4f} "
-                      f"acc {r['train_acc']:.2f}%  val loss {r['val_loss']:.4f} "
-                      f"acc {r['val_acc']:.2f}%{sub}  {r['seconds']:.2f}s")
-
-    return bar, on_epoch
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from .artefacts import write_train
-    from .experiment import FStarSource
-    from .files import lock_out, prepare_out
-    from .train import fit
-
-    (config,) = configs_from_args(args)
-    split = load_data(args, [config])
-    out = prepare_out(args.out)  # only once all input is known good: a refusal writes nothing
-    lock_out(out)
-    star = FStarSource(split, args.optimum, progress=not args.quiet)(config)
-    bar, on_epoch = _progress(args, config.epochs, f"{config.optimizer} bs={config.batch_size}",
-                              lines=True)
-    (record,) = fit(config, split, f_star=[star], on_epoch=on_epoch)
-    bar.close()
-    write_train(out, record, split, star)
-    if record.status == "diverged":
-        print(f"stochopt: the run diverged (non-finite or exploding loss) at epoch "
-              f"{record.diverged_epoch}; try a smaller --lr. Results so far are in {out}",
-              file=sys.stderr)
-        return 1
-    if not args.quiet:
-        print(f"test loss {record.test_loss:.4f}  test accuracy {record.test_acc:.2f}%  "
-              f"-> {out}")
-    return 0
-
-
-def cmd_many(args: argparse.Namespace) -> int:
-    """compare, sweep and tune: train (or resume) every configuration, then tables, figures,
-    report."""
-    from . import artefacts, experiment
-
-    configs = configs_from_args(args)
-    engine = engine_from_args(args)
-    targets = Targets(args.target_acc, args.target_subopt)
-    # Ray: joined first (a wrong address or a task no node fits is refused before any data
-    # is read or any file written); the driver keeps the data on its CPU, each task moves it
-    # to its own device
-    remote = args.engine == "ray"
-    if remote:
-        engine.start()
-    split = load_data(args, configs, "cpu" if remote else None)
-    out = experiment.open_out(args.out, split, getattr(engine, "device", None))
-    bar, on_epoch = _progress(args, sum(c.epochs for c in configs), args.command, lines=False)
-    failed = []
-
-    def on_group(group: list[Config], status: str) -> None:
-        if status == "kept":
-            bar.update(sum(c.epochs for c in group))
-            bar.write(f"{len(group)} finished run(s) kept from {out}")
-        elif status.startswith("failed"):
-            failed.append(group)
-            bar.update(sum(c.epochs for c in group))
-            bar.write(f"stochopt: error: a group of {experiment.describe(group)} "
-                      f"{status.replace(': ', ' (', 1)})", file=sys.stderr)
-
-    noise = args.noise_scale
-    if noise is None:
-        noise = len({c.batch_size for c in configs}) > 1
-    f_star = experiment.FStarSource(split, args.optimum, progress=not args.quiet)
-    records = experiment.run(configs, split, out, f_star, on_epoch, on_group, engine, noise,
-                             args.group_size)
-    bar.close()
-    if failed:
-        n = sum(len(g) for g in failed)
-        print(f"stochopt: {n} run(s) in {len(failed)} group(s) failed (status 'failed' in "
-              f"results.csv); run the same command again to retry them", file=sys.stderr)
-    found = artefacts.write_all(out, records, f"stochopt {args.command}", split,
-                                f_star.optima, targets, tuned=args.command == "tune")
-    best = artefacts.best(found.summary)
-    if not args.quiet and found.summary:  # empty when every run failed: no report
-        width = max(len(r["config"]) for r in found.summary)
-        picked = {c["best"]["config"] for c in found.chosen if c["best"]}
-        for r in found.summary:
-            if picked and r["config"] not in picked:
-                continue  # tune: the grid is in summary.csv; the chosen ones here
-            print(f"{r['config']:<{width}}  bs {r['batch_size']:<5} {r['n_seeds']} seed(s)  "
-                  f"val acc {r['final_val_acc_mean']:6.2f}%  test acc "
-                  f"{r['test_acc_mean']:6.2f}%  diverged {r['n_diverged']}")
-        for c in found.chosen:
-            lr = "none (all diverged)" if c["best"] is None else f"{c['best']['lr']:.3g}"
-            print(f"tuned {c['tuned']} at batch {c['batch_size']}: lr {lr}"
-                  + (" (at the grid's edge)" if c["at_grid_edge"] else ""))
-        if best:
-            print(f"best by mean validation loss: {best['config']} "
-                  f"({best['final_val_loss_mean']:.4f})")
-        print(f"-> {out / 'report.html'}")
-    return 0 if best and not failed else 1
-
-
-def engine_from_args(args: argparse.Namespace):
-    """The engine the flags name; Ray's flags only with --engine ray."""
-    from .experiment import LocalEngine
-
-    if args.group_size is not None and args.group_size < 1:
-        raise StochoptError(f"--group-size must be at least 1, got {args.group_size}")
-    if args.ray_cpus_per_task is not None and args.ray_cpus_per_task < 1:
-        raise StochoptError(f"--ray-cpus-per-task must be at least 1, got "
-                            f"{args.ray_cpus_per_task}")
-    if args.engine == "local":
-        given = [f for f, v in (("--ray-address", args.ray_address),
-                                ("--ray-cpus-per-task", args.ray_cpus_per_task)) if v is not None]
-        if given:
-            raise StochoptError(f"{' and '.join(given)} "
-                                f"{'apply' if len(given) > 1 else 'applies'} to --engine ray only")
-        return LocalEngine()
-    from .ray_engine import RayEngine, import_ray
-
-    import_ray()  # before anything else: one line if Ray is missing
-    device = check_device(args.device, here=False).type  # the nodes' GPUs, not this machine's
-    return RayEngine(args.ray_address, args.ray_cpus_per_task or 1, device=device)
-
-
-def cmd_optimum(args: argparse.Namespace) -> int:
-    from .optim import Rule
-    from .optimum import write_optimum
-
-    (wd,) = args.weight_decay
-    Rule.weight_decay.check(wd)  # before the data is read
-    split = load_data(args)
-    print(json.dumps(write_optimum(split, wd, args.out), indent=2))
-    return 0
-
-
-def cmd_noise_scale(args: argparse.Namespace) -> int:
-    from .files import prepare_out, write_json
-    from .noise import noise_scales
-
-    split = load_data(args)
-    X = split.X_train
-    if args.weights is None:
-        W = torch.zeros(split.n_features, split.n_classes, dtype=X.dtype, device=X.device)
-    else:
-        W = torch.as_tensor(load_weights(args.weights, (split.n_features, split.n_classes)),
-                            dtype=X.dtype, device=X.device)
-    result = noise_scales(W, X, split.y_train)[0].to_json()
-    if args.out:
-        write_json(prepare_out(args.out) / "noise_scale.json",
-                   {**result, "weights": args.weights or "zero"})
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-def cmd_landscape(args: argparse.Namespace) -> int:
-    from . import landscape
-
-    if args.steps is not None and args.steps < 1:
-        raise StochoptError(f"--steps must be at least 1, got {args.steps}")
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        raise StochoptError(f"--lr must be a positive finite number, got {args.lr}")
-    if not (math.isfinite(args.noise) and args.noise >= 0):
-        raise StochoptError(f"--noise must be finite and >= 0, got {args.noise}")
-    land = landscape.run(args.function, args.optimizer, args.steps, args.condition,
-                         args.noise, args.seed, args.lr)
-    files = landscape.write(land, args.out)
-    for p in land.paths:
-        reached = landscape.steps_to(p, 1e-6)
-        print(f"{p.optimizer:<10} lr {p.lr:<8g} f - f* {p.values[-1]:.3e} after "
-              f"{len(p.values) - 1} steps" + (" (diverged)" if p.diverged else "")
-              + ("" if reached is None else f"; below 1e-6 at step {reached}"))
-    print("-> " + ", ".join(str(f) for f in files))
-    return 0
-
-
-def load_weights(path: str, shape: tuple[int, int]):
-    """A weights file of the given shape, or one line saying what is wrong with it."""
-    import numpy as np
-
-    try:
-        W = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise StochoptError(f"--weights {path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise StochoptError(f"--weights {path} is not a readable .npy file ({e})") from None
-    if W.shape != shape or not np.issubdtype(W.dtype, np.floating):
-        raise StochoptError(f"--weights {path} holds a {W.dtype} array of shape {W.shape}; "
-                            f"expected floats of shape {shape} (features x classes; add --bias "
-                            "for weights trained with a bias row)")
-    if not np.isfinite(W).all():
-        raise StochoptError(f"--weights {path} holds NaN or infinite values")
-    return W
-
-
-COMMANDS = {"train": cmd_train, "compare": cmd_many, "sweep": cmd_many, "tune": cmd_many,
-            "optimum": cmd_optimum, "noise-scale": cmd_noise_scale, "landscape": cmd_landscape}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
-    except SettingError as e:
-        print(f"stochopt: error: {e.flags()}", file=sys.stderr)
-        return 2
-    except StochoptError as e:
-        print(f"stochopt: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("stochopt: interrupted; finished files are complete, nothing half-written",
-              file=sys.stderr)
-        return 130
-    finally:
-        from .files import release_locks
-
-        release_locks()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

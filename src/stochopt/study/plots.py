@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .config import RunRecord
+from ..config import RunRecord
 
 PANELS = [("train_loss", "train loss"), ("train_acc", "train accuracy (%)"),
           ("val_loss", "validation loss"), ("val_acc", "validation accuracy (%)")]

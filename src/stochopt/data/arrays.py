@@ -1,4 +1,4 @@
-"""Data sets beyond MNIST's four IDX files, as the same :class:`~stochopt.data.Split`.
+"""Data sets beyond MNIST's four IDX files, as the same :class:`~stochopt.data.split.Split`.
 
     --dataset digits          scikit-learn's bundled 8x8 digits (offline), pixels / 16
     --dataset npz:PATH        arrays X, y (and optionally X_test, y_test)
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import SPLIT_SEED, Split, exercise_split_indices
-from .errors import StochoptError
+from ..errors import StochoptError
+from .split import SPLIT_SEED, Split, exercise_split_indices
 
 KINDS = ("digits", "npz", "svmlight")
 
@@ -32,13 +32,21 @@ def is_array_dataset(spec: str) -> bool:
     return spec == "digits" or spec.split(":", 1)[0] in ("npz", "svmlight")
 
 
+def _sklearn_datasets():
+    """scikit-learn's readers, or one line saying how to install them."""
+    try:
+        import sklearn.datasets
+    except ImportError:
+        raise StochoptError("--dataset digits and svmlight:PATH need scikit-learn: "
+                            "pip install -e \".[sklearn]\"") from None
+    return sklearn.datasets
+
+
 def _read(spec: str) -> dict[str, np.ndarray]:
     """The arrays a spec names (the digits' pixels scaled to [0, 1])."""
     kind, _, path = spec.partition(":")
     if kind == "digits":
-        from sklearn.datasets import load_digits
-
-        X, y = load_digits(return_X_y=True)
+        X, y = _sklearn_datasets().load_digits(return_X_y=True)
         return {"X": X / 16.0, "y": y}
     if not path:
         raise StochoptError(f"--dataset {kind}: needs a file, as {kind}:PATH")
@@ -57,8 +65,7 @@ def _read(spec: str) -> dict[str, np.ndarray]:
         if ("X_test" in arrays) != ("y_test" in arrays):
             raise StochoptError(f"--dataset {spec} has one of X_test and y_test; give both")
         return arrays
-    from sklearn.datasets import load_svmlight_file
-
+    load_svmlight_file = _sklearn_datasets().load_svmlight_file
     try:
         X, y = load_svmlight_file(path)
     except (OSError, ValueError) as e:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import SettingError, StochoptError
-from .optim import Hyper
-from .settings import NON_NEGATIVE, Interval, Setting
+from ..errors import SettingError, StochoptError
+from ..settings import NON_NEGATIVE, Interval, Setting
+from .base import Hyper
 
 
 class Schedule:

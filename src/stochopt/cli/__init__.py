@@ -1,0 +1,44 @@
+"""The ``stochopt`` command: it parses, calls the library, and prints.
+
+Flags, their help and their checks come from the declarations (each optimiser's settings in
+:mod:`stochopt.optim`, Config's in :mod:`stochopt.config`). Every user-facing problem is a
+:class:`StochoptError`, printed as one line on stderr with exit code 2 (a bad setting named
+as its flag); a diverged ``train`` run writes its complete files and exits with code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from ..errors import SettingError, StochoptError
+from ..files import release_locks
+from .common import configs_from_args, load_data
+from .parser import build_parser, hyperparameter_flags
+from .study import cmd_many
+from .tools import cmd_landscape, cmd_noise_scale, cmd_optimum
+from .train import cmd_train
+
+COMMANDS = {"train": cmd_train, "compare": cmd_many, "sweep": cmd_many, "tune": cmd_many,
+            "optimum": cmd_optimum, "noise-scale": cmd_noise_scale, "landscape": cmd_landscape}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except SettingError as e:
+        print(f"stochopt: error: {e.flags()}", file=sys.stderr)
+        return 2
+    except StochoptError as e:
+        print(f"stochopt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stochopt: interrupted; finished files are complete, nothing half-written",
+              file=sys.stderr)
+        return 130
+    finally:
+        release_locks()
+
+
+__all__ = ["build_parser", "configs_from_args", "hyperparameter_flags", "load_data", "main"]
