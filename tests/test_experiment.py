@@ -199,7 +199,7 @@ def test_a_group_that_raises_fails_alone_and_trains_when_run_again(tmp_path, dat
 def test_when_every_group_fails_results_csv_lists_them_and_the_exit_code_is_1(
         tmp_path, data_dir, capsys, monkeypatch):
     def broken(*args, **kwargs):
-        raise ValueError("broken")
+        raise StochoptError("broken")
 
     monkeypatch.setattr(experiment, "fit", broken)
     out = tmp_path / "out"
@@ -209,6 +209,29 @@ def test_when_every_group_fails_results_csv_lists_them_and_the_exit_code_is_1(
     with open(out / "results.csv") as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["failed", "failed"]
     assert not (out / "report.html").exists()
+    log = (out / "failures.log").read_text()  # the line in tasks.csv, the traceback here
+    assert "Traceback" in log and "StochoptError: broken" in log and "in broken" in log
+
+
+def test_a_bug_in_a_group_is_not_reduced_to_a_line(tmp_path, data_dir, monkeypatch):
+    """Only the project's own errors and running out of memory are summarised per group;
+    a programming error propagates with its traceback, and the groups finished before it
+    stay stored."""
+    real = experiment.fit
+
+    def buggy(configs, *args, **kwargs):
+        if configs[0].batch_size == 4000:
+            raise TypeError("must be real number, not NoneType")
+        return real(configs, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "fit", buggy)
+    out = tmp_path / "out"
+    with pytest.raises(TypeError, match="must be real number"):
+        main(["compare", *TINY, "--batch-sizes", "2000,4000", "--data-dir", str(data_dir),
+              "--out", str(out)])
+    assert len(list((out / "runs").glob("*.json"))) == 2  # batch 2000's runs: kept
+    assert experiment.known_failure(RuntimeError("CUDA out of\nmemory. Tried to allocate"))
+    assert not experiment.known_failure(RuntimeError("shape mismatch"))
 
 
 def test_tune_lr_grid_points_and_decades(tmp_path, data_dir):

@@ -143,7 +143,7 @@ real = engine.train_job
 
 def flaky(job, data, threads, device):  # sent to the workers by value
     if job.configs[0].batch_size == 256 and job.configs[0].lr == 0.1:
-        raise RuntimeError("injected failure")
+        raise MemoryError("injected failure")  # a known failure: summarised
     return real(job, data, threads, device)
 
 
@@ -166,6 +166,7 @@ def test_a_task_that_raises_fails_its_group_only(cluster, local, data_dir, tmp_p
     assert len(lines) == 1 and "2 run(s): optimizer momentum, lr 0.1, batch size 256, seed 0/1" \
         in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+    assert "MemoryError: injected failure" in (out / "failures.log").read_text()
     table = pd.read_csv(out / "results.csv")
     failed = table[table.status == "failed"]
     assert len(failed) == 2 and set(failed.lr) == {0.1} and set(failed.batch_size) == {256}

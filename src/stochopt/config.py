@@ -133,10 +133,23 @@ class Config:
 _RAW = tuple(f.name for f in fields(Config) if f.name != "hyper")
 
 
+_FLOATS = ("lr", "lr_decay", "warmup_epochs")  # Config's float settings
+
+
+def _float(kind: type | None, value: Any) -> Any:
+    """An int given for a float setting as that float: lr=1 is the run lr=1.0 is."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def _compute_run_id(config: Config) -> str:
     r = config.resolved()
+    declared = r.rule.settings()
     # asdict(r), without its deep copies: every field is a scalar, hyper a flat dict
-    values = {**{n: getattr(r, n) for n in _RAW}, "hyper": dict(r.hyper)}
+    values = {**{n: _float(float if n in _FLOATS else None, getattr(r, n)) for n in _RAW},
+              "hyper": {k: _float(declared[k].kind if k in declared else None, v)
+                        for k, v in r.hyper.items()}}
     digest = hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
     return f"{r.optimizer}-lr{r.lr:g}-bs{r.batch_size}-s{r.seed}-{digest}"
 

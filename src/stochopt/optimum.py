@@ -296,14 +296,17 @@ def lbfgs(X: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0, gtol: flo
 
 
 def solve(X: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0, gtol: float = 1e-8,
-          max_iter: int | None = None, method: str = "auto") -> Optimum:
+          max_iter: int | None = None, method: str = "auto", n_classes: int | None = None
+          ) -> Optimum:
     """The optimum by ``method``: "newton" (the default for wd > 0) or "lbfgs" (for wd = 0,
-    where no minimiser exists and the result is an upper bound, ``attained`` False)."""
+    where no minimiser exists and the result is an upper bound, ``attained`` False).
+    ``n_classes`` (default: ``max(y) + 1``) counts a class no training label has."""
     if method == "auto":
         method = "newton" if weight_decay > 0 else "lbfgs"
     if method == "newton":
-        return newton(X, y, weight_decay, gtol, max_iter or 100)
-    return lbfgs(X, y, weight_decay, gtol, max_iter or 1000)
+        return newton(X, y, weight_decay, gtol, max_iter or 100,
+                      problem=Problem(X, y, weight_decay, n_classes) if n_classes else None)
+    return lbfgs(X, y, weight_decay, gtol, max_iter or 1000, n_classes)
 
 
 @torch.no_grad()
@@ -364,8 +367,10 @@ def rates(L: float, mu: float) -> dict[str, float]:
 
 def _fingerprint(split: Split, weight_decay: float) -> str:
     h = hashlib.md5()
-    for t in (split.X_train[::97], split.y_train, split.X_val[:100]):
-        h.update(t.detach().float().cpu().numpy().tobytes())
+    # X in its own dtype: a float64 split's f* is not a float32 split's (the solver reads
+    # X as float64, so X's own rounding is part of the problem)
+    for t in (split.X_train[::97], split.y_train.float(), split.X_val[:100]):
+        h.update(t.detach().cpu().numpy().tobytes())
     h.update(f"{split.X_train.shape}|{weight_decay!r}|{CACHE_VERSION}".encode())
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in split.name)[-40:]
     return f"{name}-wd{weight_decay:g}-{'bias-' if split.n_features % 784 else ''}" \
@@ -399,7 +404,7 @@ def cached_optimum(split: Split, weight_decay: float = 0.0, compute: bool = True
     X, y = split.X_train, split.y_train
     problem = Problem(X, y, weight_decay, split.n_classes)
     opt = newton(X, y, weight_decay, problem=problem) if weight_decay > 0 else lbfgs(
-        X, y, weight_decay)  # its classes: 0 .. max(y)
+        X, y, weight_decay, n_classes=split.n_classes)  # a class absent from training too
     opt.curvature = curvature(X, y, opt.W.to(X.device), weight_decay, problem=problem)
     if math.isfinite(opt.objective):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -138,7 +138,9 @@ class Updater:
         rule = c0.rule(**{n: hyper(lambda c, n=n: c.hyper.get(n, defaults[n])) for n in names})
         w = Wt[:, block]
         return cls(block, w, rule, rule.init(w), hyper(lambda c: c.base_lr),
-                   c0.make_schedule(hyper(lambda c: c.lr_decay)))
+                   # each run's decay written out: a default (None) beside an explicit one
+                   # would not stack into one tensor
+                   c0.make_schedule(hyper(lambda c: c.resolved().lr_decay)))
 
     def step(self, Gt: torch.Tensor, epoch: float, batch: BatchLoss | None = None) -> None:
         g = Gt if Gt.shape[1] == self.w.shape[1] else Gt[:, self.block]
@@ -284,7 +286,7 @@ def fit(
     configs: Config | list[Config],
     split: Split,
     f_star: list[FStar | float | None] | None = None,
-    on_epoch: Callable[[int, list[RunRecord]], None] | None = None,
+    on_epoch: Callable[[int, list[RunRecord]], bool | None] | None = None,
     noise_scale: bool = False,
     carry: dict[str, Any] | None = None,
 ) -> list[RunRecord]:
@@ -296,7 +298,8 @@ def fit(
     ``carry`` (one batch only) continues training: the weights and optimiser state it holds
     are the start, and the end's are put back (the estimator's ``partial_fit``). Returns
     one RunRecord per configuration, in the order given; ``on_epoch(epoch, records)`` is
-    called after each epoch of each group."""
+    called after each epoch of each group, and ends that group's training when it returns
+    True (the estimator's convergence test)."""
     given = [configs] if isinstance(configs, Config) else list(configs)
     stars = [s if s is None or isinstance(s, FStar) else FStar(float(s))
              for s in (f_star if f_star is not None else [None] * len(given))]
@@ -315,7 +318,7 @@ def fit(
 
 
 def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
-               on_epoch: Callable[[int, list[RunRecord]], None] | None,
+               on_epoch: Callable[[int, list[RunRecord]], bool | None] | None,
                noise_scale: bool = False, carry: dict[str, Any] | None = None
                ) -> list[RunRecord]:
     """One batch of K = S x M models (see :class:`Batch`): the loop itself."""
@@ -394,8 +397,8 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
             if diverged(row["train_loss"], C) or (len(split.X_val) and
                                                    diverged(row["val_loss"], C)):
                 alive[k], r.status, r.diverged_epoch = False, "diverged", epoch + 1
-        if on_epoch is not None:
-            on_epoch(epoch + 1, records)
+        if on_epoch is not None and on_epoch(epoch + 1, records):
+            break  # the caller has seen enough (converged)
         if not any(alive):
             break
 

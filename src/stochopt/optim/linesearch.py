@@ -38,9 +38,10 @@ class _BatchLoss(Rule):
 @register
 class SPS(_BatchLoss):
     """Stochastic Polyak step, SPS_max (Loizou et al. 2021, eq. 7):
-    ``gamma = min((f_B(w) - f_B*) / (c |g_B|^2), lr) ; w <- w - gamma g_B``, with
+    ``gamma = min(max((f_B(w) - f_B*) / (c |g_B|^2), 0), lr) ; w <- w - gamma g_B``, with
     ``f_B* = f_star`` a lower bound of every mini-batch loss (0 for cross-entropy); lr is
-    the cap gamma_b."""
+    the cap gamma_b. A ``f_star`` above the batch loss (not a lower bound there) gives a
+    zero step, never an uphill one."""
 
     name = "sps"
     reference = "a plain loop over the paper's eq. 7 (tests/test_optim.py)"
@@ -54,7 +55,7 @@ class SPS(_BatchLoss):
 
     def update(self, w, g, state, lr):
         f = self._objective(w, state["loss"])
-        polyak = (f - self.f_star) / (self.c * sumsq(g))
+        polyak = ((f - self.f_star) / (self.c * sumsq(g))).clamp_(min=0)
         gamma = torch.minimum(polyak, torch.as_tensor(lr, dtype=torch.float64))
         state["step_size"] = gamma
         w.sub_(g * gamma.to(w.dtype))

@@ -298,12 +298,13 @@ def full_batch_rates(records: Sequence[RunRecord], split: Split | None,
                              for r, x in zip(runs, per_step, strict=True))
         sentences.append(
             f"At weight decay {wd:g} the Hessian at W* has L = {L:.4g} and mu = {mu:.3g} "
-            f"(condition number {L / mu:.4g}). Gradient descent at its optimal step 2/(L+mu) "
-            f"is guaranteed to contract f - f* by {rate['gd_rate'] ** 2:.6g} per step, heavy "
-            f"ball at Polyak's parameters by {rate['heavy_ball_rate'] ** 2:.6g} (dashed). "
-            f"Measured per step at full batch: {measured}. The guarantees are worst cases "
-            "set by the flattest direction (mu); early on, the steep directions dominate f - "
-            "f* and fall much faster.")
+            f"(condition number {L / mu:.4g}). Near W*, on the quadratic model with this "
+            f"curvature, gradient descent at its optimal step 2/(L+mu) contracts f - f* by "
+            f"{rate['gd_rate'] ** 2:.6g} per step, heavy ball at Polyak's parameters by "
+            f"{rate['heavy_ball_rate'] ** 2:.6g} (dashed): L is measured at W*, so these "
+            f"rates are local, not guarantees from the start. Measured per step at full "
+            f"batch: {measured}. The rates are worst cases set by the flattest direction "
+            "(mu); early on, the steep directions dominate f - f* and fall much faster.")
     return lines, ({"How fast can full-batch methods go?": " ".join(sentences)}
                    if sentences else {})
 

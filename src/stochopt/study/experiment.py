@@ -21,17 +21,19 @@ from __future__ import annotations
 import math
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from ..config import Config, FStar, RunRecord
 from ..data import Split
-from ..errors import SettingError
-from ..files import write_csv, write_json, write_npy
+from ..errors import SettingError, StochoptError
+from ..files import write_csv, write_json, write_npy, write_text
 from ..optimum import Optimum, cached_optimum
 from ..train import fit, plan_groups
 from .folder import load_run
@@ -62,6 +64,7 @@ class Outcome:
     records: list[RunRecord] | None = None
     error: str | None = None
     task: dict[str, Any] = field(default_factory=dict)
+    traceback: str = ""  # the error's, for the folder's failures.log
 
 
 class Engine(Protocol):
@@ -78,6 +81,15 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def known_failure(error: BaseException) -> bool:
+    """Whether a group's error is one a study reports and goes on from: the project's own
+    errors (a bad setting met late, a rule that cannot run) and running out of memory.
+    Anything else is a bug, and propagates with its traceback."""
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    return isinstance(error, StochoptError | MemoryError | oom) or (
+        isinstance(error, RuntimeError) and "out of memory" in " ".join(str(error).split()))
+
+
 class LocalEngine:
     """Trains the jobs one after another in this process."""
 
@@ -87,8 +99,11 @@ class LocalEngine:
             task = {"engine": "local", "node": "local", "pid": os.getpid()}
             try:
                 records = fit(job.configs, split, job.f_star, on_epoch, job.noise_scale)
-            except Exception as e:  # reported per group; the other groups go on
-                yield Outcome(job, error=one_line(e),
+            except Exception as e:
+                if not known_failure(e):
+                    raise
+                # reported per group; the other groups go on
+                yield Outcome(job, error=one_line(e), traceback=traceback.format_exc(),
                               task={**task, "seconds": time.perf_counter() - t0})
             else:
                 seconds = time.perf_counter() - t0
@@ -141,7 +156,7 @@ def run(configs: list[Config], split: Split, out: str | Path,
         stale.unlink()  # left by a killed process; we hold the folder's lock
     check_unique(configs)
     records: dict[str, RunRecord] = {}
-    jobs, tasks = [], []
+    jobs, tasks, tracebacks = [], [], []
     for number, group in enumerate(plan_groups(configs, group_size)):
         members = [configs[i] for i in group]
         found = {c.run_id: load_run(runs_dir / f"{c.run_id}.json") for c in members}
@@ -168,12 +183,19 @@ def run(configs: list[Config], split: Split, out: str | Path,
             write_json(runs_dir / f"{record.run}.json", record.to_json())  # last: finished
             records[record.run] = record
         if outcome.error is not None:
+            tracebacks.append(f"group {outcome.job.group}: {describe(members)}\n"
+                              f"{outcome.traceback or outcome.error}\n")
             for c in members:
                 records.setdefault(c.run_id, RunRecord(c, status="failed",
                                                        error=outcome.error))
         if on_group is not None:
             on_group(members, status)
     write_csv(out / "tasks.csv", sorted(tasks, key=lambda t: t["group"]), TASK_COLUMNS)
+    log = out / "failures.log"  # the failed groups' tracebacks; tasks.csv keeps the line
+    if tracebacks:
+        write_text(log, "\n".join(tracebacks))
+    else:
+        log.unlink(missing_ok=True)  # an earlier run's; its groups trained now
     return [records[c.run_id] for c in configs]
 
 

@@ -33,7 +33,7 @@ from ..data import Split
 from ..errors import StochoptError
 from ..train import fit
 from ..version import __version__
-from .experiment import Job, OnEpoch, Outcome, one_line
+from .experiment import Job, OnEpoch, Outcome, known_failure, one_line
 from .folder import NUMERICS_VERSION
 
 INSTALL = 'pip install -e ".[ray]" (or pip install "ray>=2.10")'
@@ -122,17 +122,19 @@ class RayEngine:
                     records, info = ray.get(ref)
                 except ray.exceptions.RayTaskError as e:  # the task raised
                     cause = e.cause if isinstance(e.cause, BaseException) else e
-                    error = one_line(cause)
+                    if not known_failure(cause):
+                        raise cause from None  # a bug: its traceback, not a line
+                    error, trace = one_line(cause), str(e)
                 except ray.exceptions.RayError as e:  # retries spent, node lost, ...
-                    error = one_line(e).split(" Traceback")[0][:300]
+                    error, trace = one_line(e).split(" Traceback")[0][:300], str(e)
                 else:
-                    error = mismatch(info)
+                    error, trace = mismatch(info), ""
                     # wall clocks: exact on one machine, off by the clocks' offset across
                     wait, back = info.pop("started") - submitted, time.time() - info.pop("ended")
                     task.update(info, wait_seconds=wait, return_seconds=back)
                 task["seconds"] = time.perf_counter() - t0
                 if error is not None:
-                    yield Outcome(job, error=error, task=task)
+                    yield Outcome(job, error=error, task=task, traceback=trace)
                     continue
                 if on_epoch is not None:  # a group's epochs are known when it returns
                     for epoch in range(1, max(len(r.rows) for r in records) + 1):
