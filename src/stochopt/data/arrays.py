@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,13 @@ def _read(spec: str) -> dict[str, np.ndarray]:
     if kind == "npz":
         try:
             with np.load(path, allow_pickle=False) as z:
+                if not hasattr(z, "files"):
+                    raise ValueError("it holds one array, not named arrays X and y")
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise StochoptError(f"--dataset {spec} is not a readable .npz file ({e})") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+            # a damaged archive fails in zipfile's or numpy's own way: one line either way
+            raise StochoptError(f"--dataset {spec} is not a readable .npz file "
+                                f"({' '.join(str(e).split()) or type(e).__name__})") from None
         missing = {"X", "y"} - set(arrays)
         if missing:
             raise StochoptError(f"--dataset {spec} has no array {', '.join(sorted(missing))}; "
@@ -77,12 +82,15 @@ def _read(spec: str) -> dict[str, np.ndarray]:
 def _check(name: str, X: np.ndarray, y: np.ndarray, spec: str) -> tuple[np.ndarray, np.ndarray]:
     if X.dtype == object or y.dtype == object:
         raise StochoptError(f"--dataset {spec}: {name} is ragged or not numeric")
-    if not np.issubdtype(X.dtype, np.number):
-        raise StochoptError(f"--dataset {spec}: {name} holds {X.dtype} values, not numbers")
+    if X.dtype.kind not in "iuf":  # complex too: its imaginary part would be dropped
+        raise StochoptError(f"--dataset {spec}: {name} holds {X.dtype} values, not real "
+                            "numbers")
     if X.ndim != 2:
         raise StochoptError(f"--dataset {spec}: {name} must be 2-D (samples x features), "
                             f"got shape {X.shape}")
     y = np.ravel(y)
+    if y.dtype.kind == "f" and np.isnan(y).any():
+        raise StochoptError(f"--dataset {spec}: the labels of {name} hold NaN")
     if len(X) != len(y):
         raise StochoptError(f"--dataset {spec}: {name} has {len(X)} rows but its labels "
                             f"{len(y)}; they must be of the same length")
@@ -107,6 +115,8 @@ def load_array_split(spec: str, device: str | torch.device = "cpu",
             raise StochoptError(f"--dataset {spec}: X_test has {X_test.shape[1]} features, X "
                                 f"{X.shape[1]}")
     classes = np.unique(y)
+    if len(classes) == 0:
+        raise StochoptError(f"--dataset {spec}: X holds no samples")
     if len(classes) < 2:
         raise StochoptError(f"--dataset {spec}: every label is {classes[0]!r}; a classifier "
                             "needs at least 2 classes")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -77,7 +78,12 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     if len(raw) < header:
         raise StochoptError(f"{name} is truncated inside its header; download it again")
     shape = tuple(int(s) for s in np.frombuffer(raw, ">i4", ndim, 4))
-    expected = int(np.prod(shape))
+    if any(s < 0 for s in shape):
+        raise StochoptError(f"{name} has a negative size in its header {shape}; the file is "
+                            "damaged, download it again")
+    # Python's integers: a product of four huge sizes must not wrap around (as int64 would)
+    # into the length of the data; nothing of this size is allocated, only compared
+    expected = math.prod(shape)
     if len(raw) - header != expected:
         raise StochoptError(
             f"{name} holds {len(raw) - header} data bytes but its header {shape} says "
