@@ -1,9 +1,14 @@
-"""The benchmark script runs end to end on a tiny setting, so it cannot rot."""
+"""Each benchmark script runs end to end on a tiny setting, so it cannot rot, and what it
+writes holds together: every ratio is the quotient of the timings it names, each timing the
+median of its rounds, and the alternatives it races agree on the answer."""
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +28,17 @@ def test_bench_epoch_runs_and_writes_its_table(tmp_path, data_dir):
     names = [r["what"] for r in result["rows"]]
     for prefix in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"):
         assert any(n.startswith(prefix) for n in names), prefix
-    assert all(r > 0 for r in result["ratios"].values())
+    seconds = {r["what"]: r["seconds"] for r in result["rows"]}
+
+    def timing(prefix: str) -> float:
+        (value,) = [v for k, v in seconds.items() if k.startswith(prefix)]
+        return value
+
+    ratios = result["ratios"]
+    assert ratios["(a)/(d) exercise loop vs stochopt @64"] == pytest.approx(
+        timing("(a)") / timing("(d) stochopt momentum, epoch @64"))
+    assert ratios["(d)/(e) stochopt @64 vs roofline"] == pytest.approx(
+        timing("(d) stochopt momentum, epoch @64") / timing("(e)"))
     assert (tmp_path / "bench_epoch.csv").is_file() and "(d)/(e)" in proc.stdout
 
 
@@ -32,7 +47,8 @@ def test_bench_seeds_runs_and_writes_its_ratio(tmp_path, data_dir):
     result = json.loads((tmp_path / "bench_seeds.json").read_text())
     assert [r["what"] for r in result["rows"]] == ["stochopt compare --seeds 0",
                                                    "stochopt compare --seeds 0,1,2,3,4"]
-    assert result["ratio"] > 0 and "five seeds / one seed" in proc.stdout
+    _medians_and_ratio(result)
+    assert "five seeds / one seed" in proc.stdout
 
 
 def test_bench_optimum_runs_and_writes_its_ratios(tmp_path, data_dir):
@@ -41,7 +57,13 @@ def test_bench_optimum_runs_and_writes_its_ratios(tmp_path, data_dir):
     assert {r["what"].split(" (")[0] for r in result["rows"]} == {
         "stochopt newton-cg", "stochopt l-bfgs", "scikit-learn LogisticRegression"}
     s = result["summary"]["0.001"]
-    assert s["newton_vs_lbfgs"] > 0 and s["certified_gap"] >= 0 and "targets >= 5x" in proc.stdout
+    rows = {r["what"].split(" (")[0]: r for r in result["rows"] if r["weight_decay"] == 0.001}
+    assert s["newton_vs_lbfgs"] == pytest.approx(rows["stochopt l-bfgs"]["seconds"]
+                                                 / rows["stochopt newton-cg"]["seconds"])
+    # the three solvers reach one optimum; Newton's gap is certified below 1e-12 of f
+    assert all(abs(r["f_minus_newton"]) < 1e-6 for r in rows.values())
+    assert 0 <= s["certified_gap"] <= 1e-12 * rows["stochopt newton-cg"]["objective"]
+    assert "targets >= 5x" in proc.stdout
 
 
 def test_bench_cv_runs_and_writes_its_ratio(tmp_path, data_dir):
@@ -49,7 +71,10 @@ def test_bench_cv_runs_and_writes_its_ratio(tmp_path, data_dir):
     result = json.loads((tmp_path / "bench_cv.json").read_text())
     assert [r["what"] for r in result["rows"]] == ["SoftmaxRegressionCV (grid at once)",
                                                    "GridSearchCV(SoftmaxRegression)"]
-    assert result["ratio"] > 0 and "target >= 4x" in proc.stdout
+    _medians_and_ratio(result)
+    once, one_by_one = result["rows"]
+    assert once["chosen"] == one_by_one["chosen"]  # the same grid point, however trained
+    assert "target >= 4x" in proc.stdout
 
 
 def test_bench_rules_covers_every_optimizer(tmp_path, data_dir):
@@ -58,4 +83,13 @@ def test_bench_rules_covers_every_optimizer(tmp_path, data_dir):
     from stochopt.optim import RULES
 
     assert {r["optimizer"] for r in result["rows"]} == set(RULES) - {"toy-signsgd"}
-    assert all(r["seconds_per_epoch_k1"] > 0 for r in result["rows"])
+    assert all(r["status"] == "ok" and 0 < r["val_acc"] <= 100 for r in result["rows"])
+
+
+def _medians_and_ratio(result) -> None:
+    """Each row's seconds is the median of its rounds; the ratio is second over first."""
+    for row in result["rows"]:
+        rounds = [float(x) for x in row["all"].split()]
+        assert f"{row['seconds']:.2f}" == f"{statistics.median(rounds):.2f}"
+    first, second = result["rows"]
+    assert result["ratio"] == pytest.approx(second["seconds"] / first["seconds"])

@@ -234,18 +234,6 @@ def test_a_bug_in_a_group_is_not_reduced_to_a_line(tmp_path, data_dir, monkeypat
     assert not experiment.known_failure(RuntimeError("shape mismatch"))
 
 
-def test_tune_lr_grid_points_and_decades(tmp_path, data_dir):
-    from stochopt.cli import build_parser, configs_from_args
-
-    args = build_parser().parse_args(["tune", "--optimizers", "adam", "--lr-points", "36",
-                                      "--lr-decades", "7", "--seeds", "0"])
-    lrs = [c.lr for c in configs_from_args(args)]
-    assert len(lrs) == 36 and lrs[0] == pytest.approx(1e-3 * 10 ** -3.5, rel=1e-5)
-    assert lrs[-1] == pytest.approx(1e-3 * 10 ** 3.5, rel=1e-5)
-    args = build_parser().parse_args(["tune", "--optimizers", "adam", "--lr-points", "1"])
-    assert {c.lr for c in configs_from_args(args)} == {1e-3}
-
-
 def test_no_noise_scale_turns_off_the_default_with_several_batch_sizes(tmp_path, data_dir):
     out = tmp_path / "out"
     argv = ["compare", *TINY, "--batch-sizes", "2000,4000", "--data-dir", str(data_dir)]

@@ -93,6 +93,24 @@ def test_bad_landscape_flags_get_one_line(tmp_path, capsys, flags, message):
 
 
 def test_the_same_rule_classes_train_the_classifier_and_walk_the_landscape():
-    from stochopt.optim import RULES
+    """A rule registered now walks the landscape too (it reads the live registry, not a
+    copy), and its path is its own update: sign descent moves each coordinate by lr."""
+    from stochopt.optim import RULES, Rule, register
+    from stochopt.settings import POSITIVE, Setting
 
-    assert landscape.RULES is RULES  # not copies
+    class SignDescent(Rule):
+        name = "test-sign-descent"
+        default_schedule = "constant"
+        lr = Setting(0.01, POSITIVE, "step")
+
+        def update(self, w, g, state, lr):
+            w.sub_(lr * torch.sign(g))
+
+    register(SignDescent)
+    try:
+        (path,) = landscape.run("rosenbrock", ["test-sign-descent"], steps=3, lr=0.01).paths
+    finally:
+        del RULES["test-sign-descent"]
+    steps = np.diff(path.points, axis=0)
+    assert path.optimizer == "test-sign-descent" and len(steps) == 3
+    np.testing.assert_allclose(np.abs(steps), 0.01, rtol=1e-12)

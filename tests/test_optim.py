@@ -117,13 +117,28 @@ def test_k_configurations_at_once_equal_k_separate_runs(name):
         assert torch.allclose(W[k], ws[k], atol=1e-13, rtol=0)
 
 
-def test_every_optimizer_has_a_torch_reference_case():
+def _rules_with_a_reference_test() -> set[str]:
+    """The rules this module's reference tests (``test_*match*``, ``test_*agree*``) run: the
+    rule names among their parametrized values and the words of their own names, read off
+    the test functions themselves."""
+    found: set[str] = set()
+    for name, test in globals().items():
+        if not (name.startswith("test_") and ("match" in name or "agree" in name)):
+            continue
+        found |= set(name.split("_")) & set(RULES)
+        for mark in getattr(test, "pytestmark", []):
+            if mark.name == "parametrize":
+                for values in mark.args[1]:
+                    found |= {v for v in (values if isinstance(values, tuple | list)
+                                          else (values,)) if isinstance(v, str) and v in RULES}
+    return found
+
+
+def test_every_optimizer_has_a_reference_test():
     """Every update rule of the registry (svrg and saga are sgd's rule on another gradient
-    estimate, tested in test_gradients.py)."""
-    tested = ({c[0] for c in CASES} | {"rprop", "asgd", "lion"}
-              | {c[0] for c in SCHEDULE_FREE} | {c[0] for c in D_ADAPTED}
-              | {"sps", "armijo", "muon"})
-    assert tested == {n for n, r in RULES.items() if r.estimator == "minibatch"}
+    estimate, tested in test_gradients.py); a rule registered without one fails here."""
+    assert _rules_with_a_reference_test() == {n for n, r in RULES.items()
+                                              if r.estimator == "minibatch"}
 
 
 def test_unknown_names_are_refused_with_the_valid_ones():

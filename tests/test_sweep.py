@@ -3,6 +3,7 @@ report whose numbers are those of results.csv."""
 
 import csv
 import json
+import math
 import re
 import shutil
 
@@ -10,6 +11,7 @@ import pytest
 
 from stochopt.cli import main
 from stochopt.study import experiment
+from stochopt.train import DIVERGENCE_LOSS
 
 COMMON = ["--epochs", "2", "--quiet", "--optimum", "skip", "--seeds", "0"]
 
@@ -145,7 +147,10 @@ def test_a_diverging_configuration_is_marked_and_the_rest_complete(data_dir, tmp
     bad = [r for r in rows if float(r["lr"]) == 1e4]
     good = [r for r in rows if float(r["lr"]) == 0.1]
     assert [r["status"] for r in bad] == ["diverged"] and len(good) == 2
+    assert float(bad[0]["train_loss"]) > DIVERGENCE_LOSS  # marked at its first epoch
     assert all(r["status"] == "ok" for r in good) and float(good[-1]["val_acc"]) > 80
+    runs = {r["lr"]: r for r in json.loads((out / "runs.json").read_text())}
+    assert runs[1e4]["test_acc"] is None or math.isnan(runs[1e4]["test_acc"])
     assert "diverged" in (out / "report.md").read_text()
     assert (out / "lr_sensitivity.png").is_file()
 

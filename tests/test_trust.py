@@ -224,6 +224,16 @@ def test_tune_grid_is_thirteen_log_spaced_lrs_over_three_decades_around_the_defa
         assert len(lrs) == 13 and lrs[6] == pytest.approx(centre)
         assert lrs[-1] / lrs[0] == pytest.approx(1000, rel=1e-5)
         assert np.allclose(np.diff(np.log10(lrs)), 0.25, atol=1e-5)
+    # --lr-points and --lr-decades: another count over another span, one point the default
+    from stochopt.cli import build_parser, configs_from_args
+
+    args = build_parser().parse_args(["tune", "--optimizers", "adam", "--lr-points", "36",
+                                      "--lr-decades", "7", "--seeds", "0"])
+    lrs = [c.lr for c in configs_from_args(args)]
+    assert len(lrs) == 36 and lrs[0] == pytest.approx(1e-3 * 10 ** -3.5, rel=1e-5)
+    assert lrs[-1] == pytest.approx(1e-3 * 10 ** 3.5, rel=1e-5)
+    args = build_parser().parse_args(["tune", "--optimizers", "adam", "--lr-points", "1"])
+    assert {c.lr for c in configs_from_args(args)} == {1e-3}
 
 
 def test_compare_defaults_to_five_seeds_trained_as_one_batch():
