@@ -73,7 +73,7 @@ def _err(capsys, argv):
       "y": np.array([0, 1, 0, 1, 0])}, "NaN or infinite"),
     ({"X": np.ones((5, 2)), "y": np.zeros(5)}, "at least 2 classes"),
     ({"X": np.ones((5, 2)), "y": np.array([0, 1, 0])}, "must be of the same length"),
-    ({"X": np.array([["a", "b"]] * 5), "y": np.array([0, 1, 0, 1, 0])}, "not numbers"),
+    ({"X": np.array([["a", "b"]] * 5), "y": np.array([0, 1, 0, 1, 0])}, "not real numbers"),
     ({"X": np.ones((5, 2))}, "has no array y"),
 ])
 def test_a_bad_npz_is_one_line_and_exit_code_2(tmp_path, capsys, arrays, message):

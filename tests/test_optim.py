@@ -329,7 +329,7 @@ def _with_batch_loss(name, ours, lr, wd, dtype, split, steps=30, batch=128):
 @pytest.mark.parametrize(("c", "lr", "dtype"), [
     (0.5, 1.0, torch.float32), (0.5, 1.0, torch.float64),
     # float64 only: at c = 1 and a cap of 3 the steps are long enough that float32's
-    # last-digit differences in the loss grow to 3.5e-5 in 30 steps (the README says so)
+    # last-digit differences in the loss grow to 3.5e-5 in 30 steps (docs/optimisers.md says so)
     (1.0, 3.0, torch.float64)])
 def test_sps_matches_the_papers_step(c, lr, weight_decay, dtype, split):
     """SPS_max, Loizou et al. 2021, eq. 7: gamma = min((f_B(w) - f_B*) / (c |g|^2), gamma_b),

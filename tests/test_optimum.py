@@ -165,8 +165,8 @@ def test_f_best_below_the_bound_is_negative_and_labelled(tmp_path, capsys, monke
 
     from stochopt import optimum
 
-    def stopped_at_zero(X, y, wd):  # a solver stopped at W = 0: f(0) = log 10 bounds f_inf
-        W = torch.zeros(X.shape[1], 10, dtype=torch.float64)
+    def stopped_at_zero(X, y, wd, n_classes=None):  # stopped at W = 0: f(0) = log 10 >= f_inf
+        W = torch.zeros(X.shape[1], n_classes or 10, dtype=torch.float64)
         f, g = objective_and_gradient(W, X.double(), y, wd)
         return optimum.Optimum(W, f.item(), g.abs().max().item(), 0, 0.0, attained=False,
                                converged=False, solver="lbfgs")

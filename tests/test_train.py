@@ -205,7 +205,7 @@ def test_a_new_rule_in_a_batch_of_four_equals_it_alone(split, name):
         # float32's last-digit differences between a seed's plain product (alone) and the
         # batched one are amplified: by dadapt-adam's d (its weights grow to ~4; 2.6e-5
         # apart, 6e-6 relative), by muon's bfloat16 Newton-Schulz, where one flipped
-        # rounding moves a step by 0.4% (4.2e-4 apart); the README says so. In float64:
+        # rounding moves a step by 0.4% (4.2e-4 apart); docs/optimisers.md says so. In float64:
         split = replace(split, **{f"X_{p}": getattr(split, f"X_{p}").double()
                                   for p in ("train", "val", "test")})
     _each_equals_it_alone(configs, split, ("val_loss",))
@@ -252,22 +252,29 @@ def test_schedule_free_answers_at_x_and_refuses_a_schedule(split):
 def test_run_ids_are_memoised_without_changing_them():
     """run_id is memoised on the raw values (a 36,000-run study asks for each many times):
     it must equal the stored formula, sha1 of the resolved config's JSON, which names the
-    runs already on disk; and a config changed after a first call must get its new id."""
+    runs already on disk (an int given for a float setting counts as that float: lr=1 is the
+    run lr=1.0 is); and a config changed after a first call must get its new id."""
     import hashlib
     import json
     from dataclasses import asdict
 
     def stored(c):
-        r = c.resolved()
-        digest = hashlib.sha1(json.dumps(asdict(r), sort_keys=True).encode()).hexdigest()[:8]
-        return f"{r.optimizer}-lr{r.lr:g}-bs{r.batch_size}-s{r.seed}-{digest}"
+        r = asdict(c.resolved())
+        kinds = {n: s.kind for n, s in c.rule.settings().items()}
+        for name in ("lr", "lr_decay", "warmup_epochs"):
+            r[name] = float(r[name]) if isinstance(r[name], int) else r[name]
+        r["hyper"] = {k: float(v) if kinds.get(k) is float and type(v) is int else v
+                      for k, v in r["hyper"].items()}
+        digest = hashlib.sha1(json.dumps(r, sort_keys=True).encode()).hexdigest()[:8]
+        return f"{r['optimizer']}-lr{r['lr']:g}-bs{r['batch_size']}-s{r['seed']}-{digest}"
 
     configs = [Config(), Config(lr=1), Config(lr=1.0), Config(optimizer="adam", seed=3),
                Config(optimizer="momentum", hyper={"nesterov": True, "momentum": 0.5}),
-               Config(optimizer="muon", schedule="cosine", epochs=3, batch_size=7)]
+               Config(optimizer="muon", schedule="cosine", epochs=3, batch_size=7),
+               Config(optimizer="adamw", hyper={"weight_decay": 0})]
     for c in configs:
         assert c.run_id == stored(c) and c.run_id == c.run_id
-    assert configs[1].run_id != configs[2].run_id  # as stored: 1 and 1.0 print differently
+    assert configs[1].run_id == configs[2].run_id  # one run, however its lr was typed
     c = Config(lr=0.1)
     before = c.run_id
     c.lr = 0.2

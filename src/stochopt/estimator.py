@@ -122,7 +122,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
-    # scikit-learn's checks that this estimator fails, and why (the README lists them)
+    # scikit-learn's checks that this estimator fails, and why (docs/estimator.md lists them)
     EXPECTED_FAILURES: ClassVar[dict[str, str]] = {
         "check_sample_weight_equivalence_on_dense_data":
             "mini-batch SGD: weight 2 is not the same as a repeated example, whose copies "

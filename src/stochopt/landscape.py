@@ -330,8 +330,9 @@ def steps_to(path: Path2D, tol: float) -> int | None:
 
 
 def convergence_table(tol: float = 1e-6) -> str:
-    """The README's table: every registered rule on the quadratic (condition 10) from its
-    start, at its landscape lr: the first step at which f - f* < tol, or where it ends."""
+    """The table of docs/landscapes.md: every registered rule on the quadratic (condition
+    10) from its start, at its landscape lr: the first step at which f - f* < tol, or where
+    it ends."""
     fn = function("quadratic")
     lines = [f"| optimizer | lr | steps to f - f* < {tol:g} |", "|---|---|---|"]
     for name in RULES:

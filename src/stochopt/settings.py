@@ -2,7 +2,7 @@
 
 An update rule (or :class:`stochopt.config.Config`) declares each of its settings as a
 :class:`Setting`; the command line's flags and ``--help``, the validation and its messages,
-the columns of ``results.csv`` and the README's table of optimisers are all read off these
+the columns of ``results.csv`` and the docs' table of optimisers are all read off these
 declarations (scikit-learn's ``_parameter_constraints`` idea).
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def versions() -> dict[str, str]:

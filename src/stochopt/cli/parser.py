@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"any of {', '.join(RULES)} (default: sgd,momentum,adam)")
     land.add_argument("--lr", type=float, default=None,
                       help="one lr for all (default: per function and optimiser, chosen so "
-                      "the picture teaches something; see the README)")
+                      "the picture teaches something; see docs/landscapes.md)")
     land.add_argument("--steps", type=int, default=None,
                       help="steps (default: the function's, 500-1000)")
     land.add_argument("--condition", type=float, default=10.0,

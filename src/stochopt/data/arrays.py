@@ -140,6 +140,10 @@ def load_array_split(spec: str, device: str | torch.device = "cpu",
     tensors: dict[str, Any] = {}
     for part, (Xp, yp) in parts.items():
         Xt = torch.as_tensor(Xp, dtype=dtype, device=device)
+        if not bool(Xt.isfinite().all()):  # finite in float64, beyond float32's range
+            raise StochoptError(f"--dataset {spec}: X holds values beyond {dtype}'s range "
+                                f"(|x| > {torch.finfo(dtype).max:.3g}); rescale them or use "
+                                "--dtype float64")
         if bias:
             Xt = torch.cat([Xt, torch.ones(len(Xt), 1, dtype=dtype, device=device)], 1)
         tensors[f"X_{part}"] = Xt.contiguous()

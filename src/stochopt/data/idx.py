@@ -89,7 +89,11 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
             f"{name} holds {len(raw) - header} data bytes but its header {shape} says "
             f"{expected}; the file is truncated or damaged, download it again"
         )
-    return np.frombuffer(raw, np.uint8, expected, header).reshape(shape)
+    try:
+        return np.frombuffer(raw, np.uint8, expected, header).reshape(shape)
+    except ValueError:  # e.g. (0, 2**30, 2**30, 2**30): empty, yet beyond numpy's index range
+        raise StochoptError(f"{name} has an impossible shape {shape} in its header; the file "
+                            "is damaged, download it again") from None
 
 
 def find_file(directory: Path, stem: str) -> Path:

@@ -1,4 +1,4 @@
-"""``python -m stochopt.optim`` prints the README's table of optimisers, from the registry."""
+"""``python -m stochopt.optim`` prints the docs' table of optimisers, from the registry."""
 
 from .registry import markdown_table
 

@@ -35,7 +35,7 @@ def make_optimizer(name: str, **hyper: Hyper) -> Rule:
 
 
 def markdown_table() -> str:
-    """The README's table of optimisers, from the registry: each rule's first docstring
+    """The table of docs/optimisers.md, from the registry: each rule's first docstring
     paragraph (its paper and its update as math), its reference, its settings."""
     lines = ["| name | rule | checked against | settings (defaults) | default schedule |",
              "|---|---|---|---|---|"]
