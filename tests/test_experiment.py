@@ -231,6 +231,8 @@ def test_a_bug_in_a_group_is_not_reduced_to_a_line(tmp_path, data_dir, monkeypat
               "--out", str(out)])
     assert len(list((out / "runs").glob("*.json"))) == 2  # batch 2000's runs: kept
     assert experiment.known_failure(RuntimeError("CUDA out of\nmemory. Tried to allocate"))
+    assert experiment.known_failure(RuntimeError("[enforce fail at alloc_cpu.cpp:117] "
+                                                 "DefaultCPUAllocator: can't allocate memory"))
     assert not experiment.known_failure(RuntimeError("shape mismatch"))
 
 

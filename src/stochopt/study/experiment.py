@@ -86,8 +86,10 @@ def known_failure(error: BaseException) -> bool:
     errors (a bad setting met late, a rule that cannot run) and running out of memory.
     Anything else is a bug, and propagates with its traceback."""
     oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    text = " ".join(str(error).split())
     return isinstance(error, StochoptError | MemoryError | oom) or (
-        isinstance(error, RuntimeError) and "out of memory" in " ".join(str(error).split()))
+        isinstance(error, RuntimeError)  # torch's allocators on the CPU, and older CUDA
+        and ("out of memory" in text or "can't allocate memory" in text))
 
 
 class LocalEngine:
