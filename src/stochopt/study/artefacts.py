@@ -12,7 +12,8 @@ the figures and the report, all rebuilt from the run records.
     curves.png, weights_<optimizer>.png, profile.png, batch_sizes.png, lr_sensitivity.png
     report.html/.md        the table, answers built from its numbers, the figures
     meta.json              the command, the data, the versions
-    (tasks.csv, fingerprint.json and runs/ are the experiment layer's: stochopt.experiment)
+    (tasks.csv, failures.log, fingerprint.json and runs/ are written by stochopt.study.experiment
+    and stochopt.study.folder)
 """
 
 from __future__ import annotations

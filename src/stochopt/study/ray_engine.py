@@ -4,14 +4,17 @@
 
 The driver (this process) keeps everything that touches the output folder: it puts the data
 into Ray's object store once, submits one task per group, and takes the groups back as they
-finish (``ray.wait``), so :func:`stochopt.experiment.run` writes each run's files exactly as
+finish (``ray.wait``), so :func:`stochopt.study.experiment.run` writes each run's files exactly as
 with the local engine: the same results, summaries, fingerprint and resume. A worker process
 fetches the data the first time one of its tasks needs it and keeps it for the next tasks of
 the same command (the store's arrays are read in place, not copied).
 
-Faults: a task whose worker process dies is run again by Ray (``max_retries``); a task
-that raises comes back as its group's error, and the other groups go on; a driver that is
-killed is resumed by running the command again, as with the local engine.
+Faults: a task whose worker process dies is run again by Ray (``max_retries``), and one
+whose retries are spent comes back as its group's error; a task that raises a known failure
+(:func:`~stochopt.study.experiment.known_failure`) comes back as its group's error, and the
+other groups go on, while any other exception is a bug and is raised in the driver with its
+traceback; a driver that is killed is resumed by running the command again, as with the
+local engine.
 
 Ray is optional (``pip install -e ".[ray]"``); without it this engine says so in one line.
 """
