@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import SettingError
+from .files import safe_name
 from .optim import Rule, get_rule
 from .optim.schedules import DEFAULT_DECAY, Schedule, check_schedule, make_schedule
 from .settings import NON_NEGATIVE, Interval, Setting
@@ -145,13 +146,18 @@ def _float(kind: type | None, value: Any) -> Any:
 
 def _compute_run_id(config: Config) -> str:
     r = config.resolved()
-    declared = r.rule.settings()
+    rule = r.rule
+    declared = rule.settings()
     # asdict(r), without its deep copies: every field is a scalar, hyper a flat dict
     values = {**{n: _float(float if n in _FLOATS else None, getattr(r, n)) for n in _RAW},
               "hyper": {k: _float(declared[k].kind if k in declared else None, v)
                         for k, v in r.hyper.items()}}
+    label = r.optimizer
+    if rule.plugin:  # its code's identity too, and a name that is safe in a file name
+        values["source"] = rule.source
+        label = safe_name(label)
     digest = hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{r.optimizer}-lr{r.lr:g}-bs{r.batch_size}-s{r.seed}-{digest}"
+    return f"{label}-lr{r.lr:g}-bs{r.batch_size}-s{r.seed}-{digest}"
 
 
 @functools.lru_cache(maxsize=1 << 17)

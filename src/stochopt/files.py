@@ -117,3 +117,9 @@ def lock_out(out: Path) -> None:
 def release_locks() -> None:
     while _locks:
         _locks.pop().close()  # closing the file drops its lock
+
+
+def safe_name(name: str) -> str:
+    """``name`` as a file name's part: a plug-in's ``./mine.py:Opt`` as ``._mine.py_Opt``;
+    a registered rule's name is unchanged."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

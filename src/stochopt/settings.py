@@ -95,5 +95,19 @@ class Setting:
             return
         if self.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
             raise SettingError.bad(self.name, f"must be an integer, got {value!r}")
+        if self.constraint is None:  # undeclared ranges (a plug-in's): the default's type
+            self._check_type(value)
         if self.constraint is not None and value not in self.constraint:
             raise SettingError.bad(self.name, f"{self.constraint.describe()}, got {value!r}")
+
+    def _check_type(self, value: Any) -> None:
+        default = self.default
+        if isinstance(default, float) and (isinstance(value, bool)
+                                           or not isinstance(value, int | float)):
+            raise SettingError.bad(self.name, f"must be a number, got {value!r}")
+        if isinstance(default, tuple) and not (
+                isinstance(value, tuple | list) and len(value) == len(default)):
+            raise SettingError.bad(self.name, f"must be a tuple of {len(default)} values like "
+                                   f"{default!r}, got {value!r}")
+        if isinstance(default, str) and not isinstance(value, str):
+            raise SettingError.bad(self.name, f"must be a string, got {value!r}")

@@ -109,6 +109,10 @@ class Batch:
 def _block_key(c: Config) -> tuple:
     """Configurations with the same key share one rule object and one schedule."""
     flags = tuple(sorted((k, v) for k, v in c.hyper.items() if isinstance(v, bool)))
+    if c.rule.plugin:  # a plug-in's tuples, strings and integers are its constructor's, not
+        # per-model tensors: each value its own block (as text: None sorts beside a tuple)
+        flags += tuple(sorted((k, repr(v)) for k, v in c.hyper.items()
+                              if not isinstance(v, bool | float)))
     return (c.optimizer, c.schedule_name, c.step_size, c.warmup_epochs, flags)
 
 
@@ -146,7 +150,7 @@ class Updater:
         g = Gt if Gt.shape[1] == self.w.shape[1] else Gt[:, self.block]
         if self.rule.needs_loss and batch is not None:
             self.state.update(loss=batch.loss[:, self.block], loss_at=batch.at,
-                              batch_fraction=batch.fraction)
+                              batch_fraction=batch.fraction, batch=batch)
         self.rule.step(self.w, g, self.state, self.base_lr * self.schedule(epoch))
 
 

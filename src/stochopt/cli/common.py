@@ -15,6 +15,7 @@ import torch
 from ..config import Config
 from ..data import VAL_FRACTION, Split, load_split
 from ..errors import StochoptError
+from ..optim.plugin import OWN_DECAY, is_plugin, parse_value
 from ..study.plan import grid, tune_grid
 from .parser import LISTED, PRESETS, SEEDS, hyperparameter_flags
 
@@ -35,6 +36,7 @@ def configs_from_args(args: argparse.Namespace) -> list[Config]:
             values[name] = preset[name]
     values.update({n: [v] if isinstance(v, bool) else v for n in hyperparameter_flags()
                    if (v := getattr(args, n, None)) is not None})
+    values.update(hp_values(getattr(args, "hp", None) or [], args.optimizer))
     if args.command == "train" and any(len(v) > 1 for v in [*values.values(), args.optimizer]):
         raise StochoptError("train takes one value per flag; use stochopt sweep or compare "
                             "for several")
@@ -52,6 +54,36 @@ def configs_from_args(args: argparse.Namespace) -> list[Config]:
     for note in notes:
         print(f"stochopt: note: {note.flags()}", file=sys.stderr)
     return configs
+
+
+def hp_values(items: list[str], optimizers: list[str]) -> dict[str, list[Any]]:
+    """``--hp NAME=VALUE`` flags as lists of values: a comma list (outside parentheses) is
+    several values; ``weight_decay`` is a plug-in's own when plug-ins are listed."""
+    values: dict[str, list[Any]] = {}
+    plugins = any(is_plugin(o) for o in optimizers)
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name or not text.strip():
+            raise StochoptError(f"--hp {item!r}: give NAME=VALUE, e.g. --hp eps=1e-8")
+        if plugins and name == "weight_decay":
+            name = OWN_DECAY
+        values[name] = [parse_value(part) for part in _split_outside_parentheses(text)]
+    return values
+
+
+def _split_outside_parentheses(text: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
 
 
 def check_device(name: str, here: bool = True) -> torch.device:

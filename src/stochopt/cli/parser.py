@@ -99,7 +99,9 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
     schedules = {name: rule.default_schedule for name, rule in RULES.items()}
     g.add_argument("--optimizer", "--optimizers", dest="optimizer", type=_parse(str, ""),
                    default=["momentum"], metavar="NAME",
-                   help=f"one of {', '.join(RULES)} (default: momentum)")
+                   help=f"one of {', '.join(RULES)}, or MODULE:NAME, a torch optimizer of "
+                   "an importable module or a .py file, e.g. torch.optim:NAdam (default: "
+                   "momentum)")
     g.add_argument("--lr", *(["--lrs"] if many else []), dest="lr", type=_parse(float, "--lr"),
                    default=None, help=f"base learning rate (default: the optimizer's: "
                    f"{_defaults(lrs)}; tune: 13 log-spaced over three decades around it)")
@@ -129,6 +131,13 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
     if many:
         g.add_argument("--scale-lr", action="store_true",
                        help="linear scaling rule: multiply each lr by batch size / 64")
+    g.add_argument("--hp", action="append", default=None, metavar="NAME=VALUE",
+                   help="a hyperparameter by its constructor's name, for any optimizer and "
+                   "for MODULE:NAME plug-ins (read off their signature): a number, True/False, "
+                   "a tuple in parentheses (\"betas=(0.9,0.99)\"); repeatable"
+                   + ("; a comma list is crossed like the other lists" if many else "")
+                   + "; a plug-in's own weight_decay is its own, --weight-decay the "
+                   "objective's L2 term")
     h = p.add_argument_group("optimiser hyperparameters (each optimiser's own default when "
                              "omitted; a flag applies to the listed optimisers that have it)")
     for name, (setting, per_optimizer) in hyperparameter_flags().items():

@@ -29,7 +29,7 @@ def cmd_many(args: argparse.Namespace) -> int:
     if remote:
         engine.start()
     split = load_data(args, configs, "cpu" if remote else None)
-    out = open_out(args.out, split, getattr(engine, "device", None))
+    out = open_out(args.out, split, getattr(engine, "device", None), configs)
     bar, on_epoch = progress(args, sum(c.epochs for c in configs), args.command, lines=False)
     failed = []
 

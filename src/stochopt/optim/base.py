@@ -48,6 +48,9 @@ class Rule:
     # model's batch loss in state["loss"] and a loss-at-trial-weights function in
     # state["loss_at"] before every step
     needs_loss: ClassVar[bool] = False
+    # True for someone else's optimiser (MODULE:NAME, stochopt.optim.plugin)
+    plugin: ClassVar[bool] = False
+    source: ClassVar[str] = ""  # a plug-in's package and version, or its file's sha256
 
     lr = Setting(0.1, POSITIVE, "base learning rate, scaled by the schedule")
     weight_decay = Setting(0.0, NON_NEGATIVE, "L2 penalty (wd/2)|w|^2, wd*w added to the "

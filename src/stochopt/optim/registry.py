@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..errors import StochoptError
 from .base import Hyper, Rule
+from .plugin import is_plugin, plugin_rule
 
 RULES: dict[str, type[Rule]] = {}
 
@@ -24,6 +25,10 @@ def register(cls: type[Rule]) -> type[Rule]:
 
 
 def get_rule(name: str) -> type[Rule]:
+    """The rule ``name``: a registered one, or ``MODULE:NAME``, someone else's optimiser
+    (:mod:`stochopt.optim.plugin`)."""
+    if is_plugin(name):
+        return plugin_rule(name)
     if name not in RULES:
         raise StochoptError(f"unknown optimizer {name!r}; choose one of {', '.join(RULES)}")
     return RULES[name]

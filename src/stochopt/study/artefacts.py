@@ -29,7 +29,7 @@ import torch
 
 from ..config import FStar, RunRecord
 from ..data import Split
-from ..files import prepare_out, save_figure, write_csv, write_json, write_npy
+from ..files import prepare_out, safe_name, save_figure, write_csv, write_json, write_npy
 from ..noise import noise_scales
 from ..optim import Rule
 from ..optimum import Optimum, cached_optimum, rates
@@ -71,7 +71,8 @@ def hyper_columns(records: Sequence[RunRecord]) -> list[str]:
     names: list[str] = []
     for r in records:
         names += [n for n in r.config.rule.hyperparameters() if n not in names]
-    return ["schedule", "lr_decay", *names]
+    source = ["source"] if any(r.config.rule.plugin for r in records) else []
+    return [*source, "schedule", "lr_decay", *names]
 
 
 def results_rows(records: Sequence[RunRecord]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -84,7 +85,8 @@ def results_rows(records: Sequence[RunRecord]) -> tuple[list[dict[str, Any]], li
     rows = []
     for record in records:
         c = record.config.resolved()
-        values = {**c.hyper, "schedule": c.schedule, "lr_decay": c.lr_decay}
+        values = {**c.hyper, "schedule": c.schedule, "lr_decay": c.lr_decay,
+                  "source": c.rule.source}
         settings = {k: "" if values.get(k) is None else values[k] for k in extra}
         if record.status == "failed":  # its group raised: the run is listed, not measured
             rows.append({"run": record.run, "optimizer": c.optimizer, "lr": c.lr,
@@ -257,9 +259,9 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
         first = next((rec for rec, r in zip(records, runs, strict=True)
                       if top is not None and r["config"] == top["config"]),
                      next(r for r in records if r.config.optimizer == optimizer))
-        save_figure(out / f"weights_{optimizer}.png", plots.weights(
+        save_figure(out / f"weights_{safe_name(optimizer)}.png", plots.weights(
             first.load_weights(out), f"{optimizer}: columns of W ({first.run})", image[0]))
-        figures.append(f"weights_{optimizer}.png")
+        figures.append(f"weights_{safe_name(optimizer)}.png")
     if failed:
         extra["Failed runs"] = (f"{failed} run(s) failed: their group raised an error (the "
                                 "command printed it; tasks.csv keeps it). They are listed in "

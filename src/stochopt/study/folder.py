@@ -10,10 +10,11 @@ fingerprint differs is refused before anything is written.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import RunRecord
+from ..config import Config, RunRecord
 from ..data import Split
 from ..errors import StochoptError
 from ..files import lock_out, prepare_out, write_json
@@ -36,18 +37,34 @@ WHAT = {"md5": "data (checksums of the data files)", "numerics": "version of sto
         "numerical code", "val_fraction": "validation fraction", "split_seed": "split seed"}
 
 
-def open_out(out: str | Path, split: Split, device: str | None = None) -> Path:
+def plugins(configs: Sequence[Config]) -> dict[str, str]:
+    """Each plug-in optimiser's identity (package and version, or its file's sha256)."""
+    return {c.optimizer: c.rule.source for c in configs if c.rule.plugin}
+
+
+def open_out(out: str | Path, split: Split, device: str | None = None,
+             configs: Sequence[Config] = ()) -> Path:
     """Create and lock ``out`` and check its fingerprint against ``split``'s (writing it
     when the folder has none); refuse, before writing anything, a folder whose runs were
     made with other data, split, dtype, device type or numerical code."""
     out = prepare_out(out)
     lock_out(out)
     path, mine = out / "fingerprint.json", fingerprint(split, device)
+    used = plugins(configs)
     if path.is_file():
         try:
             theirs = json.loads(path.read_text())
         except (OSError, ValueError):
             raise StochoptError(f"{path} is damaged; use another output folder") from None
+        stored = theirs.pop("plugins", {})
+        changed = [f"{o} ({stored[o]} there, {v} now)" for o, v in used.items()
+                   if o in stored and stored[o] != v]
+        if changed:
+            raise StochoptError(f"{out} holds runs made with another version of "
+                                f"{', '.join(changed)}; resuming would mix them: use another "
+                                "output folder")
+        if any(o not in stored for o in used):  # a new plug-in: remembered from now on
+            write_json(path, {**theirs, "plugins": {**stored, **used}})
         differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
         if differ:
             what = ", ".join(WHAT.get(k, k) + ("" if k == "md5" else
@@ -59,7 +76,7 @@ def open_out(out: str | Path, split: Split, device: str | None = None) -> Path:
         raise StochoptError(f"{out} holds runs without a fingerprint.json (made by an older "
                             "stochopt); use another output folder")
     else:
-        write_json(path, mine)
+        write_json(path, {**mine, **({"plugins": used} if used else {})})
     return out
 
 

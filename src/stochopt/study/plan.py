@@ -13,6 +13,7 @@ from typing import Any
 from ..config import Config
 from ..errors import Named, SettingError, StochoptError, escape
 from ..optim import RULES, get_rule
+from ..settings import Setting
 
 CONFIG_LISTS = tuple(f.name for f in fields(Config) if f.name not in ("optimizer", "hyper"))
 
@@ -32,6 +33,12 @@ def grid(optimizers: list[str], values: dict[str, list[Any]], scale_lr: bool = F
     for name in hyper:
         takers = [o for o, rule in rules.items() if name in rule.hyperparameters()]
         if not takers:
+            plugins = [o for o, rule in rules.items() if rule.plugin]
+            if plugins:  # someone else's optimiser: say what it takes instead
+                takes = "; ".join(f"{o} takes {', '.join(rules[o].hyperparameters())}"
+                                  for o in plugins)
+                raise StochoptError(f"{name!r} is not a hyperparameter of "
+                                    f"{', '.join(optimizers)}: {takes}")
             owners = [o for o, rule in RULES.items() if name in rule.hyperparameters()]
             raise SettingError(f"{{{name}}} does not apply to {{optimizer}} "
                                f"{escape(', '.join(optimizers))}; it is a hyperparameter of "
@@ -46,16 +53,24 @@ def grid(optimizers: list[str], values: dict[str, list[Any]], scale_lr: bool = F
     configs = []
     for optimizer, rule in rules.items():
         mine = {n: v for n, v in hyper.items() if n in rule.hyperparameters()}
+        declared = rule.settings()
         for combo in itertools.product(*settings.values(), *mine.values()):
             given = dict(zip([*settings, *mine], combo, strict=True))
-            config = Config(optimizer=optimizer, hyper={n: given.pop(n) for n in mine},
-                            **given)
+            chosen = {n: _as_declared(declared[n], given.pop(n)) for n in mine}
+            config = Config(optimizer=optimizer, hyper=chosen, **given)
             if scale_lr:
                 config.lr = config.base_lr * config.batch_size / 64
             config.validate()
             configs.append(config)
     check_unique(configs)
     return configs, notes
+
+
+def _as_declared(setting: Setting, value: Any) -> Any:
+    """An int given for a float setting as that float: ``--hp weight_decay=0`` is 0.0."""
+    if setting.kind is float and type(value) is int:
+        return float(value)
+    return value
 
 
 def lr_grid(optimizer: str, points: int = 13, decades: float = 3.0) -> list[float]:

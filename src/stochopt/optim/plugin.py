@@ -1,0 +1,264 @@
+"""Someone else's optimiser as a rule: ``MODULE:NAME`` wherever an optimiser name goes.
+
+    stochopt train --optimizer torch.optim:NAdam --hp "betas=(0.9,0.99)"
+    stochopt compare --optimizers momentum,pytorch_optimizer:Lamb,./mine.py:MyOpt
+
+MODULE is an importable module or a path to a ``.py`` file; NAME is a
+``torch.optim.Optimizer`` subclass or a callable ``(params, **hyperparameters) ->
+Optimizer``. Its hyperparameters are read off its constructor's signature and declared as
+:class:`~stochopt.settings.Setting` s, so the command line, validation, run ids and
+``results.csv`` treat them as they treat a native rule's. Two names change meaning: ``lr`` is
+the run's learning rate, driven through the param groups at every step by ``--lr`` and the
+schedule (the optimiser's own default when ``--lr`` is not given), and the optimiser's own
+``weight_decay`` is ``opt_weight_decay``, because ``weight_decay`` is the objective's L2 term
+(``+ wd w`` in the gradient, what f* is certified for).
+
+Each model of a K-at-once batch is its own optimiser instance over its own leaf parameter,
+W in the exercise's shape (d, C), so global norms, trust ratios and preconditioners never mix
+models. The batched products still compute every gradient: each instance's ``p.grad`` is set
+from them and its ``step()`` called, with a closure that re-evaluates that model's loss and
+gradient on the step's mini-batch when ``step`` takes one. An optimiser with
+``train()``/``eval()`` (schedule-free) is evaluated in ``eval()`` mode, as AlgoPerf's
+``prepare_for_eval``. Its identity (the package and its version, or a file's sha256) goes into
+the run id, the output folder's fingerprint and ``results.csv``'s ``source`` column.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import math
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import SettingError, StochoptError
+from ..settings import POSITIVE, Setting
+from .base import Hyper, Rule, State
+
+OWN_DECAY = "opt_weight_decay"  # the optimiser's own weight_decay argument
+# constructor arguments that are not hyperparameters: the harness's business or torch's
+NOT_SETTINGS = frozenset({"params", "self", "foreach", "fused", "capturable", "differentiable"})
+
+
+def is_plugin(name: str) -> bool:
+    return ":" in name
+
+
+def parse_value(text: str) -> Any:
+    """A ``--hp`` value: a Python literal (a number, True/False/None, a tuple in
+    parentheses, a quoted string), else the text itself."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+class PluginRule(Rule):
+    """The rule of one ``MODULE:NAME`` (a subclass per name, made by :func:`plugin_rule`)."""
+
+    default_schedule = "constant"
+    plugin: ClassVar[bool] = True
+    factory: ClassVar[Any] = None
+    source: ClassVar[str] = ""  # "package version" or "sha256:..." of the file
+    takes_closure: ClassVar[bool] = False
+    own_names: ClassVar[dict[str, str]] = {}  # our setting name -> the constructor's
+
+    @classmethod
+    def check(cls, values: dict[str, Any]) -> None:
+        """As a rule's, with a bad value of the optimiser's own named as ``--hp`` names it."""
+        try:
+            super().check(values)
+        except SettingError as e:
+            own = [n for n in e.names if n in cls.own_names]
+            if not own:
+                raise
+            problem = str(e).removeprefix(f"{own[0]} ")
+            raise StochoptError(f"{cls.name}'s {cls.own_names[own[0]]} {problem} (--hp "
+                                f"{cls.own_names[own[0]]}=VALUE)") from None
+
+    @classmethod
+    def decouples(cls, values: dict[str, Any]) -> bool:
+        # the optimiser's own decay changes the objective (coupled or not): no f* measures it
+        own = values.get(OWN_DECAY, getattr(cls, OWN_DECAY, 0.0))
+        return isinstance(own, int | float) and own != 0
+
+    def _value(self, name: str, s: int, j: int) -> Any:
+        v = self.__dict__[name]
+        if isinstance(v, torch.Tensor):  # one value per model of the block
+            v = v[s, j].item() if v.dim() == 4 else v.flatten()[s * v.shape[1] + j].item()
+        return v
+
+    def init(self, w: torch.Tensor) -> State:
+        S, m = w.shape[:2]
+        models = []
+        for s in range(S):
+            for j in range(m):
+                p = torch.nn.Parameter(w[s, j].mT.detach().clone())  # (d, C): the exercise's W
+                kwargs = {theirs: self._value(ours, s, j)
+                          for ours, theirs in self.own_names.items()}
+                lr = self._value("lr", s, j)
+                try:
+                    opt = self.factory([p], lr=lr, **kwargs)
+                except (TypeError, ValueError, RuntimeError) as e:
+                    raise StochoptError(f"{self.name} cannot be built: "
+                                        f"{' '.join(str(e).split())}") from None
+                models.append((p, opt))
+        return {"t": 0, "models": models}
+
+    def update(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
+        m = w.shape[1]
+        batch = state.get("batch")
+        for k, (p, opt) in enumerate(state["models"]):
+            s, j = divmod(k, m)
+            lr_k = lr[s, j].item() if isinstance(lr, torch.Tensor) else lr
+            for group in opt.param_groups:  # as a torch LR scheduler drives it
+                group["lr"] = lr_k
+            p.grad = g[s, j].mT.contiguous()
+            if self.takes_closure and batch is not None:
+                opt.step(functools.partial(_closure, p, batch.Xb[s], batch.yb[s],
+                                           self._value("weight_decay", s, j)))
+            else:
+                opt.step()
+            if not bool(torch.isfinite(p).all()):
+                p.data.nan_to_num_(nan=math.inf)  # the loop marks the run diverged
+            w[s, j].copy_(p.detach().mT)
+
+    def evaluation_point(self, w: torch.Tensor, state: State) -> torch.Tensor:
+        models = state.get("models", [])
+        if not models or not all(hasattr(o, "eval") and hasattr(o, "train") for _, o in models):
+            return w
+        point, m = w.clone(), w.shape[1]
+        for k, (p, opt) in enumerate(models):
+            opt.eval()  # schedule-free: the parameters move to the averaged point x
+            point[k // m, k % m].copy_(p.detach().mT)
+            opt.train()
+        return point
+
+
+def _plain(value: Any) -> bool:
+    """A value a run id, a flag and a results.csv cell can hold."""
+    if isinstance(value, tuple | list):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _closure(p: torch.nn.Parameter, X: torch.Tensor, y: torch.Tensor, wd: float) -> torch.Tensor:
+    """One model's loss on the step's mini-batch at its current weights, with its analytic
+    gradient put in ``p.grad`` (what ``loss.backward()`` would give)."""
+    with torch.no_grad():
+        Z = X @ p
+        logp = torch.log_softmax(Z, dim=1)
+        loss = -logp.gather(1, y.view(-1, 1)).mean()
+        R = logp.exp()
+        R[torch.arange(len(y), device=y.device), y] -= 1
+        grad = X.mT @ R / len(y)
+        if wd:
+            loss = loss + wd / 2 * (p * p).sum()
+            grad = grad + wd * p
+        p.grad = grad
+    return loss
+
+
+def _import(module: str) -> tuple[Any, str]:
+    """The module MODULE names and its identity: ``package version`` or the file's sha256."""
+    if module.endswith(".py") or "/" in module:
+        path = Path(module).expanduser()
+        if not path.is_file():
+            raise StochoptError(f"optimizer file {module} not found")
+        raw = path.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        name = f"stochopt_plugin_{digest[:16]}"
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, path)
+            assert spec is not None and spec.loader is not None
+            loaded = importlib.util.module_from_spec(spec)
+            try:
+                spec.loader.exec_module(loaded)
+            except Exception as e:  # the user's file: whatever it raises is one line
+                raise StochoptError(f"optimizer file {module} failed to import: "
+                                    f"{type(e).__name__}: {' '.join(str(e).split())}") from None
+            sys.modules[name] = loaded
+        return sys.modules[name], f"sha256:{digest}"
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as e:
+        raise StochoptError(f"cannot import {module!r} ({e}); install the package that "
+                            "provides it") from None
+    top = module.split(".")[0]
+    dists = importlib.metadata.packages_distributions().get(top, [])
+    for dist in dists:
+        try:
+            return loaded, f"{dist} {importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    version = getattr(loaded, "__version__", None) or getattr(sys.modules[top], "__version__",
+                                                              "")
+    return loaded, f"{top} {version}".strip()
+
+
+@functools.cache
+def plugin_rule(spec: str) -> type[PluginRule]:
+    """The rule class of ``MODULE:NAME``, its settings read off the constructor's signature;
+    one line of :class:`StochoptError` when it cannot be found or cannot run here."""
+    module, _, attr = spec.rpartition(":")
+    if not module or not attr:
+        raise StochoptError(f"optimizer {spec!r}: give MODULE:NAME, e.g. torch.optim:NAdam or "
+                            "./mine.py:MyOptimizer")
+    loaded, source = _import(module)
+    factory = getattr(loaded, attr, None)
+    if factory is None:
+        raise StochoptError(f"{module} has no {attr!r}")
+    if not callable(factory):
+        raise StochoptError(f"{spec} is not an optimizer class or factory")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        raise StochoptError(f"{spec}: its signature cannot be read") from None
+    namespace: dict[str, Any] = {}
+    own_names: dict[str, str] = {}
+    lr_default: Any = inspect.Parameter.empty
+    for i, p in enumerate(signature.parameters.values()):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in NOT_SETTINGS or (
+                i == 0 and p.kind != p.KEYWORD_ONLY):
+            continue  # the parameters argument, *args, **kwargs, torch's implementation flags
+        if p.name == "lr":
+            lr_default = p.default
+            continue
+        if p.default is inspect.Parameter.empty:
+            raise StochoptError(f"{spec} requires the argument {p.name!r}, which stochopt "
+                                "does not know how to give; wrap it in a factory "
+                                "(params, **hyperparameters) that sets it")
+        if not _plain(p.default):
+            continue  # a function or an object (ADOPT's clip_lambda): the constructor's own
+        ours = OWN_DECAY if p.name == "weight_decay" else p.name
+        default = p.default
+        if isinstance(default, int) and not isinstance(default, bool) and "float" in str(
+                p.annotation):  # torch's SGD(momentum: float = 0): a number, not a count
+            default = float(default)
+        namespace[ours] = Setting(default, None, f"{p.name} of {spec}")
+        own_names[ours] = p.name
+    if isinstance(lr_default, torch.Tensor):
+        lr_default = float(lr_default)
+    if not isinstance(lr_default, int | float) or isinstance(lr_default, bool):
+        lr_default = 1e-3  # no default (or none that is a number): --lr sets it
+    namespace["lr"] = Setting(float(lr_default), POSITIVE, f"lr of {spec} (its default "
+                              "unless --lr is given), scaled by the schedule")
+    step = getattr(factory, "step", None)
+    takes_closure = step is not None and "closure" in inspect.signature(step).parameters
+    rule = type(f"Plugin[{spec}]", (PluginRule,), {
+        **namespace, "name": spec, "reference": f"a plain torch loop with {spec} ({source})",
+        "factory": factory, "source": source, "takes_closure": takes_closure,
+        "own_names": own_names, "needs_loss": takes_closure, "__module__": __name__,
+        "__doc__": f"``{spec}`` ({source}), one instance per model."})
+    for name, setting in namespace.items():
+        setting.__set_name__(rule, name)
+    return rule

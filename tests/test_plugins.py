@@ -1,0 +1,183 @@
+"""Someone else's optimiser, plugged in as MODULE:NAME: equal to a plain torch loop with the
+same class (autograd, the same mini-batches) over 30 MNIST steps, one instance per model in a
+batch, its hyperparameters read off its signature, its identity in the run id and the
+folder's fingerprint, and every way it can fail ending in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stochopt import Config, fit
+from stochopt.cli import main
+from stochopt.data import Split, epoch_order
+
+po = pytest.importorskip("pytorch_optimizer")
+adopt = pytest.importorskip("adopt")
+
+B, STEPS = 64, 30
+
+
+def _small(split: Split, dtype: torch.dtype) -> Split:
+    """30 mini-batches of 64 real MNIST training images: one epoch is 30 steps."""
+    n = B * STEPS
+    return Split(split.X_train[:n].to(dtype), split.y_train[:n], split.X_val[:200].to(dtype),
+                 split.y_val[:200], split.X_test[:200].to(dtype), split.y_test[:200])
+
+
+def _plain_loop(cls, small: Split, lr: float, seed: int, closure: bool, **kwargs):
+    """What a user writes: W (784, 10) a leaf, autograd's gradient, opt.step()."""
+    W = torch.zeros(784, 10, dtype=small.X_train.dtype, requires_grad=True)
+    opt = cls([W], lr=lr, **kwargs)
+    for idx in epoch_order(len(small.X_train), seed, 0, "cpu").split(B):
+        opt.zero_grad()
+        loss = F.cross_entropy(small.X_train[idx] @ W, small.y_train[idx])
+        loss.backward()
+        opt.step((lambda loss=loss: loss.detach()) if closure else None)
+    if hasattr(opt, "eval"):  # schedule-free: answer at the averaged point
+        opt.eval()
+    return W.detach()
+
+
+# (MODULE:NAME, the class, lr, our hyperparameters, the class's kwargs, needs a closure)
+CASES = [
+    ("torch.optim:NAdam", torch.optim.NAdam, 2e-3, {}, {}, False),
+    ("torch.optim:SGD", torch.optim.SGD, 0.1, {"momentum": 0.9, "nesterov": True},
+     {"momentum": 0.9, "nesterov": True}, False),
+    ("pytorch_optimizer:Lamb", po.Lamb, 1e-2, {}, {}, False),  # a global norm: trust ratio
+    ("pytorch_optimizer:AliG", po.AliG, 0.1, {"max_lr": 0.1}, {"max_lr": 0.1}, True),
+    ("pytorch_optimizer:ScheduleFreeAdamW", po.ScheduleFreeAdamW, 2.5e-3, {}, {}, False),
+    ("pytorch_optimizer:SOAP", po.SOAP, 3e-3, {"precondition_frequency": 5},
+     {"precondition_frequency": 5}, False),
+    ("pytorch_optimizer:AdaBelief", po.AdaBelief, 1e-3, {"opt_weight_decay": 1e-2},
+     {"weight_decay": 1e-2}, False),
+    ("adopt:ADOPT", adopt.ADOPT, 1e-3, {"betas": (0.8, 0.99)}, {"betas": (0.8, 0.99)}, False),
+]
+# SOAP's eigendecompositions carry float64's last digits (analytic against autograd's
+# gradient) into 1e-11 differences of the weights. In float32 they turn the gradients' last
+# digits into 0.05 of the weights within 30 steps (two plain loops, one with autograd's
+# gradient and one with the analytic one, differ as much): no float32 comparison can hold.
+FLOAT64_TOL = {"pytorch_optimizer:SOAP": 1e-10}
+CHAOTIC_IN_FLOAT32 = {"pytorch_optimizer:SOAP"}
+PARAMS = [(*case, dtype) for case in CASES for dtype in (torch.float32, torch.float64)
+          if not (dtype == torch.float32 and case[0] in CHAOTIC_IN_FLOAT32)]
+
+
+@pytest.mark.parametrize(("spec", "cls", "lr", "ours", "theirs", "closure", "dtype"), PARAMS,
+                         ids=[f"{p[0]}-{str(p[-1])[6:]}" for p in PARAMS])
+def test_a_plugin_matches_a_plain_torch_loop(split, spec, cls, lr, ours, theirs, closure,
+                                             dtype):
+    small = _small(split, dtype)
+    carry: dict = {}
+    (record,) = fit(Config(spec, lr=lr, epochs=1, batch_size=B, schedule="constant",
+                           seed=3, hyper=ours), small, carry=carry)
+    reference = _plain_loop(cls, small, lr, 3, closure, **theirs)
+    tol = 1e-6 if dtype == torch.float32 else FLOAT64_TOL.get(spec, 1e-12)
+    assert record.status == "ok" and reference.abs().max() > 1e-3
+    assert (carry["W"][0] - reference).abs().max().item() <= tol
+
+
+def test_lamb_at_two_lrs_and_two_seeds_in_one_batch_equals_each_run_alone(split):
+    """Each model its own instance: Lamb's trust ratio (a norm over the whole parameter)
+    never mixes the models of a batch."""
+    small = _small(split, torch.float64)
+    configs = [Config("pytorch_optimizer:Lamb", lr=lr, seed=s, epochs=1, batch_size=B,
+                      schedule="constant") for lr in (1e-2, 3e-2) for s in (0, 1)]
+    carry: dict = {}
+    fit(configs, small, carry=carry)  # one batch of K = 4 (2 seeds x 2 lrs)
+    together = carry["W"]
+    order = [(s, lr) for s in (0, 1) for lr in (1e-2, 3e-2)]  # the batch's seed-major order
+    for k, (s, lr) in enumerate(order):
+        alone: dict = {}
+        fit(Config("pytorch_optimizer:Lamb", lr=lr, seed=s, epochs=1, batch_size=B,
+                   schedule="constant"), small, carry=alone)
+        assert (together[k] - alone["W"][0]).abs().max().item() <= 1e-12
+    assert (together[0] - together[1]).abs().max().item() > 1e-3  # the lrs differ
+
+
+def test_hyperparameters_come_from_the_signature_and_are_checked(capsys, tmp_path):
+    argv = ["train", "--optimizer", "torch.optim:NAdam", "--out", str(tmp_path / "o"),
+            "--dataset", "digits", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--hp", "betas=0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "betas must be a tuple of 2 values" in err and err.count("\n") == 1
+    assert main([*argv, "--hp", "nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is not a hyperparameter" in err and "momentum_decay" in err
+    assert main([*argv, "--hp", "betas=(0.8,0.99)", "--hp", "momentum_decay=0.01"]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["config"]["hyper"]["betas"] == [0.8, 0.99]
+    assert summary["config"]["hyper"]["momentum_decay"] == 0.01
+    assert summary["config"]["lr"] == 2e-3  # NAdam's own default without --lr
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("nomodule:X", "cannot import 'nomodule'"),
+    ("torch.optim:Nope", "torch.optim has no 'Nope'"),
+    ("./missing.py:Opt", "optimizer file ./missing.py not found"),
+    ("torch:float32", "not an optimizer class or factory"),
+])
+def test_a_plugin_that_cannot_run_is_one_line(tmp_path, capsys, spec, message):
+    assert main(["train", "--optimizer", spec, "--dataset", "digits", "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+FILE_PLUGIN = '''
+import torch
+
+
+class Halving(torch.optim.SGD):
+    """SGD whose step is scaled by {scale}."""
+
+    def __init__(self, params, lr=0.1, scale={scale}):
+        super().__init__(params, lr=lr * scale)
+'''
+
+
+def test_a_file_plugin_edit_and_a_version_change_are_refused_by_the_fingerprint(tmp_path,
+                                                                               capsys):
+    mine = tmp_path / "mine.py"
+    mine.write_text(FILE_PLUGIN.format(scale=0.5))
+    out = tmp_path / "out"
+    argv = ["compare", "--optimizers", f"momentum,{mine}:Halving", "--epochs", "1",
+            "--batch-size", "500", "--seeds", "0", "--dataset", "digits", "--out", str(out),
+            "--quiet", "--optimum", "skip"]
+    assert main(argv) == 0
+    fingerprint = json.loads((out / "fingerprint.json").read_text())
+    assert fingerprint["plugins"][f"{mine}:Halving"].startswith("sha256:")
+    rows = (out / "results.csv").read_text()
+    assert "sha256:" in rows.splitlines()[2]  # the source column names the code
+    mine.write_text(FILE_PLUGIN.format(scale=0.25))  # the file is edited: another optimizer
+    from stochopt.optim.plugin import plugin_rule
+    plugin_rule.cache_clear()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "another version of" in err and "Halving" in err
+    # a package's version is kept the same way: another version there is refused
+    fingerprint["plugins"] = {"torch.optim:NAdam": "torch 0.0.1"}
+    (out / "fingerprint.json").write_text(json.dumps(fingerprint))
+    argv[2] = "torch.optim:NAdam"
+    assert main(argv) == 2 and "torch 0.0.1 there" in capsys.readouterr().err
+
+
+def test_an_optimizers_own_decay_leaves_the_suboptimality_column_empty(tmp_path):
+    out = tmp_path / "out"
+    assert main(["compare", "--optimizers", "torch.optim:SGD,pytorch_optimizer:Lamb", "--hp",
+                 "weight_decay=0,0.01", "--epochs", "1", "--batch-size", "500", "--seeds",
+                 "0", "--dataset", "digits", "--weight-decay", "1e-3", "--optimum", "solve",
+                 "--out", str(out), "--quiet"]) == 0
+    import csv
+
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    measured = {(r["optimizer"], float(r["opt_weight_decay"])): r["suboptimality"]
+                for r in rows}
+    assert measured[("torch.optim:SGD", 0.0)] != ""  # only the objective's L2: f* applies
+    assert measured[("torch.optim:SGD", 0.01)] == ""  # its own decay: another objective
+    assert measured[("pytorch_optimizer:Lamb", 0.01)] == ""
