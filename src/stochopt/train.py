@@ -129,8 +129,10 @@ class Updater:
     schedule: Schedule
 
     @classmethod
-    def build(cls, configs: list[list[Config]], block: slice, Wt: torch.Tensor) -> Updater:
-        """``configs[s][m]`` for the block's seeds and configurations."""
+    def build(cls, configs: list[list[Config]], block: slice, Wt: torch.Tensor,
+              context: dict[str, int] | None = None) -> Updater:
+        """``configs[s][m]`` for the block's seeds and configurations; ``context``: what the
+        loop knows of the run (``total_steps``, ``n_train``), for plug-ins that ask."""
         shape = (len(configs), len(configs[0]), 1, 1)
 
         def hyper(get: Callable[[Config], Any]) -> Hyper:
@@ -140,6 +142,8 @@ class Updater:
         defaults = c0.rule.hyperparameters()
         names = set().union(*(c.hyper for row in configs for c in row))
         rule = c0.rule(**{n: hyper(lambda c, n=n: c.hyper.get(n, defaults[n])) for n in names})
+        if rule.plugin:
+            rule.context = {**(context or {}), "seed": c0.seed}
         w = Wt[:, block]
         return cls(block, w, rule, rule.init(w), hyper(lambda c: c.base_lr),
                    # each run's decay written out: a default (None) beside an explicit one
@@ -335,8 +339,10 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
     Wt = torch.zeros(S, M, C, split.n_features, dtype=X.dtype, device=X.device)
     if carry and "Wt" in carry:
         Wt.copy_(carry["Wt"])
-    updaters = [Updater.build([[configs[i] for i in row[b]] for row in layout.index], b, Wt)
-                for b in layout.blocks(configs)]
+    steps = math.ceil(len(X) / c0.batch_size)
+    context = {"total_steps": steps * c0.epochs, "n_train": len(X)}
+    updaters = [Updater.build([[configs[i] for i in row[b]] for row in layout.index], b, Wt,
+                              context) for b in layout.blocks(configs)]
     if carry and "states" in carry:
         for updater, state in zip(updaters, carry["states"], strict=True):
             updater.state = state
@@ -347,7 +353,7 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
     records = [RunRecord(configs[i], f_star=star) for i, star in zip(flat, stars, strict=True)]
     alive = [True] * K
     seeds = torch.tensor(layout.seeds)
-    steps, B = math.ceil(len(X) / c0.batch_size), c0.batch_size
+    B = c0.batch_size
 
     Yt = one_hot(y, C, X.dtype).T.contiguous()  # labels one-hot, classes first
     # Each step's S batches are gathered into this one buffer, still in cache when the step's

@@ -18,9 +18,11 @@ from .parser import build_parser, hyperparameter_flags
 from .study import cmd_many
 from .tools import cmd_landscape, cmd_noise_scale, cmd_optimum
 from .train import cmd_train
+from .zoo import cmd_zoo
 
 COMMANDS = {"train": cmd_train, "compare": cmd_many, "sweep": cmd_many, "tune": cmd_many,
-            "optimum": cmd_optimum, "noise-scale": cmd_noise_scale, "landscape": cmd_landscape}
+            "optimum": cmd_optimum, "noise-scale": cmd_noise_scale, "landscape": cmd_landscape,
+            "zoo": cmd_zoo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -244,11 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
         "test metrics with intervals: tuning.csv, lr_sensitivity.png and the report's "
         "'After tuning'. With --batch-sizes, the lr is tuned per batch size.",
         {"optimizer": ["momentum", "nesterov", "adam"]})
+    many["zoo"] = (
+        "every optimizer a module exports, at its defaults, measured as compare measures",
+        "Train every optimizer MODULE exports (pytorch_optimizer: its "
+        "get_supported_optimizers(); torch.optim or any module: its Optimizer subclasses; "
+        "stochopt: its registry) at its defaults, each in a group of its own, and write "
+        "compare's files plus zoo.csv: one row per exported optimizer with its status "
+        "(trained, failed, unsupported) and the reason.", {})
     for name, (help_, description, defaults) in many.items():
         p = sub.add_parser(name, help=help_, description=description)
         _add_train_args(p, many=True)
         _add_data_args(p)
         p.set_defaults(**defaults)
+        if name == "zoo":
+            p.add_argument("module", metavar="MODULE",
+                           help="pytorch_optimizer, torch.optim, stochopt, or any module")
         if name == "tune":
             g = p.add_argument_group("the lr grid (each optimizer's, unless --lrs)")
             g.add_argument("--lr-points", type=int, default=13,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from ..config import Config
+from ..config import Config, RunRecord
 from ..errors import StochoptError
 from ..study import artefacts, experiment
 from ..study.analysis import Targets
@@ -19,7 +20,14 @@ from .common import check_device, configs_from_args, load_data, progress
 def cmd_many(args: argparse.Namespace) -> int:
     """compare, sweep and tune: train (or resume) every configuration, then tables, figures,
     report."""
-    configs = configs_from_args(args)
+    code, *_ = study(args, configs_from_args(args))
+    return code
+
+
+def study(args: argparse.Namespace, configs: list[Config]
+          ) -> tuple[int, Path, list[RunRecord], artefacts.Findings]:
+    """Train (or resume) ``configs`` as the flags say, write the tables, figures and report,
+    print the summary; the exit code, the folder, the records and the tables."""
     engine = engine_from_args(args)
     targets = Targets(args.target_acc, args.target_subopt)
     # Ray: joined first (a wrong address or a task no node fits is refused before any data
@@ -55,7 +63,8 @@ def cmd_many(args: argparse.Namespace) -> int:
         print(f"stochopt: {n} run(s) in {len(failed)} group(s) failed (status 'failed' in "
               f"results.csv); run the same command again to retry them", file=sys.stderr)
     found = artefacts.write_all(out, records, f"stochopt {args.command}", split,
-                                f_star.optima, targets, tuned=args.command == "tune")
+                                f_star.optima, targets, tuned=args.command == "tune",
+                                weight_images=getattr(args, "weight_images", None))
     best = artefacts.best(found.summary)
     if not args.quiet and found.summary:  # empty when every run failed: no report
         width = max(len(r["config"]) for r in found.summary)
@@ -74,7 +83,7 @@ def cmd_many(args: argparse.Namespace) -> int:
             print(f"best by mean validation loss: {best['config']} "
                   f"({best['final_val_loss_mean']:.4f})")
         print(f"-> {out / 'report.html'}")
-    return 0 if best and not failed else 1
+    return (0 if best and not failed else 1), out, records, found
 
 
 def engine_from_args(args: argparse.Namespace):

@@ -25,13 +25,13 @@ the run id, the output folder's fingerprint and ``results.csv``'s ``source`` col
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
-import math
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,6 +43,10 @@ from ..settings import POSITIVE, Setting
 from .base import Hyper, Rule, State
 
 OWN_DECAY = "opt_weight_decay"  # the optimiser's own weight_decay argument
+# required constructor arguments the harness knows: the run's total steps, the training size
+KNOWN = {"num_iterations": "total_steps", "total_steps": "total_steps",
+         "num_training_steps": "total_steps", "max_steps": "total_steps",
+         "num_data": "n_train", "num_samples_total": "n_train"}
 # constructor arguments that are not hyperparameters: the harness's business or torch's
 NOT_SETTINGS = frozenset({"params", "self", "foreach", "fused", "capturable", "differentiable"})
 
@@ -70,7 +74,12 @@ class PluginRule(Rule):
     factory: ClassVar[Any] = None
     source: ClassVar[str] = ""  # "package version" or "sha256:..." of the file
     takes_closure: ClassVar[bool] = False
+    # Hessian-vector products (AdaHessian, Sophia-H): p.grad must carry autograd's graph
+    needs_graph: ClassVar[bool] = False
     own_names: ClassVar[dict[str, str]] = {}  # our setting name -> the constructor's
+    known: ClassVar[dict[str, str]] = {}  # required arguments the loop's facts give
+    # what the loop knows of the run (Updater.build sets it): total steps, training examples
+    context: dict[str, int]
 
     @classmethod
     def check(cls, values: dict[str, Any]) -> None:
@@ -99,20 +108,32 @@ class PluginRule(Rule):
 
     def init(self, w: torch.Tensor) -> State:
         S, m = w.shape[:2]
+        # an optimiser that draws random numbers (Hutchinson's probes) draws them from
+        # torch's global generator: seeded by the run's seed, a run repeats itself
+        torch.manual_seed(getattr(self, "context", {}).get("seed", 0))
         models = []
         for s in range(S):
             for j in range(m):
-                p = torch.nn.Parameter(w[s, j].mT.detach().clone())  # (d, C): the exercise's W
+                # (d, C): the exercise's W, contiguous as a leaf tensor of a model is
+                p = torch.nn.Parameter(w[s, j].mT.contiguous().detach().clone())
                 kwargs = {theirs: self._value(ours, s, j)
                           for ours, theirs in self.own_names.items()}
-                lr = self._value("lr", s, j)
-                try:
-                    opt = self.factory([p], lr=lr, **kwargs)
-                except (TypeError, ValueError, RuntimeError) as e:
-                    raise StochoptError(f"{self.name} cannot be built: "
-                                        f"{' '.join(str(e).split())}") from None
-                models.append((p, opt))
+                kwargs.update({name: getattr(self, "context", {}).get(fact, 0)
+                               for name, fact in self.known.items()})
+                models.append((p, self._build(p, self._value("lr", s, j), kwargs)))
         return {"t": 0, "models": models}
+
+    def _build(self, p: torch.nn.Parameter, lr: float, kwargs: dict[str, Any]) -> Any:
+        """The optimiser over ``[p]``; one that wants its matrices flagged in a param group
+        (Muon-style ``use_muon``) gets ``[{"params": [p], "use_muon": True}]``."""
+        first: Exception | None = None
+        for params in ([p], [{"params": [p], "use_muon": True}]):
+            try:
+                return self.factory(params, lr=lr, **kwargs)
+            except Exception as e:  # someone else's code: its failure is one line
+                first = first or e
+        assert first is not None
+        raise StochoptError(f"{self.name} cannot be built: {_line(first)}") from None
 
     def update(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
         m = w.shape[1]
@@ -122,14 +143,22 @@ class PluginRule(Rule):
             lr_k = lr[s, j].item() if isinstance(lr, torch.Tensor) else lr
             for group in opt.param_groups:  # as a torch LR scheduler drives it
                 group["lr"] = lr_k
-            p.grad = g[s, j].mT.contiguous()
-            if self.takes_closure and batch is not None:
-                opt.step(functools.partial(_closure, p, batch.Xb[s], batch.yb[s],
-                                           self._value("weight_decay", s, j)))
+            if self.needs_graph and batch is not None:  # the gradient with its graph
+                p.grad = _graph_gradient(p, batch.Xb[s], batch.yb[s],
+                                         self._value("weight_decay", s, j))
             else:
-                opt.step()
-            if not bool(torch.isfinite(p).all()):
-                p.data.nan_to_num_(nan=math.inf)  # the loop marks the run diverged
+                p.grad = g[s, j].mT.contiguous()
+            closure = None
+            if self.takes_closure and not self.needs_graph and batch is not None:
+                closure = functools.partial(_closure, p, batch.Xb[s], batch.yb[s],
+                                            self._value("weight_decay", s, j))
+            try:
+                # the loop runs without autograd; an optimiser that differentiates its
+                # gradient again (Hessian-vector products) needs it back
+                with torch.enable_grad() if self.needs_graph else contextlib.nullcontext():
+                    opt.step(closure) if closure is not None else opt.step()
+            except Exception as e:  # someone else's code: its group fails with one line
+                raise StochoptError(f"{self.name}'s step raised {_line(e)}") from None
             w[s, j].copy_(p.detach().mT)
 
     def evaluation_point(self, w: torch.Tensor, state: State) -> torch.Tensor:
@@ -142,6 +171,11 @@ class PluginRule(Rule):
             point[k // m, k % m].copy_(p.detach().mT)
             opt.train()
         return point
+
+
+def _line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _plain(value: Any) -> bool:
@@ -166,6 +200,18 @@ def _closure(p: torch.nn.Parameter, X: torch.Tensor, y: torch.Tensor, wd: float)
             grad = grad + wd * p
         p.grad = grad
     return loss
+
+
+def _graph_gradient(p: torch.nn.Parameter, X: torch.Tensor, y: torch.Tensor, wd: float
+                    ) -> torch.Tensor:
+    """The mini-batch gradient by autograd, with its graph (``create_graph``), for optimisers
+    that differentiate it again (Hessian-vector products)."""
+    with torch.enable_grad():
+        loss = torch.nn.functional.cross_entropy(X @ p, y)
+        if wd:
+            loss = loss + wd / 2 * (p * p).sum()
+        (grad,) = torch.autograd.grad(loss, p, create_graph=True)
+    return grad
 
 
 def _import(module: str) -> tuple[Any, str]:
@@ -194,7 +240,7 @@ def _import(module: str) -> tuple[Any, str]:
         raise StochoptError(f"cannot import {module!r} ({e}); install the package that "
                             "provides it") from None
     top = module.split(".")[0]
-    dists = importlib.metadata.packages_distributions().get(top, [])
+    dists = _distributions().get(top, [])
     for dist in dists:
         try:
             return loaded, f"{dist} {importlib.metadata.version(dist)}"
@@ -203,6 +249,13 @@ def _import(module: str) -> tuple[Any, str]:
     version = getattr(loaded, "__version__", None) or getattr(sys.modules[top], "__version__",
                                                               "")
     return loaded, f"{top} {version}".strip()
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    """Importable top-level names -> the distributions that provide them (one scan of the
+    installed packages: a zoo of a hundred asks a hundred times)."""
+    return importlib.metadata.packages_distributions()
 
 
 @functools.cache
@@ -225,13 +278,21 @@ def plugin_rule(spec: str) -> type[PluginRule]:
         raise StochoptError(f"{spec}: its signature cannot be read") from None
     namespace: dict[str, Any] = {}
     own_names: dict[str, str] = {}
+    known: dict[str, str] = {}
     lr_default: Any = inspect.Parameter.empty
+    first = next(iter(signature.parameters), "")
+    if first in ("model", "module"):
+        raise StochoptError(f"{spec} takes a model (a torch.nn.Module), not parameters; "
+                            "stochopt hands each model's W to its optimizer as a parameter")
     for i, p in enumerate(signature.parameters.values()):
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in NOT_SETTINGS or (
                 i == 0 and p.kind != p.KEYWORD_ONLY):
             continue  # the parameters argument, *args, **kwargs, torch's implementation flags
         if p.name == "lr":
             lr_default = p.default
+            continue
+        if p.default is inspect.Parameter.empty and p.name in KNOWN:
+            known[p.name] = KNOWN[p.name]  # the run's total steps or training size
             continue
         if p.default is inspect.Parameter.empty:
             raise StochoptError(f"{spec} requires the argument {p.name!r}, which stochopt "
@@ -254,10 +315,12 @@ def plugin_rule(spec: str) -> type[PluginRule]:
                               "unless --lr is given), scaled by the schedule")
     step = getattr(factory, "step", None)
     takes_closure = step is not None and "closure" in inspect.signature(step).parameters
+    needs_graph = "hessian_distribution" in signature.parameters  # pytorch-optimizer's way
     rule = type(f"Plugin[{spec}]", (PluginRule,), {
         **namespace, "name": spec, "reference": f"a plain torch loop with {spec} ({source})",
         "factory": factory, "source": source, "takes_closure": takes_closure,
-        "own_names": own_names, "needs_loss": takes_closure, "__module__": __name__,
+        "needs_graph": needs_graph, "own_names": own_names, "known": known,
+        "needs_loss": takes_closure or needs_graph, "__module__": __name__,
         "__doc__": f"``{spec}`` ({source}), one instance per model."})
     for name, setting in namespace.items():
         setting.__set_name__(rule, name)

@@ -128,6 +128,10 @@ class Findings:
     noise0: float | None = None
 
 
+def _finite(value: Any) -> float:
+    return value if isinstance(value, float) and math.isfinite(value) else math.inf
+
+
 def _blank(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """CSV cells: NaN and None become empty."""
     return [{k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
@@ -155,8 +159,10 @@ def tuning_rows(chosen: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]]
 
 def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
               split: Split | None = None, optima: dict[float, Optimum | None] | None = None,
-              targets: Targets | None = None, tuned: bool = False) -> Findings:
-    """Every table, figure and the report, from the run records:
+              targets: Targets | None = None, tuned: bool = False,
+              weight_images: int | None = None) -> Findings:
+    """Every table, figure and the report, from the run records (``weight_images``: at
+    most that many optimizers' weight images, the best by validation loss first):
 
     results.csv (run x epoch), runs.csv/json (run), summary.csv/json (configuration: means
     and 95% intervals over seeds), comparisons.csv (pairs at one batch size, paired by
@@ -253,7 +259,11 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     save_figure(out / "curves.png", plots.curves([d[0] for d in drawn], [d[1] for d in drawn],
                                                  reference))
     image = (28, 28) if split is None else split.image_shape
-    for optimizer in dict.fromkeys(r.config.optimizer for r in records) if image else ():
+    drawn = list(dict.fromkeys(r.config.optimizer for r in records)) if image else []
+    if weight_images is not None:  # a zoo of a hundred: the best few
+        ranked = sorted(summary, key=lambda r: _finite(r.get("final_val_loss_mean")))
+        drawn = list(dict.fromkeys(r["optimizer"] for r in ranked))[:weight_images]
+    for optimizer in drawn:
         # its best configuration's first seed (by mean final validation loss)
         top = best([r for r in summary if r["optimizer"] == optimizer])
         first = next((rec for rec, r in zip(records, runs, strict=True)

@@ -1,0 +1,103 @@
+"""Every optimiser a module exports, measured the same way: ``stochopt zoo MODULE``.
+
+    names = exported("pytorch_optimizer")   # [(its exported name, "MODULE:Class"), ...]
+    runnable, unsupported = sort_out(names)  # which can run here, and why the others cannot
+    rows = zoo_rows(names, unsupported, records, summary)   # zoo.csv
+
+``pytorch_optimizer`` exports its ``get_supported_optimizers()``, ``torch.optim`` (or any
+module) its ``Optimizer`` subclasses, ``stochopt`` its registry. Each optimiser trains at
+its defaults in a group of its own, so one that raises fails alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..config import RunRecord
+from ..errors import StochoptError
+from ..optim import RULES, get_rule
+
+ZOO_COLUMNS = ["name", "optimizer", "status", "reason", "source", "lr", "final_val_acc_mean",
+               "test_acc_mean", "n_diverged", "seconds_per_epoch"]
+
+
+def exported(module: str) -> list[tuple[str, str]]:
+    """``(exported name, optimizer spec)`` of every optimiser ``module`` exports."""
+    if module == "stochopt":
+        return [(name, name) for name in RULES]
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as e:
+        raise StochoptError(f"cannot import {module!r} ({e}); install the package that "
+                            "provides it") from None
+    if hasattr(loaded, "get_supported_optimizers") and hasattr(loaded, "load_optimizer"):
+        found = []
+        for name in loaded.get_supported_optimizers():
+            try:
+                cls = loaded.load_optimizer(name)
+            except Exception as e:  # the package's own lookup: its failure is one row
+                found.append((name, f"{module}:{name} ({type(e).__name__}: {e})"))
+                continue
+            found.append((name, f"{module}:{cls.__name__}"))
+        return found
+    return [(name, f"{module}:{name}") for name, obj in sorted(vars(loaded).items())
+            if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer)
+            and obj is not torch.optim.Optimizer and not name.startswith("_")]
+
+
+def sort_out(names: Sequence[tuple[str, str]]) -> tuple[list[str], dict[str, str]]:
+    """The specs that can run here (each once), and for the others why not."""
+    runnable: list[str] = []
+    unsupported: dict[str, str] = {}
+    for _, spec in names:
+        if spec in runnable or spec in unsupported:
+            continue
+        if " (" in spec:  # the package could not even give the class
+            unsupported[spec] = spec.split(" (", 1)[1].rstrip(")")
+            continue
+        try:
+            get_rule(spec)
+        except StochoptError as e:
+            unsupported[spec] = str(e)
+        else:
+            runnable.append(spec)
+    return runnable, unsupported
+
+
+def zoo_rows(names: Sequence[tuple[str, str]], unsupported: dict[str, str],
+             records: Sequence[RunRecord], summary: Sequence[dict[str, Any]]
+             ) -> list[dict[str, Any]]:
+    """One row per exported optimiser: trained, failed (its group raised) or unsupported
+    (it cannot run here), with the reason and its summary figures."""
+    by_optimizer = {r["optimizer"]: r for r in summary}
+    runs: dict[str, list[RunRecord]] = {}
+    for record in records:
+        runs.setdefault(record.config.optimizer, []).append(record)
+    rows = []
+    for name, spec in names:
+        row: dict[str, Any] = {"name": name, "optimizer": spec.split(" (")[0]}
+        if spec in unsupported:
+            rows.append({**row, "status": "unsupported", "reason": unsupported[spec]})
+            continue
+        mine = runs.get(spec, [])
+        failed = [r for r in mine if r.status == "failed"]
+        if failed or not mine:
+            rows.append({**row, "status": "failed",
+                         "reason": failed[0].error if failed else "not trained"})
+            continue
+        top = by_optimizer.get(spec, {})
+        seconds = [x["seconds"] for r in mine for x in r.rows]
+        rows.append({**row, "status": "trained", "reason": "",
+                     "source": get_rule(spec).source or "stochopt",
+                     "lr": mine[0].config.base_lr,
+                     "final_val_acc_mean": top.get("final_val_acc_mean", math.nan),
+                     "test_acc_mean": top.get("test_acc_mean", math.nan),
+                     "n_diverged": top.get("n_diverged", ""),
+                     "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else ""})
+    return rows
