@@ -86,6 +86,16 @@ def test_bench_rules_covers_every_optimizer(tmp_path, data_dir):
     assert all(r["status"] == "ok" and 0 < r["val_acc"] <= 100 for r in result["rows"])
 
 
+def test_bench_plugins_ratios_are_the_medians_quotients(tmp_path, data_dir):
+    proc = _run("bench_plugins.py", tmp_path, data_dir)
+    result = json.loads((tmp_path / "bench_plugins.json").read_text())
+    seconds = {r["what"]: r["seconds_per_model_epoch"] for r in result["rows"]}
+    for k in (1, 8):
+        assert result["ratios"][f"plug-in / native, K={k}"] == pytest.approx(
+            seconds[f"torch.optim:Adam K={k}"] / seconds[f"adam K={k}"])
+    assert "plug-in / native, K=8" in proc.stdout
+
+
 def _medians_and_ratio(result) -> None:
     """Each row's seconds is the median of its rounds; the ratio is second over first."""
     for row in result["rows"]:
