@@ -130,7 +130,11 @@ class Rprop(Rule):
         one = torch.ones_like(sign)  # the factors in the weights' dtype, broadcast over K
         factor = torch.where(sign > 0, one * self.eta_plus,
                              torch.where(sign < 0, one * self.eta_minus, one))
-        s.mul_(factor).clamp_(self.step_size_min, self.step_size_max)
+        low, high = self.step_size_min, self.step_size_max
+        if isinstance(low, torch.Tensor) or isinstance(high, torch.Tensor):  # per model:
+            # clamp_ takes two numbers or two tensors, never one of each
+            low, high = (torch.as_tensor(v, dtype=s.dtype, device=s.device) for v in (low, high))
+        s.mul_(factor).clamp_(low, high)
         g = torch.where(sign < 0, 0.0, g)  # a flipped sign: no step, and no memory of it
         w.addcmul_(g.sign(), s, value=-1)
         prev.copy_(g)

@@ -11,6 +11,8 @@ the ``d_estimate`` column of ``results.csv`` (:meth:`Rule.diagnostics`). As the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
@@ -40,8 +42,13 @@ def _coefficient(w: torch.Tensor):
     return lambda x: float(x) if w.dim() == 2 else x.to(w.dtype)
 
 
-def _scalar(w: torch.Tensor, value: float) -> torch.Tensor:
-    return torch.full((*w.shape[:-2], 1, 1), value, dtype=torch.float64, device=w.device)
+def _scalar(w: torch.Tensor, value: Any) -> torch.Tensor:
+    """A float64 (S, m, 1, 1) per-model scalar starting at ``value``: one number, or one per
+    configuration (a d0 that differs inside a batch)."""
+    shape = (*w.shape[:-2], 1, 1)
+    if isinstance(value, torch.Tensor):
+        return value.to(device=w.device, dtype=torch.float64).expand(shape).clone()
+    return torch.full(shape, value, dtype=torch.float64, device=w.device)
 
 
 class _DAdapted(Rule):

@@ -35,6 +35,8 @@ def newton_schulz(u: torch.Tensor, steps: int, eps: float) -> torch.Tensor:
         return X
     shape = X.shape
     X = X.reshape(-1, *shape[-2:])
+    if isinstance(eps, torch.Tensor):  # one per model (S, m, 1, 1): as X's stack of them
+        eps = eps.to(X.dtype).reshape(-1, 1, 1)
     X = X / torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True).clamp(min=eps)
     for _ in range(steps):
         A = X @ X.mT

@@ -1,0 +1,85 @@
+"""The conformance kit over every registered rule (stochopt.optim.conformance): a rule
+added to the registry is checked here without a test of its own; one registered from a
+temporary file, with no other file changed, passes the whole kit."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from stochopt.optim import RULES
+from stochopt.optim.conformance import CHECKS, table_row
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "optimisers.md"
+NAMES = sorted(RULES)  # at collection: the registry as the package declares it
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("name", NAMES)
+def test_every_rule_passes_the_kit(name, check, split):
+    if check == "table_row":
+        table_row(name, PAGE.read_text())(split)
+    else:
+        CHECKS[check](name)(split)
+
+
+RULE_FILE = '''
+import torch
+
+from stochopt.optim import register
+from stochopt.optim.base import Rule, add_
+from stochopt.settings import POSITIVE, UNIT, Setting
+
+
+@register
+class HalfMomentum(Rule):
+    """Momentum with a damped buffer (a test's own):  ``m <- mu m + (1 - mu) g ;
+    w <- w - lr m``."""
+
+    name = "test-half-momentum"
+    reference = "a plain loop (tests/test_conformance.py)"
+    default_schedule = "constant"
+    lr = Setting(0.1, POSITIVE, "base learning rate")
+    mu = Setting(0.5, UNIT, "the buffer's decay")
+
+    def init(self, w):
+        return {"t": 0, "m": torch.zeros_like(w)}
+
+    def update(self, w, g, state, lr):
+        m = state["m"]
+        m.mul_(self.mu).add_((1 - self.mu) * g)
+        add_(w, -lr, m)
+'''
+
+
+def test_a_rule_registered_from_a_temporary_file_passes_the_whole_kit(tmp_path, split):
+    path = tmp_path / "half_momentum.py"
+    path.write_text(RULE_FILE)
+    spec = importlib.util.spec_from_file_location("half_momentum", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)  # registers it
+        for make in CHECKS.values():
+            make("test-half-momentum")(split)
+    finally:
+        RULES.pop("test-half-momentum", None)
+
+
+def test_the_kit_catches_a_rule_that_mixes_its_models(tmp_path, split):
+    """A setting read as one number for the whole batch (here: the first model's) passes
+    alone but not in a batch of three: the kit must fail it."""
+    path = tmp_path / "mixing.py"
+    path.write_text(RULE_FILE.replace("test-half-momentum", "test-mixing").replace(
+        "m.mul_(self.mu)", "m.mul_(self.mu.flatten()[0] if hasattr(self.mu, 'flatten') "
+        "else self.mu)").replace("(1 - self.mu) * g", "(1 - (self.mu.flatten()[0] if "
+                                  "hasattr(self.mu, 'flatten') else self.mu)) * g"))
+    spec = importlib.util.spec_from_file_location("mixing", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        with pytest.raises(AssertionError, match="in a batch of three"):
+            CHECKS["per_configuration_tensors"]("test-mixing")(split)
+    finally:
+        RULES.pop("test-mixing", None)
