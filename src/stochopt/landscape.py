@@ -28,14 +28,6 @@ from .optim import RULES, get_rule
 
 Vec = torch.Tensor  # shape (..., 2): x = v[..., 0], y = v[..., 1]
 
-# rules whose step length does not scale with the gradient's (they divide by a running RMS
-# of it, or take its sign): on a 2-D function they want an lr on the scale of the moves
-SCALE_FREE = {"adam", "adamw", "nadam", "adamax", "radam", "adagrad", "rmsprop", "adadelta",
-              "rprop", "lion", "adamw-schedulefree"}
-# lr multiplies their own estimate, or caps the step they find: 1
-LR_FREE = {"prodigy", "dadapt-adam", "dadapt-sgd", "sps", "armijo"}
-
-
 @dataclass
 class Function:
     """A 2-D test function with its hand-written gradient, minima and defaults."""
@@ -55,9 +47,10 @@ class Function:
     def lr_for(self, optimizer: str) -> float:
         if optimizer in self.lr_by_rule:
             return self.lr_by_rule[optimizer]
-        if optimizer in LR_FREE:
+        scale = get_rule(optimizer).landscape_lr  # declared by the rule (Rule.landscape_lr)
+        if scale == "lr_free":
             return 1.0
-        return self.lr_scale_free if optimizer in SCALE_FREE else self.lr
+        return self.lr_scale_free if scale == "scale_free" else self.lr
 
 
 def _rosenbrock() -> Function:

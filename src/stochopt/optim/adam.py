@@ -26,6 +26,8 @@ class Adam(Rule):
     """
 
     name = "adam"
+
+    landscape_lr = "scale_free"
     reference = "torch.optim.Adam"
     default_schedule = "constant"
     lr = Setting(1e-3, POSITIVE, "base learning rate, scaled by the schedule")
@@ -56,6 +58,8 @@ class AdamW(Adam):
     """
 
     name = "adamw"
+
+    landscape_lr = "scale_free"
     reference = "torch.optim.AdamW"
     decoupled_decay = True
     weight_decay = Setting(1e-2, NON_NEGATIVE, "decoupled decay: w <- (1 - lr wd) w")
@@ -78,6 +82,8 @@ class NAdam(Rule):
     """
 
     name = "nadam"
+
+    landscape_lr = "scale_free"
     reference = "torch.optim.NAdam"
     default_schedule = "constant"
     lr = Setting(2e-3, POSITIVE, "base learning rate, scaled by the schedule")
@@ -108,6 +114,8 @@ class Adamax(Rule):
     """
 
     name = "adamax"
+
+    landscape_lr = "scale_free"
     reference = "torch.optim.Adamax"
     default_schedule = "constant"
     lr = Setting(2e-3, POSITIVE, "base learning rate, scaled by the schedule")
@@ -136,6 +144,8 @@ class RAdam(Rule):
     """
 
     name = "radam"
+
+    landscape_lr = "scale_free"
     reference = "torch.optim.RAdam"
     default_schedule = "constant"
     lr = Setting(1e-3, POSITIVE, "base learning rate, scaled by the schedule")

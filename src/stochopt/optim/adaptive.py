@@ -21,6 +21,8 @@ class AdaGrad(Rule):
     """
 
     name = "adagrad"
+
+    landscape_lr = "scale_free"
     reference = "torch.optim.Adagrad"
     lr = Setting(0.01, POSITIVE, "base learning rate, scaled by the schedule")
     eps = Setting(1e-10, NON_NEGATIVE, "added to the denominator")
@@ -45,6 +47,8 @@ class RMSProp(Rule):
     """
 
     name = "rmsprop"
+
+    landscape_lr = "scale_free"
     reference = "torch.optim.RMSprop"
     lr = Setting(0.01, POSITIVE, "base learning rate, scaled by the schedule")
     alpha = Setting(0.99, UNIT, "decay of the average of g^2")
@@ -81,6 +85,8 @@ class AdaDelta(Rule):
     """
 
     name = "adadelta"
+
+    landscape_lr = "scale_free"
     reference = "torch.optim.Adadelta"
     lr = Setting(1.0, POSITIVE, "base learning rate, scaled by the schedule")
     rho = Setting(0.9, UNIT, "decay of the averages")
@@ -109,6 +115,8 @@ class Rprop(Rule):
     """
 
     name = "rprop"
+
+    landscape_lr = "scale_free"
     reference = "torch.optim.Rprop (fed g + wd w)"
     default_schedule = "constant"
     lr = Setting(0.01, POSITIVE, "initial step size of every coordinate")

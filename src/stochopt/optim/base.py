@@ -48,6 +48,10 @@ class Rule:
     # model's batch loss in state["loss"] and a loss-at-trial-weights function in
     # state["loss_at"] before every step
     needs_loss: ClassVar[bool] = False
+    # how its step scales, for the landscapes' lr: "gradient" (sgd: with the gradient),
+    # "scale_free" (it divides by a running RMS or takes a sign: an lr on the scale of the
+    # moves) or "lr_free" (lr multiplies its own estimate or caps the step it finds: 1)
+    landscape_lr: ClassVar[str] = "gradient"
     # True for someone else's optimiser (MODULE:NAME, stochopt.optim.plugin)
     plugin: ClassVar[bool] = False
     source: ClassVar[str] = ""  # a plug-in's package and version, or its file's sha256

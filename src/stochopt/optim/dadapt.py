@@ -96,6 +96,8 @@ class Prodigy(_DAdapted):
     w <- w - d lr m / (sqrt(v) + d eps)``."""
 
     name = "prodigy"
+
+    landscape_lr = "lr_free"
     reference = "prodigyopt 1.1.2 (Prodigy)"
     decoupled_decay = True
     d_coef = Setting(1.0, POSITIVE, "multiplier of the estimate d_hat")
@@ -132,6 +134,8 @@ class DAdaptAdam(_DAdapted):
     ``m <- b1 m + d lr (1 - b1) g ; w <- w - m / (sqrt(v) + eps)``."""
 
     name = "dadapt-adam"
+
+    landscape_lr = "lr_free"
     reference = "dadaptation 3.2 (DAdaptAdam)"
     decouple = Setting(False, None, "decoupled weight decay (w <- w - wd d lr w) instead of "
                        "L2")
@@ -169,6 +173,8 @@ class DAdaptSGD(Rule):
     the distance to the solution; weight decay is the L2 gradient, as the reference's."""
 
     name = "dadapt-sgd"
+
+    landscape_lr = "lr_free"
     reference = "dadaptation 3.2 (DAdaptSGD)"
     default_schedule = "constant"
     lr = Setting(1.0, POSITIVE, "multiplier of the estimated step d (leave at 1)")

@@ -44,6 +44,8 @@ class SPS(_BatchLoss):
     zero step, never an uphill one."""
 
     name = "sps"
+
+    landscape_lr = "lr_free"
     reference = "a plain loop over the paper's eq. 7 (tests/test_optim.py)"
     lr = Setting(1.0, POSITIVE, "largest step gamma_b")
     c = Setting(0.5, POSITIVE, "the Polyak constant c")
@@ -68,6 +70,8 @@ class Armijo(_BatchLoss):
     ``f_B(w - eta g_B) <= f_B(w) - c eta |g_B|^2`` (eq. 1); then ``w <- w - eta g_B``."""
 
     name = "armijo"
+
+    landscape_lr = "lr_free"
     reference = "a plain loop over the paper's Algorithm 1 (tests/test_optim.py)"
     lr = Setting(1.0, POSITIVE, "largest step eta_max (and the first)")
     c = Setting(0.1, OPEN_UNIT, "Armijo's constant c")
@@ -76,7 +80,12 @@ class Armijo(_BatchLoss):
     MAX_TRIALS: ClassVar[int] = 200
 
     def init(self, w):
-        return {"t": 0, "step_size": None}
+        # gave_up: per model, the steps whose search ended at MAX_TRIALS unsatisfied
+        return {"t": 0, "step_size": None, "gave_up": torch.zeros(
+            (*w.shape[:-2], 1, 1), dtype=torch.float64, device=w.device)}
+
+    def diagnostics(self, state):
+        return {**super().diagnostics(state), "line_search_gave_up": state["gave_up"]}
 
     def update(self, w, g, state, lr):
         lr64 = torch.as_tensor(lr, dtype=torch.float64, device=w.device)
@@ -90,5 +99,7 @@ class Armijo(_BatchLoss):
             if bool(ok.all()):
                 break
             eta = torch.where(ok, eta, self.beta * eta)
+        else:  # the trials ran out: those models step with a step that failed the test
+            state["gave_up"] += (~ok).to(torch.float64)
         state["step_size"] = eta
         w.sub_(g * eta.to(w.dtype))

@@ -51,6 +51,8 @@ class Muon(Rule):
     (bfloat16), for W of shape (A, B) = (784, 10); decoupled decay, as torch.optim.Muon."""
 
     name = "muon"
+
+    landscape_lr = "scale_free"
     reference = "torch.optim.Muon"
     default_schedule = "constant"
     decoupled_decay = True

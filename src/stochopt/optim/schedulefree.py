@@ -89,6 +89,8 @@ class AdamWScheduleFree(_ScheduleFree):
     and the decay is added after the normalisation, so it is decoupled (no f* applies)."""
 
     name = "adamw-schedulefree"
+
+    landscape_lr = "scale_free"
     reference = "schedulefree 1.4.1 (AdamWScheduleFree)"
     decoupled_decay = True
     lr = Setting(0.0025, POSITIVE, "learning rate of the z sequence (constant)")

@@ -21,6 +21,8 @@ class Lion(Rule):
     """
 
     name = "lion"
+
+    landscape_lr = "scale_free"
     reference = "lion-pytorch 0.2.5 (Lion)"
     default_schedule = "constant"
     decoupled_decay = True
