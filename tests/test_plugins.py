@@ -221,3 +221,11 @@ def test_the_zoo_of_pytorch_optimizer_lists_every_export_with_a_status(tmp_path,
     assert all(0 <= float(r["final_val_acc_mean"]) <= 100 for r in trained
                if r["n_diverged"] == "0")
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_an_optimizer_whose_own_decay_defaults_to_nonzero_has_no_suboptimality():
+    """SOAP's weight_decay defaults to 0.01: left as it is, its runs minimise another
+    objective than the one f* is certified for."""
+    assert Config("pytorch_optimizer:SOAP").decoupled_decay
+    assert not Config("pytorch_optimizer:SOAP", hyper={"opt_weight_decay": 0.0}).decoupled_decay
+    assert not Config("torch.optim:NAdam").decoupled_decay  # its default decay is 0

@@ -93,24 +93,21 @@ def _alone(config: Any, split: Any) -> torch.Tensor:
 def per_configuration_tensors(name: str) -> Callable[[Any], None]:
     def check(split: Any) -> None:
         small = _small(split)
-        for setting_name, setting in get_rule(name).settings().items():
+        rule = get_rule(name)
+        # three configurations that differ in every float setting at once (the lr too): each
+        # setting arrives as an (S, m, 1, 1) tensor, and all of them together
+        values: dict[str, list[Any]] = {"lr": [rule.lr.default * f for f in (1.0, 0.5, 0.25)]}
+        for setting_name, setting in rule.settings().items():
             value = other_value(setting)
-            if value is None or setting_name == "lr":
-                continue
-            values = [setting.default, value, (setting.default + value) / 2]
-            configs = [_config(name, **{setting_name: v}) for v in values]
-            together = _final_weights(configs, small)
-            for k, c in enumerate(configs):
-                gap = (together[k] - _alone(c, small)).abs().max().item()
-                assert gap <= TOL, (f"{name}: {setting_name}={values[k]} in a batch of three "
-                                    f"differs from the run alone by {gap:.2e}")
-        # the lr too, which every rule has
-        lrs = [get_rule(name).lr.default * f for f in (1.0, 0.5, 0.25)]
-        configs = [_config(name, lr=lr) for lr in lrs]
+            if value is not None and setting_name != "lr":
+                values[setting_name] = [setting.default, value, (setting.default + value) / 2]
+        configs = [_config(name, **{n: v[k] for n, v in values.items()}) for k in range(3)]
         together = _final_weights(configs, small)
         for k, c in enumerate(configs):
             gap = (together[k] - _alone(c, small)).abs().max().item()
-            assert gap <= TOL, f"{name}: lr {lrs[k]} in a batch of three differs by {gap:.2e}"
+            differing = ", ".join(f"{n}={v[k]:g}" for n, v in values.items())
+            assert gap <= TOL, (f"{name}: {differing} in a batch of three differs from the "
+                                f"run alone by {gap:.2e}")
     return check
 
 

@@ -25,6 +25,7 @@ the run id, the output folder's fingerprint and ``results.csv``'s ``source`` col
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
@@ -58,8 +59,6 @@ def is_plugin(name: str) -> bool:
 def parse_value(text: str) -> Any:
     """A ``--hp`` value: a Python literal (a number, True/False/None, a tuple in
     parentheses, a quoted string), else the text itself."""
-    import ast
-
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -97,7 +96,8 @@ class PluginRule(Rule):
     @classmethod
     def decouples(cls, values: dict[str, Any]) -> bool:
         # the optimiser's own decay changes the objective (coupled or not): no f* measures it
-        own = values.get(OWN_DECAY, getattr(cls, OWN_DECAY, 0.0))
+        declared = cls.settings().get(OWN_DECAY)
+        own = values.get(OWN_DECAY, declared.default if declared is not None else 0.0)
         return isinstance(own, int | float) and own != 0
 
     def _value(self, name: str, s: int, j: int) -> Any:
