@@ -229,3 +229,37 @@ def test_an_optimizer_whose_own_decay_defaults_to_nonzero_has_no_suboptimality()
     assert Config("pytorch_optimizer:SOAP").decoupled_decay
     assert not Config("pytorch_optimizer:SOAP", hyper={"opt_weight_decay": 0.0}).decoupled_decay
     assert not Config("torch.optim:NAdam").decoupled_decay  # its default decay is 0
+
+
+def test_with_a_bias_the_plugin_sees_w_and_b_as_two_parameters(split):
+    """With --bias the model is W (784, 10) and b (10,), as nn.Linear's: Lamb's trust ratio is
+    taken per parameter, so handing it one (785, 10) matrix would give other numbers."""
+    small = _small(split, torch.float64)
+
+    def with_ones(X):
+        return torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)
+
+    biased = Split(with_ones(small.X_train), small.y_train, with_ones(small.X_val),
+                   small.y_val, with_ones(small.X_test), small.y_test, source={"bias": True})
+    carry: dict = {}
+    fit(Config("pytorch_optimizer:Lamb", lr=1e-2, epochs=1, batch_size=B, seed=3,
+               schedule="constant"), biased, carry=carry)
+    W = torch.zeros(784, 10, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(10, dtype=torch.float64, requires_grad=True)
+    opt = po.Lamb([W, b], lr=1e-2)
+    for idx in epoch_order(len(small.X_train), 3, 0, "cpu").split(B):
+        opt.zero_grad()
+        F.cross_entropy(small.X_train[idx] @ W + b, small.y_train[idx]).backward()
+        opt.step()
+    ours = carry["W"][0]
+    assert (ours[:784] - W.detach()).abs().max().item() <= 1e-12
+    assert (ours[784] - b.detach()).abs().max().item() <= 1e-12
+    assert b.detach().abs().max().item() > 1e-4  # the bias moved: the test has teeth
+    # as one (785, 10) matrix, Lamb's trust ratio would be another: the split matters
+    joined = torch.zeros(785, 10, dtype=torch.float64, requires_grad=True)
+    opt = po.Lamb([joined], lr=1e-2)
+    for idx in epoch_order(len(small.X_train), 3, 0, "cpu").split(B):
+        opt.zero_grad()
+        F.cross_entropy(with_ones(small.X_train[idx]) @ joined, small.y_train[idx]).backward()
+        opt.step()
+    assert (ours - joined.detach()).abs().max().item() > 1e-6

@@ -195,6 +195,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             w = np.asarray(sample_weight, dtype=np.float64)
             weight = torch.as_tensor(w / w.mean(), dtype=Xt.dtype, device=Xt.device)
         return Split(Xt, y, empty_X, empty_y, empty_X, empty_y, name="array",
+                     source={"bias": self.fit_intercept},
                      n_classes=len(self.classes_), sample_weight=weight)
 
     # ------------------------------------------------------------------ fitting

@@ -111,25 +111,32 @@ class PluginRule(Rule):
         # an optimiser that draws random numbers (Hutchinson's probes) draws them from
         # torch's global generator: seeded by the run's seed, a run repeats itself
         torch.manual_seed(getattr(self, "context", {}).get("seed", 0))
+        bias = getattr(self, "context", {}).get("bias", False)
         models = []
         for s in range(S):
             for j in range(m):
-                # (d, C): the exercise's W, contiguous as a leaf tensor of a model is
-                p = torch.nn.Parameter(w[s, j].mT.contiguous().detach().clone())
+                # the exercise's shapes, contiguous leaf tensors as a model's are: W (d, C)
+                # and, with a bias, b (C,) as a second parameter (its last feature's row)
+                full = w[s, j].mT.detach()
+                params = [full[:-1], full[-1]] if bias else [full]
+                params = [torch.nn.Parameter(p.contiguous().clone()) for p in params]
                 kwargs = {theirs: self._value(ours, s, j)
                           for ours, theirs in self.own_names.items()}
                 kwargs.update({name: getattr(self, "context", {}).get(fact, 0)
                                for name, fact in self.known.items()})
-                models.append((p, self._build(p, self._value("lr", s, j), kwargs)))
+                models.append((params, self._build(params, self._value("lr", s, j), kwargs)))
         return {"t": 0, "models": models}
 
-    def _build(self, p: torch.nn.Parameter, lr: float, kwargs: dict[str, Any]) -> Any:
-        """The optimiser over ``[p]``; one that wants its matrices flagged in a param group
-        (Muon-style ``use_muon``) gets ``[{"params": [p], "use_muon": True}]``."""
+    def _build(self, params: list[torch.nn.Parameter], lr: float, kwargs: dict[str, Any]
+               ) -> Any:
+        """The optimiser over ``params``; one that wants its matrices flagged in a param
+        group (Muon-style ``use_muon``) gets W flagged and the bias in a group of its own."""
         first: Exception | None = None
-        for params in ([p], [{"params": [p], "use_muon": True}]):
+        flagged = [{"params": params[:1], "use_muon": True},
+                   *([{"params": params[1:], "use_muon": False}] if len(params) > 1 else [])]
+        for groups in (params, flagged):
             try:
-                return self.factory(params, lr=lr, **kwargs)
+                return self.factory(groups, lr=lr, **kwargs)
             except Exception as e:  # someone else's code: its failure is one line
                 first = first or e
         assert first is not None
@@ -138,20 +145,19 @@ class PluginRule(Rule):
     def update(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
         m = w.shape[1]
         batch = state.get("batch")
-        for k, (p, opt) in enumerate(state["models"]):
+        for k, (params, opt) in enumerate(state["models"]):
             s, j = divmod(k, m)
             lr_k = lr[s, j].item() if isinstance(lr, torch.Tensor) else lr
             for group in opt.param_groups:  # as a torch LR scheduler drives it
                 group["lr"] = lr_k
+            wd = self._value("weight_decay", s, j)
             if self.needs_graph and batch is not None:  # the gradient with its graph
-                p.grad = _graph_gradient(p, batch.Xb[s], batch.yb[s],
-                                         self._value("weight_decay", s, j))
+                _graph_gradient(params, batch.Xb[s], batch.yb[s], wd)
             else:
-                p.grad = g[s, j].mT.contiguous()
+                _set_grad(params, g[s, j].mT)
             closure = None
             if self.takes_closure and not self.needs_graph and batch is not None:
-                closure = functools.partial(_closure, p, batch.Xb[s], batch.yb[s],
-                                            self._value("weight_decay", s, j))
+                closure = functools.partial(_closure, params, batch.Xb[s], batch.yb[s], wd)
             try:
                 # the loop runs without autograd; an optimiser that differentiates its
                 # gradient again (Hessian-vector products) needs it back
@@ -159,16 +165,16 @@ class PluginRule(Rule):
                     opt.step(closure) if closure is not None else opt.step()
             except Exception as e:  # someone else's code: its group fails with one line
                 raise StochoptError(f"{self.name}'s step raised {_line(e)}") from None
-            w[s, j].copy_(p.detach().mT)
+            w[s, j].copy_(_joined(params).mT)
 
     def evaluation_point(self, w: torch.Tensor, state: State) -> torch.Tensor:
         models = state.get("models", [])
         if not models or not all(hasattr(o, "eval") and hasattr(o, "train") for _, o in models):
             return w
         point, m = w.clone(), w.shape[1]
-        for k, (p, opt) in enumerate(models):
+        for k, (params, opt) in enumerate(models):
             opt.eval()  # schedule-free: the parameters move to the averaged point x
-            point[k // m, k % m].copy_(p.detach().mT)
+            point[k // m, k % m].copy_(_joined(params).mT)
             opt.train()
         return point
 
@@ -185,10 +191,27 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
 
 
-def _closure(p: torch.nn.Parameter, X: torch.Tensor, y: torch.Tensor, wd: float) -> torch.Tensor:
+def _joined(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """The model's (d, C) matrix: W, with the bias as its last row when it has one."""
+    if len(params) == 1:
+        return params[0].detach()
+    return torch.cat([params[0].detach(), params[1].detach()[None]])
+
+
+def _set_grad(params: list[torch.nn.Parameter], G: torch.Tensor) -> None:
+    """Each parameter's part of the model's (d, C) gradient."""
+    if len(params) == 1:
+        params[0].grad = G.contiguous()
+    else:
+        params[0].grad, params[1].grad = G[:-1].contiguous(), G[-1].contiguous()
+
+
+def _closure(params: list[torch.nn.Parameter], X: torch.Tensor, y: torch.Tensor, wd: float
+             ) -> torch.Tensor:
     """One model's loss on the step's mini-batch at its current weights, with its analytic
-    gradient put in ``p.grad`` (what ``loss.backward()`` would give)."""
+    gradient put in each parameter's ``grad`` (what ``loss.backward()`` would give)."""
     with torch.no_grad():
+        p = _joined(params)
         Z = X @ p
         logp = torch.log_softmax(Z, dim=1)
         loss = -logp.gather(1, y.view(-1, 1)).mean()
@@ -198,20 +221,22 @@ def _closure(p: torch.nn.Parameter, X: torch.Tensor, y: torch.Tensor, wd: float)
         if wd:
             loss = loss + wd / 2 * (p * p).sum()
             grad = grad + wd * p
-        p.grad = grad
+        _set_grad(params, grad)
     return loss
 
 
-def _graph_gradient(p: torch.nn.Parameter, X: torch.Tensor, y: torch.Tensor, wd: float
-                    ) -> torch.Tensor:
-    """The mini-batch gradient by autograd, with its graph (``create_graph``), for optimisers
-    that differentiate it again (Hessian-vector products)."""
+def _graph_gradient(params: list[torch.nn.Parameter], X: torch.Tensor, y: torch.Tensor,
+                    wd: float) -> None:
+    """Each parameter's mini-batch gradient by autograd, with its graph (``create_graph``),
+    for optimisers that differentiate it again (Hessian-vector products)."""
     with torch.enable_grad():
+        p = params[0] if len(params) == 1 else torch.cat([params[0], params[1][None]])
         loss = torch.nn.functional.cross_entropy(X @ p, y)
         if wd:
             loss = loss + wd / 2 * (p * p).sum()
-        (grad,) = torch.autograd.grad(loss, p, create_graph=True)
-    return grad
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+    for param, grad in zip(params, grads, strict=True):
+        param.grad = grad
 
 
 def _import(module: str) -> tuple[Any, str]:
