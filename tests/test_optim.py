@@ -5,6 +5,7 @@ import torch
 
 from stochopt.errors import StochoptError
 from stochopt.optim import RULES, make_optimizer
+from stochopt.optim.base import StepBatch
 
 # (our name, our hyperparameters, torch class, torch kwargs, lr)
 CASES = [
@@ -318,10 +319,10 @@ def _with_batch_loss(name, ours, lr, wd, dtype, split, steps=30, batch=128):
     w = torch.zeros(X.shape[1], 10, dtype=dtype)
     state = opt.init(w)
     for Xb, yb in zip(X.split(batch), y.split(batch), strict=True):
-        state.update(loss=loss(w, Xb, yb).double().view(1, 1),
-                     loss_at=lambda v, Xb=Xb, yb=yb: loss(v, Xb, yb).double().view(1, 1),
-                     batch_fraction=batch / len(split.X_train))
-        opt.step(w, gradient(w, Xb, yb), state, lr)
+        given = StepBatch(loss(w, Xb, yb).double().view(1, 1),
+                          lambda v, Xb=Xb, yb=yb: loss(v, Xb, yb).double().view(1, 1),
+                          batch / len(split.X_train))
+        opt.step(w, gradient(w, Xb, yb), state, lr, given)
     return w, X, y
 
 

@@ -20,6 +20,7 @@ from stochopt.data import FILES, Split, load_split
 from stochopt.data import idx as idx_module
 from stochopt.errors import SettingError, StochoptError
 from stochopt.optim import RULES
+from stochopt.optim.base import StepBatch
 from stochopt.optim.sign import Lion
 from stochopt.optimum import _fingerprint, cached_optimum
 
@@ -92,8 +93,8 @@ def test_sps_with_f_star_above_the_batch_loss_does_not_step_uphill():
     w = torch.ones(1, 1, 3, 4, dtype=torch.float64)
     g = torch.full_like(w, 0.5)
     state = rule.init(w)
-    state["loss"] = torch.full((1, 1, 1, 1), 1.0, dtype=torch.float64)  # below f_star
-    rule.step(w, g, state, 1.0)
+    below = StepBatch(torch.full((1, 1, 1, 1), 1.0, dtype=torch.float64), lambda v: None)
+    rule.step(w, g, state, 1.0, below)  # the batch loss 1 is below f_star 10
     assert (w == 1).all() and (state["step_size"] == 0).all()
 
 

@@ -25,6 +25,7 @@ import torch
 
 from .errors import StochoptError
 from .optim import RULES, get_rule
+from .optim.base import StepBatch
 
 Vec = torch.Tensor  # shape (..., 2): x = v[..., 0], y = v[..., 1]
 
@@ -168,12 +169,11 @@ def optimize(fn: Function, optimizer: str, lr: float | None = None, steps: int |
         return (fn.f(v) - fn.f_star).reshape(*v.shape[:-2], 1, 1).double()
 
     for _ in range(steps):
-        if rule.needs_loss:
-            state.update(loss=loss_at(w), loss_at=loss_at, batch_fraction=0.0)
+        batch = StepBatch(loss_at(w), loss_at) if rule.needs_loss else None
         g = fn.grad(w)
         if noise:  # mini-batch noise, in miniature
             g = g + noise * torch.randn(g.shape, generator=gen, dtype=g.dtype)
-        rule.step(w, g, state, lr)
+        rule.step(w, g, state, lr, batch)
         p = rule.evaluation_point(w, state).flatten().clone()
         if not torch.isfinite(p).all() or float(p.abs().max()) > 1e6:
             diverged = True

@@ -27,6 +27,7 @@ from .gradients import ESTIMATORS
 from .model import accuracy, cross_entropy, logits, one_hot, seed_logits_t
 from .noise import full_pass
 from .optim import Hyper, Rule, State
+from .optim.base import StepBatch
 from .optim.schedules import Schedule
 
 # what configurations trained as one batch of K models must have in common
@@ -152,10 +153,11 @@ class Updater:
 
     def step(self, Gt: torch.Tensor, epoch: float, batch: BatchLoss | None = None) -> None:
         g = Gt if Gt.shape[1] == self.w.shape[1] else Gt[:, self.block]
+        given = None  # what a rule that needs the loss is handed, as an argument
         if self.rule.needs_loss and batch is not None:
-            self.state.update(loss=batch.loss[:, self.block], loss_at=batch.at,
-                              batch_fraction=batch.fraction, batch=batch)
-        self.rule.step(self.w, g, self.state, self.base_lr * self.schedule(epoch))
+            given = StepBatch(batch.loss[:, self.block], batch.at, batch.fraction, batch.Xb,
+                              batch.yb)
+        self.rule.step(self.w, g, self.state, self.base_lr * self.schedule(epoch), given)
 
 
 @dataclass

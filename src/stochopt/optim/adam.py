@@ -64,7 +64,7 @@ class AdamW(Adam):
     decoupled_decay = True
     weight_decay = Setting(1e-2, NON_NEGATIVE, "decoupled decay: w <- (1 - lr wd) w")
 
-    def step(self, w, g, state, lr):
+    def step(self, w, g, state, lr, batch=None):
         state["t"] += 1
         if not is_zero(self.weight_decay):
             w.mul_(1 - lr * self.weight_decay)
@@ -160,7 +160,7 @@ class RAdam(Rule):
     def init(self, w):
         return {"t": 0, "m": torch.zeros_like(w), "v": torch.zeros_like(w)}
 
-    def step(self, w, g, state, lr):
+    def step(self, w, g, state, lr, batch=None):
         if self.decoupled_weight_decay:
             state["t"] += 1
             if not is_zero(self.weight_decay):

@@ -181,7 +181,7 @@ class Adafactor(Rule):
         return {"t": 0, "row": torch.zeros_like(W[..., :1]),  # (..., d, 1)
                 "col": torch.zeros_like(W[..., :1, :])}  # (..., 1, C)
 
-    def step(self, w, g, state, lr):
+    def step(self, w, g, state, lr, batch=None):
         state["t"] += 1
         self.update(w, g, state, lr)  # the decay goes in inside, as torch's
 

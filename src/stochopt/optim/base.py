@@ -19,6 +19,8 @@ the gradient before the rule, as torch.optim does. ``t`` is the 1-based step num
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -28,6 +30,20 @@ from ..settings import NON_NEGATIVE, POSITIVE, Setting
 
 Hyper = Any  # float, or a tensor that broadcasts against the weights, e.g. (K, 1, 1)
 State = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """What the loop hands a rule that needs more than the gradient (``needs_loss``), as an
+    argument of its step: each model's loss on the step's mini-batch at w ((..., 1, 1)
+    float64), the same at trial weights (``loss_at``), the batch's share of an epoch (B/N),
+    and the batch's examples and labels ((S, B, d), (S, B)) for rules that recompute."""
+
+    loss: torch.Tensor
+    loss_at: Callable[[torch.Tensor], torch.Tensor]
+    fraction: float = 0.0
+    X: torch.Tensor | None = None
+    y: torch.Tensor | None = None
 
 
 class Rule:
@@ -44,9 +60,8 @@ class Rule:
     decoupled_decay: ClassVar[bool] = False
     # True when the rule replaces the schedule (schedule-free): only "constant" is accepted
     fixed_schedule: ClassVar[bool] = False
-    # True when the rule needs the mini-batch loss (SPS, Armijo): the loop then puts each
-    # model's batch loss in state["loss"] and a loss-at-trial-weights function in
-    # state["loss_at"] before every step
+    # True when the rule needs the mini-batch loss (SPS, Armijo): the loop then hands its
+    # step (and update) a StepBatch argument
     needs_loss: ClassVar[bool] = False
     # how its step scales, for the landscapes' lr: "gradient" (sgd: with the gradient),
     # "scale_free" (it divides by a running RMS or takes a sign: an lr on the scale of the
@@ -128,11 +143,15 @@ class Rule:
     def update(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
         raise NotImplementedError
 
-    def step(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
+    def step(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper,
+             batch: StepBatch | None = None) -> None:
         state["t"] += 1
         if not is_zero(self.weight_decay):
             g = add_(g.clone(), self.weight_decay, w)
-        self.update(w, g, state, lr)
+        if self.needs_loss:
+            self.update(w, g, state, lr, batch)
+        else:
+            self.update(w, g, state, lr)
 
 
 def sumsq(a: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ class _DAdapted(Rule):
     def decouples(cls, values):
         return bool(values.get("decouple", cls.decouple.default))
 
-    def step(self, w, g, state, lr):
+    def step(self, w, g, state, lr, batch=None):
         state["t"] += 1
         if not is_zero(self.weight_decay) and not self.decouple:
             g = add_(g.clone(), self.weight_decay, w)  # L2, as the reference's grad.add_
@@ -185,7 +185,7 @@ class DAdaptSGD(Rule):
         return {"t": 0, "s": torch.zeros_like(w), "w0": w.clone(), "d": _scalar(w, self.d0),
                 "numerator": _scalar(w, 0.0), "g0": _scalar(w, 0.0)}
 
-    def step(self, w, g, state, lr):
+    def step(self, w, g, state, lr, batch=None):
         state["t"] += 1
         if state["t"] == 1:  # |g_0| without the decay, as the reference's first step
             state["g0"] = sumsq(g).sqrt()

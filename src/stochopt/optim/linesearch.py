@@ -1,11 +1,12 @@
 """Step sizes from the mini-batch loss itself: the stochastic Polyak step (SPS_max, Loizou
 et al. 2021) and the stochastic Armijo line search (Vaswani et al. 2019).
 
-These rules need the mini-batch loss, not only its gradient: the loop hands it over in the
-state before each step (``state["loss"]``, each model's batch loss at w, (..., 1, 1)
-float64) and, for the line search, ``state["loss_at"]``, a function giving each model's
-loss on the same batch at trial weights. Neither has a maintained package; their tests
-compare them with plain loops written from the papers' pseudo-code.
+These rules need the mini-batch loss, not only its gradient: the loop hands each step a
+:class:`~stochopt.optim.base.StepBatch` (``batch.loss``, each model's batch loss at w,
+(..., 1, 1) float64; for the line search ``batch.loss_at``, each model's loss on the same
+batch at trial weights, and ``batch.fraction``, the batch's share of an epoch). Neither
+has a maintained package; their tests compare them with plain loops written from the
+papers' pseudo-code.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class SPS(_BatchLoss):
         return {"t": 0, "step_size": torch.zeros((*w.shape[:-2], 1, 1), dtype=torch.float64,
                                                  device=w.device)}
 
-    def update(self, w, g, state, lr):
-        f = self._objective(w, state["loss"])
+    def update(self, w, g, state, lr, batch):
+        f = self._objective(w, batch.loss)
         polyak = ((f - self.f_star) / (self.c * sumsq(g))).clamp_(min=0)
         gamma = torch.minimum(polyak, torch.as_tensor(lr, dtype=torch.float64))
         state["step_size"] = gamma
@@ -87,15 +88,15 @@ class Armijo(_BatchLoss):
     def diagnostics(self, state):
         return {**super().diagnostics(state), "line_search_gave_up": state["gave_up"]}
 
-    def update(self, w, g, state, lr):
+    def update(self, w, g, state, lr, batch):
         lr64 = torch.as_tensor(lr, dtype=torch.float64, device=w.device)
         prev = state["step_size"]
-        eta = lr64 * torch.ones_like(state["loss"]) if prev is None else torch.minimum(
-            prev * self.gamma ** state.get("batch_fraction", 0.0), lr64)
-        f, gsq = self._objective(w, state["loss"]), sumsq(g)
+        eta = lr64 * torch.ones_like(batch.loss) if prev is None else torch.minimum(
+            prev * self.gamma ** batch.fraction, lr64)
+        f, gsq = self._objective(w, batch.loss), sumsq(g)
         for _ in range(self.MAX_TRIALS):
             trial = w - g * eta.to(w.dtype)
-            ok = self._objective(trial, state["loss_at"](trial)) <= f - self.c * eta * gsq
+            ok = self._objective(trial, batch.loss_at(trial)) <= f - self.c * eta * gsq
             if bool(ok.all()):
                 break
             eta = torch.where(ok, eta, self.beta * eta)

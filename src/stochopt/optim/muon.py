@@ -66,7 +66,7 @@ class Muon(Rule):
     def init(self, w):
         return {"t": 0, "m": torch.zeros_like(w)}
 
-    def step(self, w, g, state, lr):
+    def step(self, w, g, state, lr, batch=None):
         state["t"] += 1
         self.update(w, g, state, lr)  # the decay goes in inside, as torch's
 

@@ -41,7 +41,7 @@ import torch
 
 from ..errors import SettingError, StochoptError
 from ..settings import POSITIVE, Setting
-from .base import Hyper, Rule, State
+from .base import Hyper, Rule, State, StepBatch
 
 OWN_DECAY = "opt_weight_decay"  # the optimiser's own weight_decay argument
 # required constructor arguments the harness knows: the run's total steps, the training size
@@ -142,9 +142,9 @@ class PluginRule(Rule):
         assert first is not None
         raise StochoptError(f"{self.name} cannot be built: {_line(first)}") from None
 
-    def update(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
+    def update(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper,
+               batch: StepBatch | None = None) -> None:
         m = w.shape[1]
-        batch = state.get("batch")
         for k, (params, opt) in enumerate(state["models"]):
             s, j = divmod(k, m)
             lr_k = lr[s, j].item() if isinstance(lr, torch.Tensor) else lr
@@ -152,12 +152,12 @@ class PluginRule(Rule):
                 group["lr"] = lr_k
             wd = self._value("weight_decay", s, j)
             if self.needs_graph and batch is not None:  # the gradient with its graph
-                _graph_gradient(params, batch.Xb[s], batch.yb[s], wd)
+                _graph_gradient(params, batch.X[s], batch.y[s], wd)
             else:
                 _set_grad(params, g[s, j].mT)
             closure = None
             if self.takes_closure and not self.needs_graph and batch is not None:
-                closure = functools.partial(_closure, params, batch.Xb[s], batch.yb[s], wd)
+                closure = functools.partial(_closure, params, batch.X[s], batch.y[s], wd)
             try:
                 # the loop runs without autograd; an optimiser that differentiates its
                 # gradient again (Hessian-vector products) needs it back

@@ -102,7 +102,7 @@ class AdamWScheduleFree(_ScheduleFree):
     def init(self, w):
         return {**super().init(w), "v": torch.zeros_like(w)}
 
-    def step(self, w, g, state, lr):
+    def step(self, w, g, state, lr, batch=None):
         state["t"] += 1
         self.update(w, g, state, lr)  # the decay goes in after the normalisation
 

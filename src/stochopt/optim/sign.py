@@ -34,7 +34,7 @@ class Lion(Rule):
     def init(self, w):
         return {"t": 0, "m": torch.zeros_like(w)}
 
-    def step(self, w, g, state, lr):
+    def step(self, w, g, state, lr, batch=None):
         state["t"] += 1
         if not is_zero(self.weight_decay):
             w.mul_(1 - lr * self.weight_decay)
