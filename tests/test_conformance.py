@@ -1,4 +1,4 @@
-"""The conformance kit over every registered rule (stochopt.optim.conformance): a rule
+"""The conformance kit over every registered rule (stochopt.conformance): a rule
 added to the registry is checked here without a test of its own; one registered from a
 temporary file, with no other file changed, passes the whole kit."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from stochopt.conformance import CHECKS, table_row
 from stochopt.optim import RULES
-from stochopt.optim.conformance import CHECKS, table_row
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "optimisers.md"
 NAMES = sorted(RULES)  # at collection: the registry as the package declares it

@@ -22,7 +22,7 @@ from .errors import SettingError
 from .files import safe_name
 from .optim import Rule, get_rule
 from .optim.schedules import DEFAULT_DECAY, Schedule, check_schedule, make_schedule
-from .settings import NON_NEGATIVE, Interval, Setting
+from .settings import NON_NEGATIVE, Interval, Setting, as_kind
 
 COUNT = Interval(1, math.inf, integer=True)
 
@@ -137,20 +137,13 @@ _RAW = tuple(f.name for f in fields(Config) if f.name != "hyper")
 _FLOATS = ("lr", "lr_decay", "warmup_epochs")  # Config's float settings
 
 
-def _float(kind: type | None, value: Any) -> Any:
-    """An int given for a float setting as that float: lr=1 is the run lr=1.0 is."""
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
 def _compute_run_id(config: Config) -> str:
     r = config.resolved()
     rule = r.rule
     declared = rule.settings()
     # asdict(r), without its deep copies: every field is a scalar, hyper a flat dict
-    values = {**{n: _float(float if n in _FLOATS else None, getattr(r, n)) for n in _RAW},
-              "hyper": {k: _float(declared[k].kind if k in declared else None, v)
+    values = {**{n: as_kind(float if n in _FLOATS else None, getattr(r, n)) for n in _RAW},
+              "hyper": {k: as_kind(declared[k].kind if k in declared else None, v)
                         for k, v in r.hyper.items()}}
     label = r.optimizer
     if rule.plugin:  # its code's identity too, and a name that is safe in a file name

@@ -55,6 +55,14 @@ def _number(x: float) -> str:
     return str(int(x)) if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
 
 
+def as_kind(kind: type | None, value: Any) -> Any:
+    """An int given for a float setting as that float: lr=1 is the run lr=1.0 is, and
+    ``--hp weight_decay=0`` is 0.0."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 POSITIVE = Interval(0, math.inf, low_open=True, high_open=True)
 NON_NEGATIVE = Interval(0, math.inf, high_open=True)
 UNIT = Interval(0, 1, high_open=True)  # [0, 1): momenta, betas, decay rates of averages

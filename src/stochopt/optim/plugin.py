@@ -239,6 +239,15 @@ def _graph_gradient(params: list[torch.nn.Parameter], X: torch.Tensor, y: torch.
         param.grad = grad
 
 
+def import_module(module: str) -> Any:
+    """The module ``module``, or one line saying it is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise StochoptError(f"cannot import {module!r} ({e}); install the package that "
+                            "provides it") from None
+
+
 def _import(module: str) -> tuple[Any, str]:
     """The module MODULE names and its identity: ``package version`` or the file's sha256."""
     if module.endswith(".py") or "/" in module:
@@ -259,11 +268,7 @@ def _import(module: str) -> tuple[Any, str]:
                                     f"{type(e).__name__}: {' '.join(str(e).split())}") from None
             sys.modules[name] = loaded
         return sys.modules[name], f"sha256:{digest}"
-    try:
-        loaded = importlib.import_module(module)
-    except ImportError as e:
-        raise StochoptError(f"cannot import {module!r} ({e}); install the package that "
-                            "provides it") from None
+    loaded = import_module(module)
     top = module.split(".")[0]
     dists = _distributions().get(top, [])
     for dist in dists:

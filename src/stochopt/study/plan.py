@@ -13,7 +13,7 @@ from typing import Any
 from ..config import Config
 from ..errors import Named, SettingError, StochoptError, escape
 from ..optim import RULES, get_rule
-from ..settings import Setting
+from ..settings import as_kind
 
 CONFIG_LISTS = tuple(f.name for f in fields(Config) if f.name not in ("optimizer", "hyper"))
 
@@ -56,7 +56,7 @@ def grid(optimizers: list[str], values: dict[str, list[Any]], scale_lr: bool = F
         declared = rule.settings()
         for combo in itertools.product(*settings.values(), *mine.values()):
             given = dict(zip([*settings, *mine], combo, strict=True))
-            chosen = {n: _as_declared(declared[n], given.pop(n)) for n in mine}
+            chosen = {n: as_kind(declared[n].kind, given.pop(n)) for n in mine}
             config = Config(optimizer=optimizer, hyper=chosen, **given)
             if scale_lr:
                 config.lr = config.base_lr * config.batch_size / 64
@@ -64,13 +64,6 @@ def grid(optimizers: list[str], values: dict[str, list[Any]], scale_lr: bool = F
             configs.append(config)
     check_unique(configs)
     return configs, notes
-
-
-def _as_declared(setting: Setting, value: Any) -> Any:
-    """An int given for a float setting as that float: ``--hp weight_decay=0`` is 0.0."""
-    if setting.kind is float and type(value) is int:
-        return float(value)
-    return value
 
 
 def lr_grid(optimizer: str, points: int = 13, decades: float = 3.0) -> list[float]:

@@ -11,7 +11,6 @@ its defaults in a group of its own, so one that raises fails alone.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ import torch
 from ..config import RunRecord
 from ..errors import StochoptError
 from ..optim import RULES, get_rule
+from ..optim.plugin import import_module
 
 ZOO_COLUMNS = ["name", "optimizer", "status", "reason", "source", "lr", "final_val_acc_mean",
                "test_acc_mean", "n_diverged", "seconds_per_epoch"]
@@ -31,11 +31,7 @@ def exported(module: str) -> list[tuple[str, str]]:
     """``(exported name, optimizer spec)`` of every optimiser ``module`` exports."""
     if module == "stochopt":
         return [(name, name) for name in RULES]
-    try:
-        loaded = importlib.import_module(module)
-    except ImportError as e:
-        raise StochoptError(f"cannot import {module!r} ({e}); install the package that "
-                            "provides it") from None
+    loaded = import_module(module)
     if hasattr(loaded, "get_supported_optimizers") and hasattr(loaded, "load_optimizer"):
         found = []
         for name in loaded.get_supported_optimizers():

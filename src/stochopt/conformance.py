@@ -26,9 +26,11 @@ from typing import Any
 
 import torch
 
-from ..errors import StochoptError
-from ..settings import Interval, Setting
-from .registry import RULES, get_rule, markdown_table
+from .config import Config
+from .errors import StochoptError
+from .optim import RULES, get_rule, markdown_table
+from .settings import Interval, Setting
+from .train import fit
 
 STEPS, BATCH = 10, 32
 TOL = 1e-10
@@ -42,9 +44,7 @@ def _small(split: Any) -> Any:
     return replace(split, **as64, **ys, sample_weight=None)
 
 
-def _config(name: str, **values: Any) -> Any:
-    from ..config import Config  # config imports the registry: only when a check runs
-
+def _config(name: str, **values: Any) -> Config:
     settings = {k: values.pop(k) for k in ("lr", "seed") if k in values}
     return Config(name, epochs=1, batch_size=BATCH, hyper=values, **settings)
 
@@ -78,16 +78,16 @@ def bad_values(setting: Setting) -> list[Any]:
     return bad
 
 
-def _final_weights(configs: list[Any], split: Any) -> torch.Tensor:
-    from ..train import fit  # the loop imports the optimisers: only when a check runs
-
+def _final_weights(configs: list[Config], split: Any) -> torch.Tensor:
     carry: dict[str, Any] = {}
     fit(configs, split, carry=carry)
     return carry["W"]
 
 
-def _alone(config: Any, split: Any) -> torch.Tensor:
-    return _final_weights([config], split)[0]
+def _gap_to_alone(together: torch.Tensor, config: Config, split: Any) -> float:
+    """How far a run trained in a batch (its final weights ``together``) is from the same
+    configuration trained alone."""
+    return (together - _final_weights([config], split)[0]).abs().max().item()
 
 
 def per_configuration_tensors(name: str) -> Callable[[Any], None]:
@@ -104,7 +104,7 @@ def per_configuration_tensors(name: str) -> Callable[[Any], None]:
         configs = [_config(name, **{n: v[k] for n, v in values.items()}) for k in range(3)]
         together = _final_weights(configs, small)
         for k, c in enumerate(configs):
-            gap = (together[k] - _alone(c, small)).abs().max().item()
+            gap = _gap_to_alone(together[k], c, small)
             differing = ", ".join(f"{n}={v[k]:g}" for n, v in values.items())
             assert gap <= TOL, (f"{name}: {differing} in a batch of three differs from the "
                                 f"run alone by {gap:.2e}")
@@ -128,7 +128,7 @@ def batch_beside_another_rule(name: str) -> Callable[[Any], None]:
         for k, c in enumerate(order):
             if c.optimizer != name:
                 continue
-            gap = (together[k] - _alone(c, small)).abs().max().item()
+            gap = _gap_to_alone(together[k], c, small)
             assert gap <= TOL, (f"{name} (seed {c.seed}) in a batch of four beside "
                                 f"{other or 'itself'} differs from the run alone by {gap:.2e}")
     return check
