@@ -25,12 +25,43 @@ def test_every_rule_passes_the_kit(name, check, split):
         CHECKS[check](name)(split)
 
 
+# plug-ins: the kit's first three checks against a plain torch loop with the same class; a
+# torch.optim class, one with a global norm, one with a closure, one schedule-free, ADOPT
+PLUGINS = ["torch.optim:NAdam", "pytorch_optimizer:Lamb", "pytorch_optimizer:AliG",
+           "pytorch_optimizer:ScheduleFreeAdamW", "adopt:ADOPT"]
+
+
+@pytest.mark.parametrize("check", ["matches_reference", "per_configuration_tensors",
+                                   "batch_beside_another_rule"])
+@pytest.mark.parametrize("spec", PLUGINS)
+def test_plugins_pass_the_kit(spec, check, split):
+    pytest.importorskip(spec.split(":")[0])
+    CHECKS[check](spec)(split)
+
+
 RULE_FILE = '''
 import torch
 
 from stochopt.optim import register
-from stochopt.optim.base import Rule, add_
+from stochopt.optim.base import Reference, Rule, add_
 from stochopt.settings import POSITIVE, UNIT, Setting
+
+
+class PlainLoop(torch.optim.Optimizer):
+    """The rule written plainly, over one matrix."""
+
+    def __init__(self, params, lr, mu, weight_decay):
+        super().__init__(params, {"lr": lr, "mu": mu, "weight_decay": weight_decay})
+        self.m = None
+
+    @torch.no_grad()
+    def step(self):
+        group = self.param_groups[0]
+        (p,) = group["params"]
+        g = p.grad + group["weight_decay"] * p
+        self.m = torch.zeros_like(p) if self.m is None else self.m
+        self.m = group["mu"] * self.m + (1 - group["mu"]) * g
+        p -= group["lr"] * self.m
 
 
 @register
@@ -39,7 +70,7 @@ class HalfMomentum(Rule):
     w <- w - lr m``."""
 
     name = "test-half-momentum"
-    reference = "a plain loop (tests/test_conformance.py)"
+    reference = Reference("a plain loop (PlainLoop)", PlainLoop)
     default_schedule = "constant"
     lr = Setting(0.1, POSITIVE, "base learning rate")
     mu = Setting(0.5, UNIT, "the buffer's decay")

@@ -1,4 +1,7 @@
-"""Every update rule against torch.optim, fed the same 200-step random gradient sequence."""
+"""Rules against torch.optim and the authors' packages on a 200-step random gradient sequence,
+at combinations of settings (the conformance kit, tests/test_conformance.py, checks every
+rule against its declared reference on MNIST, one setting changed at a time); K
+configurations at once against K runs; D-Adaptation's estimate d itself."""
 
 import pytest
 import torch
@@ -118,30 +121,6 @@ def test_k_configurations_at_once_equal_k_separate_runs(name):
         assert torch.allclose(W[k], ws[k], atol=1e-13, rtol=0)
 
 
-def _rules_with_a_reference_test() -> set[str]:
-    """The rules this module's reference tests (``test_*match*``, ``test_*agree*``) run: the
-    rule names among their parametrized values and the words of their own names, read off
-    the test functions themselves."""
-    found: set[str] = set()
-    for name, test in globals().items():
-        if not (name.startswith("test_") and ("match" in name or "agree" in name)):
-            continue
-        found |= set(name.split("_")) & set(RULES)
-        for mark in getattr(test, "pytestmark", []):
-            if mark.name == "parametrize":
-                for values in mark.args[1]:
-                    found |= {v for v in (values if isinstance(values, tuple | list)
-                                          else (values,)) if isinstance(v, str) and v in RULES}
-    return found
-
-
-def test_every_optimizer_has_a_reference_test():
-    """Every update rule of the registry (svrg and saga are sgd's rule on another gradient
-    estimate, tested in test_gradients.py); a rule registered without one fails here."""
-    assert _rules_with_a_reference_test() == {n for n, r in RULES.items()
-                                              if r.estimator == "minibatch"}
-
-
 def test_unknown_names_are_refused_with_the_valid_ones():
     with pytest.raises(StochoptError, match="choose one of sgd, momentum"):
         make_optimizer("not-an-optimizer")
@@ -178,6 +157,24 @@ def test_a_wrong_bias_correction_fails_the_reference_test(monkeypatch, _restore_
     with pytest.raises(AssertionError):
         test_matches_torch_optim("adamax", {}, torch.optim.Adamax, {}, 2e-3, 0.0,
                                  torch.float64, None)
+
+
+def test_a_wrong_bias_correction_fails_the_kit(monkeypatch, split):
+    """The kit's reference check can fail too: the same defect, on MNIST, through the loop."""
+    from stochopt.conformance import matches_reference
+    from stochopt.optim import adam
+
+    original = adam.Adamax.update
+
+    def wrong(self, w, g, state, lr):
+        state["t"] += 1  # one step ahead in the bias correction
+        original(self, w, g, state, lr)
+        state["t"] -= 1
+
+    monkeypatch.setattr(adam.Adamax, "update", wrong)
+    with pytest.raises(AssertionError, match="adamax at its defaults in float32 differs "
+                                              "from torch.optim.Adamax"):
+        matches_reference("adamax")(split)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -304,129 +301,3 @@ def test_learning_rate_free_adams_match_the_authors_packages(name, ours, theirs,
     assert w.abs().max().item() > 10 * TOL[dtype]
 
 
-def _objective(w, X, y, wd):
-    """The mini-batch objective, written plainly: mean cross-entropy + (wd/2)|w|^2."""
-    return (torch.nn.functional.cross_entropy(X @ w, y).item()
-            + wd / 2 * (w * w).sum().item())
-
-
-def _with_batch_loss(name, ours, lr, wd, dtype, split, steps=30, batch=128):
-    """Our rule on MNIST batches, the loop's batch loss handed over as the loop does."""
-    from stochopt.model import gradient, loss
-
-    X, y = split.X_train[: steps * batch].to(dtype), split.y_train[: steps * batch]
-    opt = make_optimizer(name, weight_decay=wd, **ours)
-    w = torch.zeros(X.shape[1], 10, dtype=dtype)
-    state = opt.init(w)
-    for Xb, yb in zip(X.split(batch), y.split(batch), strict=True):
-        given = StepBatch(loss(w, Xb, yb).double().view(1, 1),
-                          lambda v, Xb=Xb, yb=yb: loss(v, Xb, yb).double().view(1, 1),
-                          batch / len(split.X_train))
-        opt.step(w, gradient(w, Xb, yb), state, lr, given)
-    return w, X, y
-
-
-@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
-@pytest.mark.parametrize(("c", "lr", "dtype"), [
-    (0.5, 1.0, torch.float32), (0.5, 1.0, torch.float64),
-    # float64 only: at c = 1 and a cap of 3 the steps are long enough that float32's
-    # last-digit differences in the loss grow to 3.5e-5 in 30 steps (docs/optimisers.md says so)
-    (1.0, 3.0, torch.float64)])
-def test_sps_matches_the_papers_step(c, lr, weight_decay, dtype, split):
-    """SPS_max, Loizou et al. 2021, eq. 7: gamma = min((f_B(w) - f_B*) / (c |g|^2), gamma_b),
-    with f_B* = 0, as a plain loop."""
-    from stochopt.model import gradient
-
-    w, X, y = _with_batch_loss("sps", {"c": c}, lr, weight_decay, dtype, split)
-    ref = torch.zeros_like(w)
-    capped = 0
-    for Xb, yb in zip(X.split(128), y.split(128), strict=True):
-        g = gradient(ref, Xb, yb) + weight_decay * ref
-        polyak = _objective(ref, Xb, yb, weight_decay) / (c * (g * g).sum().item())
-        capped += polyak > lr
-        ref = ref - min(polyak, lr) * g
-    assert (w - ref).abs().max().item() <= TOL[dtype]
-    assert ref.abs().max().item() > 0.01 and capped < 30  # the Polyak step was used
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
-@pytest.mark.parametrize(("c", "beta", "lr"), [(0.1, 0.9, 10.0), (0.5, 0.5, 3.0)])
-def test_armijo_matches_the_papers_line_search(c, beta, lr, weight_decay, dtype, split):
-    """Vaswani et al. 2019, Algorithm 1 (reset option 2: start from eta_prev gamma^(B/N),
-    at most eta_max) with the Armijo condition of eq. 1, as a plain loop."""
-    from stochopt.model import gradient
-
-    w, X, y = _with_batch_loss("armijo", {"c": c, "beta": beta}, lr, weight_decay, dtype,
-                               split)
-    ref, eta, shrunk = torch.zeros_like(w), None, 0
-    for Xb, yb in zip(X.split(128), y.split(128), strict=True):
-        g = gradient(ref, Xb, yb) + weight_decay * ref
-        f, gsq = _objective(ref, Xb, yb, weight_decay), (g * g).sum().item()
-        eta = lr if eta is None else min(eta * 2.0 ** (128 / len(split.X_train)), lr)
-        while _objective(ref - eta * g, Xb, yb, weight_decay) > f - c * eta * gsq:
-            eta *= beta
-            shrunk += 1
-        ref = ref - eta * g
-    assert (w - ref).abs().max().item() <= TOL[dtype]
-    assert shrunk > 0 and ref.abs().max().item() > 0.01  # the search backtracked
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-@pytest.mark.parametrize(("ours", "lr"), [({}, 1e-3), ({"momentum": 0.9, "nesterov": False,
-                                                       "ns_steps": 3}, 3e-3)])
-def test_muon_matches_torch_optim_on_the_exercises_matrix(ours, lr, weight_decay, dtype,
-                                                          split):
-    """30 MNIST steps on W of shape (784, 10): its lr factor sqrt(784/10) and Newton-Schulz
-    (bfloat16) as torch's."""
-    w, ref_param, *_ = _on_mnist(
-        lambda p: torch.optim.Muon([p], lr=lr, weight_decay=weight_decay, **ours), "muon",
-        ours, lr, weight_decay, dtype, split)
-    assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
-    assert w.abs().max().item() > 100 * TOL[dtype]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
-@pytest.mark.parametrize(("name", "ours", "ref_cls", "ref_kwargs", "lr"), CASES,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_matches_torch_optim_on_mnist(name, ours, ref_cls, ref_kwargs, lr, weight_decay,
-                                      dtype, split, _restore_default_dtype):
-    """The same, on real data: 30 MNIST mini-batch steps, each side stepping on the
-    gradient at its own weights, from W = 0."""
-    torch.set_default_dtype(dtype)
-    w, ref_param, *_ = _on_mnist(
-        lambda p: ref_cls([p], lr=lr, weight_decay=weight_decay, **ref_kwargs), name, ours,
-        lr, weight_decay, dtype, split)
-    assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
-    assert w.abs().max().item() > 10 * TOL[dtype]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(("name", "make"), [
-    ("rprop", lambda p: torch.optim.Rprop([p], lr=0.01)),
-    ("asgd", lambda p: torch.optim.ASGD([p], lr=0.05, t0=5.0)),
-    ("lion", None), ("sgd-schedulefree", None), ("adamw-schedulefree", None)])
-def test_the_other_references_agree_on_mnist(name, make, dtype, split,
-                                             _restore_default_dtype):
-    """Rprop, ASGD, Lion and schedule-free on 30 MNIST mini-batch steps."""
-    torch.set_default_dtype(dtype)
-    import schedulefree
-    from lion_pytorch import Lion
-
-    ours, lr = {"asgd": ({"t0": 5.0}, 0.05), "rprop": ({}, 0.01)}.get(name, ({}, None))
-    if name == "lion":
-        make, lr = (lambda p: Lion([p], lr=1e-4)), 1e-4
-    elif name.endswith("schedulefree"):
-        cls = (schedulefree.SGDScheduleFree if name.startswith("sgd")
-               else schedulefree.AdamWScheduleFree)
-        lr = 1.0 if name.startswith("sgd") else 0.0025
-
-        def make(p, cls=cls, lr=lr):
-            ref = cls([p], lr=lr, foreach=False)
-            ref.train()
-            return ref
-    w, ref_param, *_ = _on_mnist(make, name, ours, lr, 0.0, dtype, split)
-    assert (w - ref_param.detach()).abs().max().item() <= TOL[dtype]
-    assert w.abs().max().item() > 10 * TOL[dtype]

@@ -5,6 +5,10 @@ registry, so a rule added tomorrow is checked without anyone writing a test:
     for check in checks("my-rule"):
         check(split)          # raises AssertionError (or the rule's own error) naming it
 
+- ``matches_reference``: equal to its declared :class:`~stochopt.optim.base.Reference`
+  over 30 MNIST mini-batch steps of 64 (the reference stepping on autograd's gradient of
+  the same batches), float32 to 1e-6 and float64 to 1e-12, at the defaults and at one
+  non-default value of each setting, both the weights it trains and those it answers with;
 - ``per_configuration_tensors``: every float setting given as per-configuration tensors in
   one batch of three equals the three runs alone;
 - ``batch_beside_another_rule``: inside a batch of four (two seeds, beside another rule),
@@ -13,8 +17,8 @@ registry, so a rule added tomorrow is checked without anyone writing a test:
   refused when the rule is constructed;
 - ``table_row``: its row of the docs' table is read off its declaration.
 
-Runs are 10 steps of batch 32 on the split given, in float64 (the comparisons are then
-exact to 1e-10, not float32's last digits).
+The batch checks run 10 steps of batch 32 on the split given, in float64 (the comparisons
+are then exact to 1e-10, not float32's last digits).
 """
 
 from __future__ import annotations
@@ -25,15 +29,21 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .config import Config
+from .data import epoch_order
 from .errors import StochoptError
+from .model import one_hot, residuals_t, seed_gradient_t, seed_logits_t
 from .optim import RULES, get_rule, markdown_table
+from .optim.base import Reference
 from .settings import Interval, Setting
 from .train import fit
 
 STEPS, BATCH = 10, 32
 TOL = 1e-10
+REFERENCE_STEPS, REFERENCE_BATCH = 30, 64
+REFERENCE_TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 
 
 def _small(split: Any) -> Any:
@@ -59,6 +69,123 @@ def other_value(setting: Setting) -> Any | None:
         if v != d and (c is None or v in c):
             return v
     return None
+
+
+def checked_value(setting: Setting, reference: Reference) -> Any | None:
+    """The non-default value a setting is checked against its reference at: the
+    declaration's own choice, else a float from :func:`other_value`, a flipped flag, or the
+    next whole number in range (None: not checked, or no such value)."""
+    name, d = setting.name, setting.default
+    if name in reference.unchecked:
+        return None
+    if name in reference.values:
+        return reference.values[name]
+    if isinstance(d, bool):
+        return not d
+    if isinstance(d, int) and isinstance(setting.constraint, Interval):
+        return next((v for v in (d + 1, d - 1) if v in setting.constraint), None)
+    return other_value(setting)
+
+
+def _loop_gradient(W: torch.Tensor, Xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """The mini-batch gradient as the training loop computes it (its batched products, one
+    model), bit for bit: a native rule's reference steps on it, so that what is compared
+    is the rules' arithmetic, not the last digits of two ways of taking the gradient, which
+    a normalising or sign-taking rule amplifies past 1e-6 (Rprop: 0.66; D-Adaptation's
+    Adam in float64: 6e-8) within 30 steps."""
+    Wt = W.detach().mT.contiguous()[None, None]  # the loop's (S, M, C, d)
+    Ybt = one_hot(yb, W.shape[1], W.dtype).T[None]
+    Rt = residuals_t(seed_logits_t(Wt, Xb[None]), Ybt.unsqueeze(1))
+    return seed_gradient_t(Rt, Xb[None], 1 / len(yb))[0, 0].mT
+
+
+def _reference_run(rule: type, values: dict[str, Any], data: Any, seed: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The declared reference on the batches the loop draws for ``seed``: W (d, C) a leaf
+    from zero, each batch's gradient in W.grad, ``opt.step()``: the loop's own gradient
+    for a native rule (see :func:`_loop_gradient`; autograd's is checked against it in
+    tests/test_model.py), autograd's for a plug-in, as a user's plain loop. Returns the
+    weights it trained and the ones it answers with."""
+    ref: Reference = rule.reference
+    settings = {n: s.default for n, s in rule.settings().items()} | values
+    wd = settings.pop("weight_decay") if ref.l2_in_loss else 0.0
+    X, y = data.X_train, data.y_train
+    W = torch.zeros(X.shape[1], int(y.max()) + 1, dtype=X.dtype, requires_grad=True)
+    known = {"X": X, "y": y, "batch_size": REFERENCE_BATCH} if ref.data else {}
+    previous = torch.get_default_dtype()
+    if not rule.plugin:  # torch keeps scalar state in the default dtype: the natives' step
+        # counts and products are those of a reference run with float64 as the default (a
+        # plug-in's, those of a plain loop that leaves the default alone, as the harness)
+        torch.set_default_dtype(X.dtype)
+    try:
+        torch.manual_seed(seed)  # random probes, as the loop seeds them with the run's seed
+        opt = ref.make([W], **settings, **known)
+        for idx in epoch_order(len(X), seed, 0, "cpu").split(REFERENCE_BATCH):
+            Xb, yb = X[idx], y[idx]
+
+            def closure(Xb: torch.Tensor = Xb, yb: torch.Tensor = yb) -> torch.Tensor:
+                """The step's objective at W (its gradient into W.grad when grad is on)."""
+                loss, l2 = F.cross_entropy(Xb @ W, yb), wd / 2 * (W * W).sum()
+                if torch.is_grad_enabled():
+                    W.grad = None
+                    if rule.plugin:  # a plain loop: autograd
+                        (loss + l2).backward()
+                    else:  # g + wd w: the loop's gradient, the L2 term as the rule adds it
+                        W.grad = _loop_gradient(W, Xb, yb).add_(W.detach(), alpha=wd)
+                if rule.plugin:  # a plain loop's loss, in the weights' dtype
+                    return (loss + l2).detach()
+                # the papers' loops compare objectives in float64 (as the rules do)
+                return torch.tensor(float(loss.detach()) + float(l2.detach()),
+                                    dtype=torch.float64)
+
+            closure()
+            if ref.data:
+                opt.step(closure, idx)
+            elif ref.closure:
+                opt.step(closure)
+            else:
+                opt.step()
+        trained = W.detach().clone()
+        return trained, ref.answer(opt, W).detach().clone()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def matches_reference(name: str) -> Callable[[Any], None]:
+    def check(split: Any) -> None:
+        rule = get_rule(name)
+        if not isinstance(rule.reference, Reference):
+            raise AssertionError(f"{name} declares no Reference to be checked against")
+        variants: list[dict[str, Any]] = [{}]
+        for setting_name, setting in rule.settings().items():
+            value = checked_value(setting, rule.reference)
+            if value is not None:
+                variants.append({setting_name: value})
+        n = REFERENCE_STEPS * REFERENCE_BATCH
+        for dtype, tol in REFERENCE_TOL.items():
+            data = replace(split, X_train=split.X_train[:n].to(dtype),
+                           y_train=split.y_train[:n], X_val=split.X_val[:64].to(dtype),
+                           y_val=split.y_val[:64], X_test=split.X_test[:64].to(dtype),
+                           y_test=split.y_test[:64], sample_weight=None)
+            for values in variants:
+                if dtype != torch.float64 and set(values) & set(rule.reference.float64_only):
+                    continue  # declared, with why: float32 cannot hold 1e-6 here
+                seed = 3
+                settings = {k: values[k] for k in ("lr",) if k in values}
+                config = Config(name, epochs=1, batch_size=REFERENCE_BATCH,
+                                schedule="constant", seed=seed, hyper={
+                                    k: v for k, v in values.items() if k != "lr"}, **settings)
+                carry: dict[str, Any] = {}
+                (record,) = fit([config], data, carry=carry)
+                where = f"{name} at {values or 'its defaults'} in {str(dtype)[6:]}"
+                assert record.status == "ok", f"{where}: the run {record.status}"
+                trained, answer = _reference_run(rule, values, data, seed)
+                gaps = ((carry["Wt"][0, 0].mT - trained).abs().max().item(),
+                        (carry["W"][0] - answer).abs().max().item())
+                assert max(gaps) <= tol, (f"{where} differs from {rule.reference} by "
+                                          f"{max(gaps):.2e} (tolerance {tol:g})")
+                assert trained.abs().max().item() > 100 * tol, f"{where}: nothing moved"
+    return check
 
 
 def bad_values(setting: Setting) -> list[Any]:
@@ -157,13 +284,14 @@ def table_row(name: str, table: str | None = None) -> Callable[[Any], None]:
         rule = get_rule(name)
         for setting_name in rule.settings():
             assert setting_name in rows[0], f"{name}'s row does not list {setting_name}"
-        assert rule.reference in rows[0] and rule.default_schedule in rows[0]
+        assert str(rule.reference) in rows[0] and rule.default_schedule in rows[0]
         if table is not None:
             assert rows[0] in table, f"{name}'s row of the docs' table is stale: regenerate it"
     return check
 
 
-CHECKS = {"per_configuration_tensors": per_configuration_tensors,
+CHECKS = {"matches_reference": matches_reference,
+          "per_configuration_tensors": per_configuration_tensors,
           "batch_beside_another_rule": batch_beside_another_rule,
           "ranges_refused": ranges_refused, "table_row": table_row}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from .base import Rule, addcdiv_, addcmul_, is_zero
+from .base import Reference, Rule, addcdiv_, addcmul_, is_zero, with_betas
 from .registry import register
 
 # the settings Adam and NAdam share: one declaration, one flag, one help line
@@ -28,7 +28,7 @@ class Adam(Rule):
     name = "adam"
 
     landscape_lr = "scale_free"
-    reference = "torch.optim.Adam"
+    reference = Reference("torch.optim.Adam", with_betas(torch.optim.Adam))
     default_schedule = "constant"
     lr = Setting(1e-3, POSITIVE, "base learning rate, scaled by the schedule")
     beta1, beta2, eps = BETA1, BETA2, EPS
@@ -60,7 +60,7 @@ class AdamW(Adam):
     name = "adamw"
 
     landscape_lr = "scale_free"
-    reference = "torch.optim.AdamW"
+    reference = Reference("torch.optim.AdamW", with_betas(torch.optim.AdamW))
     decoupled_decay = True
     weight_decay = Setting(1e-2, NON_NEGATIVE, "decoupled decay: w <- (1 - lr wd) w")
 
@@ -84,7 +84,7 @@ class NAdam(Rule):
     name = "nadam"
 
     landscape_lr = "scale_free"
-    reference = "torch.optim.NAdam"
+    reference = Reference("torch.optim.NAdam", with_betas(torch.optim.NAdam))
     default_schedule = "constant"
     lr = Setting(2e-3, POSITIVE, "base learning rate, scaled by the schedule")
     beta1, beta2, eps = BETA1, BETA2, EPS
@@ -116,7 +116,7 @@ class Adamax(Rule):
     name = "adamax"
 
     landscape_lr = "scale_free"
-    reference = "torch.optim.Adamax"
+    reference = Reference("torch.optim.Adamax", with_betas(torch.optim.Adamax))
     default_schedule = "constant"
     lr = Setting(2e-3, POSITIVE, "base learning rate, scaled by the schedule")
     beta1, beta2, eps = BETA1, BETA2, EPS
@@ -146,7 +146,7 @@ class RAdam(Rule):
     name = "radam"
 
     landscape_lr = "scale_free"
-    reference = "torch.optim.RAdam"
+    reference = Reference("torch.optim.RAdam", with_betas(torch.optim.RAdam))
     default_schedule = "constant"
     lr = Setting(1e-3, POSITIVE, "base learning rate, scaled by the schedule")
     beta1, beta2, eps = BETA1, BETA2, EPS

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Interval, Setting
-from .base import Rule, add_, addcdiv_, addcmul_, is_zero
+from .base import Reference, Rule, add_, addcdiv_, addcmul_, from_package, is_zero
 from .registry import register
 
 
@@ -23,7 +23,7 @@ class AdaGrad(Rule):
     name = "adagrad"
 
     landscape_lr = "scale_free"
-    reference = "torch.optim.Adagrad"
+    reference = Reference("torch.optim.Adagrad", torch.optim.Adagrad)
     lr = Setting(0.01, POSITIVE, "base learning rate, scaled by the schedule")
     eps = Setting(1e-10, NON_NEGATIVE, "added to the denominator")
     initial_accumulator_value = Setting(0.0, NON_NEGATIVE, "starting value of s")
@@ -49,7 +49,7 @@ class RMSProp(Rule):
     name = "rmsprop"
 
     landscape_lr = "scale_free"
-    reference = "torch.optim.RMSprop"
+    reference = Reference("torch.optim.RMSprop", torch.optim.RMSprop)
     lr = Setting(0.01, POSITIVE, "base learning rate, scaled by the schedule")
     alpha = Setting(0.99, UNIT, "decay of the average of g^2")
     eps = Setting(1e-8, NON_NEGATIVE, "added to the denominator")
@@ -87,7 +87,7 @@ class AdaDelta(Rule):
     name = "adadelta"
 
     landscape_lr = "scale_free"
-    reference = "torch.optim.Adadelta"
+    reference = Reference("torch.optim.Adadelta", torch.optim.Adadelta)
     lr = Setting(1.0, POSITIVE, "base learning rate, scaled by the schedule")
     rho = Setting(0.9, UNIT, "decay of the averages")
     eps = Setting(1e-6, NON_NEGATIVE, "added inside the square roots")
@@ -117,7 +117,11 @@ class Rprop(Rule):
     name = "rprop"
 
     landscape_lr = "scale_free"
-    reference = "torch.optim.Rprop (fed g + wd w)"
+    reference = Reference(
+        "torch.optim.Rprop (fed g + wd w)",
+        lambda params, eta_minus, eta_plus, step_size_min, step_size_max, **s:
+        torch.optim.Rprop(params, etas=(eta_minus, eta_plus),
+                          step_sizes=(step_size_min, step_size_max), **s), l2_in_loss=True)
     default_schedule = "constant"
     lr = Setting(0.01, POSITIVE, "initial step size of every coordinate")
     eta_minus = Setting(0.5, Interval(0, 1, low_open=True, high_open=True),
@@ -161,7 +165,8 @@ class Adafactor(Rule):
     step size; eps1 is the dtype's epsilon (torch's default); the decay is decoupled."""
 
     name = "adafactor"
-    reference = "torch.optim.Adafactor"
+    reference = Reference("torch.optim.Adafactor", lambda params, eps2, **s: from_package(
+        "torch.optim:Adafactor")(params, eps=(None, eps2), **s))
     default_schedule = "constant"
     decoupled_decay = True
     lr = Setting(0.01, POSITIVE, "relative step size (capped by 1/sqrt(t))")

@@ -19,8 +19,9 @@ the gradient before the rule, as torch.optim does. ``t`` is the 1-based step num
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -46,6 +47,64 @@ class StepBatch:
     y: torch.Tensor | None = None
 
 
+def parameter(opt: Any, p: torch.Tensor) -> torch.Tensor:
+    return p.detach()
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The implementation a rule must equal: torch.optim's class, the authors' package, or
+    the paper's algorithm as a plain loop over one matrix. The conformance kit
+    (:mod:`stochopt.conformance`) trains it beside the rule on the same MNIST mini-batches,
+    autograd's gradient for the reference, and compares the weights.
+
+    - ``make(params, **settings)``: the reference built from the rule's settings (``lr``
+      and ``weight_decay`` among them), in the reference's own names;
+    - ``answer(opt, p)``: the point it answers at (ASGD's average, schedule-free's x);
+    - ``closure``: its ``step`` takes a closure that returns the mini-batch loss;
+    - ``l2_in_loss``: the reference has no weight decay of its own: it steps on the
+      objective ``loss + (wd/2)|w|^2`` and ``make`` gets no ``weight_decay``;
+    - ``data``: a plain loop that needs the training set (variance reduction): ``make``
+      also gets ``X``, ``y`` and ``batch_size``, and ``step(closure, idx)`` the batch's rows;
+    - ``values``: the non-default value to check a setting at, where the kit's own choice
+      would not exercise it (ASGD's t0: averaging must start within the run);
+    - ``unchecked``: settings the reference cannot take, each with why;
+    - ``float64_only``: settings whose non-default value is compared in float64 only, each
+      with why (float32's last digits, amplified by the rule, part the two within 30 steps).
+    """
+
+    label: str
+    make: Callable[..., Any]
+    answer: Callable[[Any, torch.Tensor], torch.Tensor] = parameter
+    closure: bool = False
+    l2_in_loss: bool = False
+    data: bool = False
+    values: dict[str, Any] = field(default_factory=dict)
+    unchecked: dict[str, str] = field(default_factory=dict)
+    float64_only: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def from_package(spec: str, **fixed: Any) -> Callable[..., Any]:
+    """The class ``MODULE:NAME`` as a reference's ``make``, imported when it is called (the
+    authors' packages are test extras, not dependencies); ``fixed``: constructor
+    arguments of its own (``foreach=False``)."""
+    def make(*args: Any, **kwargs: Any) -> Any:
+        module, name = spec.split(":")
+        return getattr(importlib.import_module(module), name)(*args, **fixed, **kwargs)
+    return make
+
+
+def with_betas(make: Callable[..., Any]) -> Callable[..., Any]:
+    """A reference's ``make`` that takes ``betas=(beta1, beta2)`` built from the settings
+    beta1 and beta2, as torch.optim's Adam family and the authors' packages name them."""
+    def build(params: Any, beta1: float, beta2: float, **settings: Any) -> Any:
+        return make(params, betas=(beta1, beta2), **settings)
+    return build
+
+
 class Rule:
     """Base of every update rule. A subclass declares ``name``, its settings as
     :class:`~stochopt.settings.Setting` attributes (``lr`` with its own default), its
@@ -54,7 +113,8 @@ class Rule:
     name: ClassVar[str]
     default_schedule: ClassVar[str] = "exponential"  # the exercise's x0.9 per epoch
     estimator: ClassVar[str] = "minibatch"  # how the loop estimates the gradient it is fed
-    reference: ClassVar[str] = ""  # the implementation its tests compare it with
+    # what it must equal (the conformance kit checks it); a plug-in's is a plain loop
+    reference: ClassVar[Reference | str] = ""
     # True when weight_decay shrinks w directly (AdamW) instead of adding (wd/2)|w|^2 to the
     # objective: such a rule does not minimise f + (wd/2)|w|^2, so f - f* means nothing
     decoupled_decay: ClassVar[bool] = False

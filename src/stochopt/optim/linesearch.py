@@ -5,8 +5,9 @@ These rules need the mini-batch loss, not only its gradient: the loop hands each
 :class:`~stochopt.optim.base.StepBatch` (``batch.loss``, each model's batch loss at w,
 (..., 1, 1) float64; for the line search ``batch.loss_at``, each model's loss on the same
 batch at trial weights, and ``batch.fraction``, the batch's share of an epoch). Neither
-has a maintained package; their tests compare them with plain loops written from the
-papers' pseudo-code.
+has a maintained package; their references are plain loops written from the papers'
+pseudo-code (:class:`SPSLoop`, :class:`ArmijoLoop`) over one matrix, the step's objective
+from the caller's closure.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import ClassVar
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, Interval, Setting
-from .base import Rule, is_zero, sumsq
+from .base import Reference, Rule, is_zero, sumsq
 from .registry import register
 
 OPEN_UNIT = Interval(0.0, 1.0, low_open=True, high_open=True)
@@ -47,7 +48,9 @@ class SPS(_BatchLoss):
     name = "sps"
 
     landscape_lr = "lr_free"
-    reference = "a plain loop over the paper's eq. 7 (tests/test_optim.py)"
+    reference = Reference("a plain loop over the paper's eq. 7 (SPSLoop)",
+                          lambda params, **s: SPSLoop(params, **s), closure=True,
+                          l2_in_loss=True)
     lr = Setting(1.0, POSITIVE, "largest step gamma_b")
     c = Setting(0.5, POSITIVE, "the Polyak constant c")
     f_star = Setting(0.0, NON_NEGATIVE, "lower bound of every mini-batch loss")
@@ -73,7 +76,9 @@ class Armijo(_BatchLoss):
     name = "armijo"
 
     landscape_lr = "lr_free"
-    reference = "a plain loop over the paper's Algorithm 1 (tests/test_optim.py)"
+    reference = Reference("a plain loop over the paper's Algorithm 1 (ArmijoLoop)",
+                          lambda params, **s: ArmijoLoop(params, **s), closure=True,
+                          l2_in_loss=True, data=True)
     lr = Setting(1.0, POSITIVE, "largest step eta_max (and the first)")
     c = Setting(0.1, OPEN_UNIT, "Armijo's constant c")
     beta = Setting(0.9, OPEN_UNIT, "backtracking factor")
@@ -104,3 +109,50 @@ class Armijo(_BatchLoss):
             state["gave_up"] += (~ok).to(torch.float64)
         state["step_size"] = eta
         w.sub_(g * eta.to(w.dtype))
+
+
+class SPSLoop(torch.optim.Optimizer):
+    """SPS_max's reference, Loizou et al. 2021, eq. 7, as a plain loop over one matrix:
+    ``f = closure()`` is the step's objective at w and ``p.grad`` its gradient g;
+    ``gamma = min(max((f - f_star) / (c |g|^2), 0), lr) ; w <- w - gamma g``."""
+
+    def __init__(self, params, lr: float, c: float, f_star: float) -> None:
+        super().__init__(params, {"lr": lr, "c": c, "f_star": f_star})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        group = self.param_groups[0]
+        (p,) = group["params"]
+        f = float(closure())
+        g = p.grad
+        polyak = max((f - group["f_star"]) / (group["c"] * float((g * g).sum())), 0.0)
+        p.sub_(min(polyak, group["lr"]) * g)
+
+
+class ArmijoLoop(torch.optim.Optimizer):
+    """The stochastic Armijo line search's reference, Vaswani et al. 2019, Algorithm 1
+    (reset option 2) with eq. 1, as a plain loop over one matrix: ``eta = min(eta_prev
+    gamma^(B/N), lr)`` (lr at the first step); while ``f(w - eta g) > f(w) - c eta |g|^2``
+    (``f`` from the closure, at most MAX_TRIALS tries): ``eta <- beta eta``; then
+    ``w <- w - eta g``."""
+
+    def __init__(self, params, lr: float, c: float, beta: float, gamma: float,
+                 X: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+        super().__init__(params, {"lr": lr, "c": c, "beta": beta, "gamma": gamma})
+        self.fraction, self.eta = batch_size / len(X), None
+
+    @torch.no_grad()
+    def step(self, closure=None, idx=None):
+        group = self.param_groups[0]
+        (p,) = group["params"]
+        w, g = p.detach().clone(), p.grad.clone()
+        f, gsq = float(closure()), float((g * g).sum())
+        eta = group["lr"] if self.eta is None else min(
+            self.eta * group["gamma"] ** self.fraction, group["lr"])
+        for _ in range(Armijo.MAX_TRIALS):
+            p.copy_(w - eta * g)
+            if float(closure()) <= f - group["c"] * eta * gsq:
+                break
+            eta *= group["beta"]
+        self.eta = eta
+        p.copy_(w - eta * g)

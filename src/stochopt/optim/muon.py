@@ -16,7 +16,7 @@ import math
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Interval, Setting
-from .base import Rule, is_zero
+from .base import Reference, Rule, from_package, is_zero
 from .registry import register
 
 NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)  # torch's, chosen for a steep slope at zero
@@ -53,7 +53,7 @@ class Muon(Rule):
     name = "muon"
 
     landscape_lr = "scale_free"
-    reference = "torch.optim.Muon"
+    reference = Reference("torch.optim.Muon", from_package("torch.optim:Muon"))
     default_schedule = "constant"
     decoupled_decay = True
     lr = Setting(1e-3, POSITIVE, "base learning rate (times sqrt(max(1, A/B)))")

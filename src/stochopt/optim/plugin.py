@@ -41,7 +41,7 @@ import torch
 
 from ..errors import SettingError, StochoptError
 from ..settings import POSITIVE, Setting
-from .base import Hyper, Rule, State, StepBatch
+from .base import Hyper, Reference, Rule, State, StepBatch, parameter
 
 OWN_DECAY = "opt_weight_decay"  # the optimiser's own weight_decay argument
 # required constructor arguments the harness knows: the run's total steps, the training size
@@ -179,6 +179,17 @@ class PluginRule(Rule):
         return point
 
 
+def _reference(factory: Any, own_names: dict[str, str], params: Any, lr: float,
+               **settings: Any) -> Any:
+    """The optimiser as a plain loop builds it: its own names, its lr."""
+    return factory(params, lr=lr, **{own_names[k]: v for k, v in settings.items()})
+
+
+def _answer(opt: Any, p: torch.Tensor) -> torch.Tensor:
+    opt.eval()  # schedule-free: the parameters move to the averaged point
+    return p.detach().clone()
+
+
 def _line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -209,7 +220,12 @@ def _set_grad(params: list[torch.nn.Parameter], G: torch.Tensor) -> None:
 def _closure(params: list[torch.nn.Parameter], X: torch.Tensor, y: torch.Tensor, wd: float
              ) -> torch.Tensor:
     """One model's loss on the step's mini-batch at its current weights, with its analytic
-    gradient put in each parameter's ``grad`` (what ``loss.backward()`` would give)."""
+    gradient put in each parameter's ``grad`` (what ``loss.backward()`` would give). It is
+    computed again even at the weights the loop took the gradient at: written as autograd
+    computes it, for one model, it is a plain loop's gradient bit for bit, which an
+    eigendecomposing optimiser (SOAP) needs to stay within 1e-10 of that loop in float64
+    (the loop's batched products differ in the last digits, and SOAP turns those into 5e-2
+    within 30 steps)."""
     with torch.no_grad():
         p = _joined(params)
         Z = X @ p
@@ -346,8 +362,15 @@ def plugin_rule(spec: str) -> type[PluginRule]:
     step = getattr(factory, "step", None)
     takes_closure = step is not None and "closure" in inspect.signature(step).parameters
     needs_graph = "hessian_distribution" in signature.parameters  # pytorch-optimizer's way
+    label = f"a plain torch loop with {spec} ({source})"
+    # the conformance kit's plain loop: the class itself, the objective's L2 in the loss;
+    # one that differentiates its gradient again or needs the run's facts has none
+    reference: Reference | str = label if needs_graph or known else Reference(
+        label, functools.partial(_reference, factory, own_names), closure=takes_closure,
+        l2_in_loss=True, answer=_answer if hasattr(factory, "eval") else parameter,
+        unchecked={"maximize": "it ascends the loss: both runs diverge, by design"})
     rule = type(f"Plugin[{spec}]", (PluginRule,), {
-        **namespace, "name": spec, "reference": f"a plain torch loop with {spec} ({source})",
+        **namespace, "name": spec, "reference": reference,
         "factory": factory, "source": source, "takes_closure": takes_closure,
         "needs_graph": needs_graph, "own_names": own_names, "known": known,
         "needs_loss": takes_closure or needs_graph, "__module__": __name__,

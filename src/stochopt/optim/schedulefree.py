@@ -20,11 +20,21 @@ from typing import ClassVar
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, Interval, Setting
-from .base import Rule, add_, addcmul_, is_zero
+from .base import Reference, Rule, add_, addcmul_, from_package, is_zero, with_betas
 from .registry import register
 
 OPEN_UNIT = Interval(0.0, 1.0, low_open=True, high_open=True)
 STEPS = Interval(0, math.inf, integer=True)
+
+
+def _train(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    opt.train()  # the package's optimisers start in eval mode
+    return opt
+
+
+def _eval(opt: torch.optim.Optimizer, p: torch.Tensor) -> torch.Tensor:
+    opt.eval()  # the parameters move to x, the answering point
+    return p.detach().clone()
 
 
 class _ScheduleFree(Rule):
@@ -67,7 +77,9 @@ class SGDScheduleFree(_ScheduleFree):
     there (an L2 term: f* applies). Its lr is large (1.0): steps are averaged."""
 
     name = "sgd-schedulefree"
-    reference = "schedulefree 1.4.1 (SGDScheduleFree)"
+    reference = Reference("schedulefree 1.4.1 (SGDScheduleFree)", lambda params, **s: _train(
+        from_package("schedulefree:SGDScheduleFree", foreach=False)(params, **s)),
+        answer=_eval)
     lr = Setting(1.0, POSITIVE, "learning rate of the z sequence (constant)")
     momentum = Setting(0.9, OPEN_UNIT, "interpolation beta: y = (1 - beta) z + beta x")
     weight_decay = Setting(0.0, NON_NEGATIVE, "L2 penalty (wd/2)|w|^2, at y")
@@ -91,7 +103,9 @@ class AdamWScheduleFree(_ScheduleFree):
     name = "adamw-schedulefree"
 
     landscape_lr = "scale_free"
-    reference = "schedulefree 1.4.1 (AdamWScheduleFree)"
+    reference = Reference("schedulefree 1.4.1 (AdamWScheduleFree)", lambda params, **s: _train(
+        with_betas(from_package("schedulefree:AdamWScheduleFree", foreach=False))(params, **s)),
+        answer=_eval)
     decoupled_decay = True
     lr = Setting(0.0025, POSITIVE, "learning rate of the z sequence (constant)")
     beta1 = Setting(0.9, OPEN_UNIT, "interpolation beta: y = (1 - beta1) z + beta1 x")

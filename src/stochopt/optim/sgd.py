@@ -4,12 +4,14 @@ variance-reduced svrg and saga (plain SGD steps on another gradient estimate, se
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import ClassVar
 
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from .base import Rule, add_, decay_add_, is_zero
+from .base import Reference, Rule, add_, decay_add_, is_zero
 from .registry import register
 
 
@@ -18,7 +20,7 @@ class SGD(Rule):
     """Stochastic gradient descent:  ``w <- w - lr g``."""
 
     name = "sgd"
-    reference = "torch.optim.SGD"
+    reference = Reference("torch.optim.SGD", torch.optim.SGD)
 
     def update(self, w, g, state, lr):
         add_(w, -lr, g)
@@ -34,7 +36,7 @@ class Momentum(Rule):
     """
 
     name = "momentum"
-    reference = "torch.optim.SGD(momentum=0.9)"
+    reference = Reference("torch.optim.SGD(momentum=0.9)", torch.optim.SGD)
     nesterov: ClassVar[bool] = False
     momentum = Setting(0.9, UNIT, "momentum factor mu")
     dampening = Setting(0.0, UNIT, "dampening of the gradient in the buffer")
@@ -61,7 +63,9 @@ class Nesterov(Momentum):
     """
 
     name = "nesterov"
-    reference = "torch.optim.SGD(nesterov=True)"
+    reference = Reference(
+        "torch.optim.SGD(nesterov=True)", functools.partial(torch.optim.SGD, nesterov=True),
+        unchecked={"dampening": "torch.optim.SGD refuses Nesterov momentum with dampening"})
     nesterov = True
 
 
@@ -77,7 +81,9 @@ class ASGD(Rule):
     """
 
     name = "asgd"
-    reference = "torch.optim.ASGD"
+    # t0 = 5: the average starts within the kit's 30 steps
+    reference = Reference("torch.optim.ASGD", torch.optim.ASGD,
+                          answer=lambda opt, p: opt.state[p]["ax"], values={"t0": 5.0})
     default_schedule = "constant"
     lr = Setting(0.01, POSITIVE, "initial step size eta_0 (and the lr in eta_t's decay)")
     lambd = Setting(1e-4, NON_NEGATIVE, "decay term: w shrinks by lambd eta_t per step, and "
@@ -116,7 +122,9 @@ class SVRG(SGD):
 
     name = "svrg"
     estimator = "svrg"
-    reference = "a plain loop over the paper's algorithm (tests/test_gradients.py)"
+    reference = Reference("a plain loop over the paper's algorithm (SVRGLoop)",
+                          lambda params, **s: SVRGLoop(params, **s), l2_in_loss=True,
+                          data=True)
 
 
 @register
@@ -128,4 +136,63 @@ class SAGA(SGD):
 
     name = "saga"
     estimator = "saga"
-    reference = "a plain loop over the paper's algorithm (tests/test_gradients.py)"
+    reference = Reference("a plain loop over the paper's algorithm (SAGALoop)",
+                          lambda params, **s: SAGALoop(params, **s), l2_in_loss=True,
+                          data=True)
+
+
+def _loss_gradient(w: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Autograd's gradient of the mean cross-entropy of softmax(X w) at w."""
+    w = w.detach().requires_grad_(True)
+    with torch.enable_grad():
+        torch.nn.functional.cross_entropy(X @ w, y).backward()
+    return w.grad
+
+
+class SVRGLoop(torch.optim.Optimizer):
+    """SVRG's reference, Johnson & Zhang 2013 (Algorithm 1, option I) as a plain loop over
+    one matrix: at the start of every epoch ``w~ = w`` and ``mu = grad f(w~)`` over all of
+    X; then ``w <- w - lr (grad f_B(w) - grad f_B(w~) + mu)`` with ``grad f_B(w)`` the
+    objective's gradient the caller left in ``p.grad``."""
+
+    def __init__(self, params, lr: float, X: torch.Tensor, y: torch.Tensor,
+                 batch_size: int) -> None:
+        super().__init__(params, {"lr": lr})
+        self.X, self.y, self.per_epoch = X, y, math.ceil(len(X) / batch_size)
+        self.t = 0
+
+    def step(self, closure=None, idx=None):
+        (p,) = self.param_groups[0]["params"]
+        if self.t % self.per_epoch == 0:
+            self.snapshot = p.detach().clone()
+            self.mu = _loss_gradient(self.snapshot, self.X, self.y)
+        self.t += 1
+        at_snapshot = _loss_gradient(self.snapshot, self.X[idx], self.y[idx])
+        with torch.no_grad():
+            p.sub_(self.param_groups[0]["lr"] * (p.grad - at_snapshot + self.mu))
+
+
+class SAGALoop(torch.optim.Optimizer):
+    """SAGA's reference, Defazio et al. 2014 as a plain loop over one matrix, with the
+    table of every example's own gradient (n x d x C, by autograd, example by example):
+    ``g = grad f_B(w) - mean_{i in B} table_i + mean_j table_j`` with ``grad f_B(w)`` the
+    objective's gradient the caller left in ``p.grad``; ``w <- w - lr g``; then ``table_i =
+    grad f_i(w)`` (at the w before the step) for i in B."""
+
+    def __init__(self, params, lr: float, X: torch.Tensor, y: torch.Tensor,
+                 batch_size: int) -> None:
+        super().__init__(params, {"lr": lr})
+        (p,) = self.param_groups[0]["params"]
+        self.X, self.y = X, y
+        self.table = torch.stack([self._own(p, i) for i in range(len(X))])
+
+    def _own(self, w: torch.Tensor, i: int) -> torch.Tensor:
+        return _loss_gradient(w, self.X[i:i + 1], self.y[i:i + 1])
+
+    def step(self, closure=None, idx=None):
+        (p,) = self.param_groups[0]["params"]
+        own = torch.stack([self._own(p, int(i)) for i in idx])
+        g = p.grad - self.table[idx].mean(0) + self.table.mean(0)
+        self.table[idx] = own
+        with torch.no_grad():
+            p.sub_(self.param_groups[0]["lr"] * g)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from .base import Rule, add_, is_zero
+from .base import Reference, Rule, add_, from_package, is_zero, with_betas
 from .registry import register
 
 
@@ -23,7 +23,8 @@ class Lion(Rule):
     name = "lion"
 
     landscape_lr = "scale_free"
-    reference = "lion-pytorch 0.2.5 (Lion)"
+    reference = Reference("lion-pytorch 0.2.5 (Lion)",
+                          with_betas(from_package("lion_pytorch:Lion")))
     default_schedule = "constant"
     decoupled_decay = True
     lr = Setting(1e-4, POSITIVE, "base learning rate, scaled by the schedule")
