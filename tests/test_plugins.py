@@ -223,6 +223,13 @@ def test_the_zoo_of_pytorch_optimizer_lists_every_export_with_a_status(tmp_path,
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_the_zoo_takes_no_optimizer_flag(capsys):
+    """Its optimisers come from its module: --optimizer would be ignored, so it is refused."""
+    assert main(["zoo", "stochopt", "--optimizer", "adam", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --optimizer" in err and err.count("\n") == 1
+
+
 def test_an_optimizer_whose_own_decay_defaults_to_nonzero_has_no_suboptimality():
     """SOAP's weight_decay defaults to 0.01: left as it is, its runs minimise another
     objective than the one f* is certified for."""

@@ -91,17 +91,21 @@ def _defaults(per_optimizer: dict[str, Any]) -> str:
     return ", ".join([*others, tail])
 
 
-def _add_train_args(p: argparse.ArgumentParser, many: bool) -> None:
-    """Training flags; with ``many`` (compare, sweep) each takes a comma-separated list."""
+def _add_train_args(p: argparse.ArgumentParser, many: bool, optimizer: bool = True) -> None:
+    """Training flags; with ``many`` (compare, sweep) each takes a comma-separated list;
+    without ``optimizer`` no --optimizer (the zoo's come from its module)."""
     g = p.add_argument_group("training (lists are comma-separated; every combination is "
                              "trained)" if many else "training")
     lrs = {name: rule.lr.default for name, rule in RULES.items()}
     schedules = {name: rule.default_schedule for name, rule in RULES.items()}
-    g.add_argument("--optimizer", "--optimizers", dest="optimizer", type=_parse(str, ""),
-                   default=["momentum"], metavar="NAME",
-                   help=f"one of {', '.join(RULES)}, or MODULE:NAME, a torch optimizer of "
-                   "an importable module or a .py file, e.g. torch.optim:NAdam (default: "
-                   "momentum)")
+    if optimizer:
+        g.add_argument("--optimizer", "--optimizers", dest="optimizer", type=_parse(str, ""),
+                       default=["momentum"], metavar="NAME",
+                       help=f"one of {', '.join(RULES)}, or MODULE:NAME, a torch optimizer "
+                       "of an importable module or a .py file, e.g. torch.optim:NAdam "
+                       "(default: momentum)")
+    else:
+        p.set_defaults(optimizer=["momentum"])  # the zoo's optimisers come from its module
     g.add_argument("--lr", *(["--lrs"] if many else []), dest="lr", type=_parse(float, "--lr"),
                    default=None, help=f"base learning rate (default: the optimizer's: "
                    f"{_defaults(lrs)}; tune: 13 log-spaced over three decades around it)")
@@ -253,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(trained, failed, unsupported) and the reason.", {})
     for name, (help_, description, defaults) in many.items():
         p = sub.add_parser(name, help=help_, description=description)
-        _add_train_args(p, many=True)
+        _add_train_args(p, many=True, optimizer=name != "zoo")
         _add_data_args(p)
         p.set_defaults(**defaults)
         if name == "zoo":
