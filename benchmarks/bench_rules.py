@@ -36,7 +36,7 @@ def main() -> int:
                                                 epochs=1 if args.tiny else args.repeats),
                                 split)
         last = record.rows[-1]
-        rows.append({"optimizer": name, "reference": RULES[name].reference,
+        rows.append({"optimizer": name, "reference": str(RULES[name].reference),
                      "lr": record.config.base_lr, "schedule": record.config.schedule_name,
                      "val_acc": last["val_acc"] if record.status == "ok" else float("nan"),
                      "status": record.status,

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from stochopt.errors import StochoptError
-from stochopt.optim import RULES, make_optimizer
-from stochopt.optim.base import StepBatch
+from stochopt.optim import make_optimizer
 
 # (our name, our hyperparameters, torch class, torch kwargs, lr)
 CASES = [
@@ -172,8 +171,8 @@ def test_a_wrong_bias_correction_fails_the_kit(monkeypatch, split):
         state["t"] -= 1
 
     monkeypatch.setattr(adam.Adamax, "update", wrong)
-    with pytest.raises(AssertionError, match="adamax at its defaults in float32 differs "
-                                              "from torch.optim.Adamax"):
+    with pytest.raises(AssertionError, match=r"adamax at its defaults in float32 differs "
+                                              r"from torch\.optim\.Adamax"):
         matches_reference("adamax")(split)
 
 

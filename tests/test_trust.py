@@ -243,3 +243,60 @@ def test_compare_defaults_to_five_seeds_trained_as_one_batch():
     configs = configs_from_args(args)
     assert sorted({c.seed for c in configs}) == [0, 1, 2, 3, 4] and len(configs) == 15
     assert len(plan_groups(configs)) == 1
+
+
+def test_p_values_are_scipy_paired_t_tests_and_holm_adjusts_per_family(trusted):
+    """p_value is scipy's ttest_rel on the seeds; p_holm is Holm's over the pairs of one
+    batch size and metric, recomputed here by hand from the p-values."""
+    out, _ = trusted
+    runs = _csv(out / "runs.csv")
+    rows = _csv(out / "comparisons.csv")
+    for c in rows:
+        a = {r["seed"]: float(r[c["metric"]]) for r in runs if r["config"] == c["a"]}
+        b = {r["seed"]: float(r[c["metric"]]) for r in runs if r["config"] == c["b"]}
+        d = np.array([a[s] - b[s] for s in a])
+        if d.std() > 0:
+            expected = sps.ttest_rel([a[s] for s in a], [b[s] for s in a]).pvalue
+            assert float(c["p_value"]) == pytest.approx(expected, rel=1e-9)
+    for metric in ("final_val_acc", "final_val_loss"):
+        family = [c for c in rows if c["metric"] == metric]
+        p = [float(c["p_value"]) for c in family]
+        m = len(p)
+        order = sorted(range(m), key=lambda i: p[i])
+        adjusted, running = [0.0] * m, 0.0
+        for rank, i in enumerate(order):  # Holm: (m - rank) p_(rank), monotone, at most 1
+            running = max(running, min(1.0, (m - rank) * p[i]))
+            adjusted[i] = running
+        assert [float(c["p_holm"]) for c in family] == pytest.approx(adjusted, rel=1e-12)
+        assert all(int(c["family_size"]) == m for c in family)
+
+
+def test_holm_against_a_hand_computation():
+    from stochopt.study.stats import holm
+
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, math.nan, 0.6]) == pytest.approx([1.0, math.nan, 1.0], nan_ok=True)
+
+
+def test_a_difference_significant_alone_is_not_after_holm():
+    """Three configurations, three pairs: a - c has p 0.03 alone (its interval excludes 0),
+    which Holm multiplies past 5% in a family of three: the verdict is indistinguishable."""
+    from stochopt.study.analysis import comparisons
+
+    # a - c over 4 seeds: mean 1, sd chosen so that the paired t-test gives p ~ 0.03
+    diffs = {0: 0.5, 1: 1.5, 2: 0.6, 3: 1.4}
+    runs = []
+    for s, dv in diffs.items():
+        runs += [{"config": "a", "seed": s, "batch_size": 64, "final_val_acc": 90 + dv,
+                  "final_val_loss": 0.3},
+                 {"config": "b", "seed": s, "batch_size": 64, "final_val_acc": 90 + dv / 2
+                  + (s % 2) * 3, "final_val_loss": 0.3},
+                 {"config": "c", "seed": s, "batch_size": 64, "final_val_acc": 90.0,
+                  "final_val_loss": 0.3}]
+    table = {(c["a"], c["b"]): c for c in comparisons(runs) if c["metric"] == "final_val_acc"}
+    ac = table[("a", "c")]
+    alone = sps.ttest_rel([90 + d for d in diffs.values()], [90.0] * 4).pvalue
+    assert ac["p_value"] == pytest.approx(alone) and 0.0167 < alone < 0.05
+    assert ac["ci95_low"] > 0  # unadjusted, the interval excludes 0
+    assert ac["p_holm"] >= 0.05 and ac["verdict"] == "indistinguishable"

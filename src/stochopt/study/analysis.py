@@ -20,7 +20,16 @@ from typing import Any
 import numpy as np
 
 from ..config import Config, RunRecord
-from .stats import first_reach, interval, mccandlish_fit, paired, performance_profile, verdict
+from .stats import (
+    first_reach,
+    holm,
+    interval,
+    mccandlish_fit,
+    p_value,
+    paired,
+    performance_profile,
+    verdict,
+)
 
 METRICS = ("final_val_acc", "final_val_loss", "test_acc")
 METRIC_COLUMNS = [f"{m}_{s}" for m in METRICS for s in ("mean", "sd", "ci95_low", "ci95_high")]
@@ -165,7 +174,10 @@ def comparisons(runs: Sequence[dict[str, Any]],
                 metrics: Sequence[str] = ("final_val_acc", "final_val_loss")
                 ) -> list[dict[str, Any]]:
     """A row per pair of configurations at the same batch size and per metric: ``a - b``
-    over the seeds both finished, its paired t interval and the verdict."""
+    over the seeds both finished, its paired t interval (unadjusted), the paired t-test's
+    ``p_value``, ``p_holm`` (Holm-Bonferroni over the family a table or sentence compares:
+    every pair at that batch size, for that metric) and the verdict, at 5% on ``p_holm``.
+    ``family_size``: the number of pairs with a test in that family."""
     table = []
     configs = _groups(runs)
     labels = list(configs)
@@ -179,8 +191,19 @@ def comparisons(runs: Sequence[dict[str, Any]],
                 diff = paired(*values)
                 table.append({"batch_size": size, "a": a, "b": b, "metric": metric,
                               "n": diff.n, "mean_diff": diff.mean, "ci95_low": diff.low,
-                              "ci95_high": diff.high,
-                              "verdict": verdict(diff, LOWER_IS_BETTER[metric])})
+                              "ci95_high": diff.high, "p_value": p_value(diff),
+                              "_diff": diff})
+    families: dict[tuple, list[dict[str, Any]]] = {}
+    for row in table:
+        families.setdefault((row["batch_size"], row["metric"]), []).append(row)
+    for rows in families.values():
+        adjusted = holm([r["p_value"] for r in rows])
+        tested = sum(math.isfinite(p) for p in adjusted)
+        for row, p in zip(rows, adjusted, strict=True):
+            diff = row.pop("_diff")
+            row.update(p_holm=p, family_size=tested,
+                       verdict=verdict(diff, LOWER_IS_BETTER[row["metric"]],
+                                       p if math.isfinite(p) else None))
     return table
 
 

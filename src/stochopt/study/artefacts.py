@@ -52,7 +52,7 @@ TUNING_COLUMNS = ["optimizer", "batch_size", "chosen_lr", "at_grid_edge", "grid_
                   "grid_high", "grid_points", "n_seeds", "config",
                   *analysis.METRIC_COLUMNS, "runs", "seconds"]
 COMPARISON_COLUMNS = ["batch_size", "a", "b", "metric", "n", "mean_diff", "ci95_low",
-                      "ci95_high", "verdict"]
+                      "ci95_high", "p_value", "p_holm", "family_size", "verdict"]
 
 
 def data_info(split: Split) -> dict[str, Any]:

@@ -66,17 +66,26 @@ def pair_sentence(c: dict, name: dict[str, str] | None = None) -> str:
     n = f"{c['n']} seed{'s' if c['n'] != 1 else ''}"
     if c["verdict"] == "undetermined":
         return f"{a} and {b} cannot be told apart with {n} (no interval)"
+    test = _p_text(c)
     if c["verdict"] == "indistinguishable":
         return (f"{a} and {b} are indistinguishable at {n} (difference "
                 f"{c['mean_diff']:+.{digits}f}{unit}, 95% CI {c['ci95_low']:+.{digits}f} to "
-                f"{c['ci95_high']:+.{digits}f})")
+                f"{c['ci95_high']:+.{digits}f}{test})")
     win, lose = (a, b) if c["verdict"] == "a better" else (b, a)
     # the margin in the winner's favour: a - b for accuracy, b - a for loss, when a won
     sign = (1 if c["verdict"] == "a better" else -1) * (-1 if loss else 1)
     lo, hi = sorted((sign * c["ci95_low"], sign * c["ci95_high"]))
     what = " in validation loss" if loss else ""
     return (f"{win} beats {lose}{what} by {sign * c['mean_diff']:.{digits}f}{unit} (95% CI "
-            f"{lo:.{digits}f} to {hi:.{digits}f}, {n})")
+            f"{lo:.{digits}f} to {hi:.{digits}f}, {n}{test})")
+
+
+def _p_text(c: dict) -> str:
+    """', p 0.012, Holm 0.036' where the comparison has its tests (older tables do not)."""
+    p, holm = c.get("p_value", math.nan), c.get("p_holm", math.nan)
+    if not (isinstance(p, float) and math.isfinite(p)):
+        return ""
+    return f", p {p:.2g}, Holm {holm:.2g}"
 
 
 def ranking(rows: Sequence[dict], pairs: Sequence[dict], metric: str = "final_val_acc") -> str:
@@ -110,10 +119,12 @@ def compare_sentences(summary: Sequence[dict], pairs: Sequence[dict], n_test: in
         text += ("With one seed there is no interval, so no difference can be called real; "
                  "run several seeds (--seeds) to tell them apart. ")
     else:
-        text += (f"Ranking ('=' where the paired interval of neighbours contains 0): "
-                 f"{ranking(rows, mine)}. ")
+        text += (f"Ranking ('=' where neighbours' paired difference is not significant at "
+                 f"5% after Holm's correction): {ranking(rows, mine)}. ")
     if mine and n >= 2:
-        text += ("Paired by seed (same data order): "
+        text += (f"Paired by seed (same data order), {len(mine)} pair"
+                 f"{'s' if len(mine) != 1 else ''} compared, each verdict at 5% after "
+                 "Holm-Bonferroni's correction over them (the intervals are unadjusted): "
                  + "; ".join(pair_sentence(c) for c in mine) + ". ")
     fastest = min(rows, key=lambda r: r["seconds_per_epoch"])
     if len({r["seconds_per_epoch"] for r in rows}) == 1:

@@ -2,6 +2,8 @@
 
     interval([91.6, 92.1, 91.9])        mean, sample sd and Student-t 95% interval over seeds
     paired({0: a0, 1: a1}, {0: b0, 1: b1})   a - b paired by seed, with its t interval
+    p_value(diff)                       the paired t-test's two-sided p
+    holm([p1, p2, ...])                 Holm-Bonferroni adjusted p over a family of tests
     first_reach(rows, "val_acc", 92.0)  the first epoch row at or beyond a target
     mccandlish_fit(steps, examples)     S_min, E_min of (S/S_min - 1)(E/E_min - 1) = 1
     performance_profile(costs, taus)    AlgoPerf-style: the fraction solved within tau x best
@@ -59,12 +61,41 @@ def paired(a: Mapping[Any, float], b: Mapping[Any, float]) -> Interval:
     return interval(a[s] - b[s] for s in common)
 
 
-def verdict(diff: Interval, lower_is_better: bool = False) -> str:
-    """'a better', 'b better' or 'indistinguishable' (the interval contains 0) for a - b;
-    'undetermined' with fewer than two pairs, where no interval exists."""
+def p_value(diff: Interval) -> float:
+    """The two-sided p of the t-test that ``diff``'s mean is 0 (the paired t-test when
+    ``diff`` is :func:`paired`'s): p < 0.05 exactly when the 95% interval excludes 0. NaN
+    with fewer than two values; 0 or 1 when they are all equal (sd 0)."""
+    if diff.n < 2 or not math.isfinite(diff.mean):
+        return math.nan
+    if diff.sd == 0:
+        return 1.0 if diff.mean == 0 else 0.0
+    from scipy.special import stdtr
+
+    t = abs(diff.mean) / (diff.sd / math.sqrt(diff.n))
+    return float(2 * stdtr(diff.n - 1, -t))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni (1979) adjusted p-values over one family of tests: sorted ascending,
+    ``p_(i) * (m - i + 1)``, made monotone and capped at 1; rejecting where the adjusted p
+    is below alpha keeps the chance of any false rejection in the family below alpha. NaN
+    stays NaN and does not count in m."""
+    finite = sorted((p, i) for i, p in enumerate(pvalues) if math.isfinite(p))
+    m, out, running = len(finite), [math.nan] * len(pvalues), 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def verdict(diff: Interval, lower_is_better: bool = False, p: float | None = None,
+            alpha: float = 0.05) -> str:
+    """'a better', 'b better' or 'indistinguishable' for a - b: by ``p`` (an adjusted
+    p-value) below ``alpha`` when given, else by the interval excluding 0; 'undetermined'
+    with fewer than two pairs, where no test exists."""
     if diff.n < 2 or math.isnan(diff.mean):
         return "undetermined"
-    if diff.contains(0.0):
+    if diff.contains(0.0) if p is None else not p < alpha:
         return "indistinguishable"
     return "a better" if (diff.mean < 0) == lower_is_better else "b better"
 
