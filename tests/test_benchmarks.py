@@ -103,3 +103,13 @@ def _medians_and_ratio(result) -> None:
         assert f"{row['seconds']:.2f}" == f"{statistics.median(rounds):.2f}"
     first, second = result["rows"]
     assert result["ratio"] == pytest.approx(second["seconds"] / first["seconds"])
+
+
+def test_bench_cost_splits_a_mixed_batch_and_its_ratios_are_quotients(tmp_path, data_dir):
+    proc = _run("bench_cost.py", tmp_path, data_dir)
+    result = json.loads((tmp_path / "bench_cost.json").read_text())
+    assert [r["optimizer"] for r in result["rows"]] == ["sgd", "muon"]
+    for r in result["rows"]:
+        assert r["ratio"] == pytest.approx(r["together"] / r["alone"])
+    assert all(x == pytest.approx(1.0, rel=1e-9) for x in result["sum_over_wall"])
+    assert "muon in a batch with the other" in proc.stdout

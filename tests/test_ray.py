@@ -54,7 +54,7 @@ def local(tmp_path_factory, data_dir):
 
 
 def results(out: Path) -> pd.DataFrame:
-    return pd.read_csv(out / "results.csv").drop(columns="seconds")
+    return pd.read_csv(out / "results.csv").drop(columns=["seconds", "batch_seconds"])
 
 
 def assert_same_results(out: Path, reference: Path, rows: int = 24) -> None:
@@ -132,6 +132,41 @@ def test_a_killed_driver_resumes_without_retraining_finished_groups(cluster, loc
     assert_same_results(out, local)
 
 
+CHECKPOINTED = ["compare", "--optimizers", "momentum,adam", "--seeds", "0,1", "--epochs", "40",
+                "--batch-size", "8", "--dataset", "digits", "--optimum", "skip",
+                "--checkpoint-every", "1", "--quiet"]
+
+
+@needs_ray
+def test_a_worker_killed_mid_run_resumes_from_its_checkpoint(cluster, tmp_path):
+    """SIGKILL of the worker after its group's 20th checkpoint of 40: Ray retries the task,
+    which reads the checkpoint back from the driver's folder (through the store actor) and
+    trains only the rest; the results equal the local engine's, bit for bit."""
+    import torch
+
+    local = tmp_path / "local"
+    assert main([*CHECKPOINTED, "--out", str(local)]) == 0
+    out = tmp_path / "ray"
+    driver = cluster.stochopt([*CHECKPOINTED, "--out", str(out)])
+    deadline, victim = time.time() + 240, None
+    while victim is None and time.time() < deadline and driver.poll() is None:
+        found = list((out / "runs").glob("group-*.pt")) if (out / "runs").is_dir() else []
+        if found and torch.load(found[0], weights_only=False)["epoch"] >= 20:
+            busy = cluster.workers()
+            if busy:
+                victim = busy[0]
+                os.kill(victim, signal.SIGKILL)
+        time.sleep(0.02)
+    code, err = finish(driver)
+    assert victim is not None, "no checkpointed task was seen running"
+    assert code == 0, err
+    (task,) = pd.read_csv(out / "tasks.csv").to_dict("records")
+    assert 20 <= task["resumed_from_epoch"] < 40 and task["pid"] != victim
+    a = pd.read_csv(out / "results.csv").drop(columns=["seconds", "batch_seconds"])
+    b = pd.read_csv(local / "results.csv").drop(columns=["seconds", "batch_seconds"])
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
 FLAKY = """
 import sys
 import stochopt.study.ray_engine as engine
@@ -141,10 +176,10 @@ from stochopt.cli import main
 real = engine.train_job
 
 
-def flaky(job, data, threads, device):  # sent to the workers by value
+def flaky(job, data, threads, device, store=None):  # sent to the workers by value
     if job.configs[0].batch_size == 256 and job.configs[0].lr == 0.1:
         raise MemoryError("injected failure")  # a known failure: summarised
-    return real(job, data, threads, device)
+    return real(job, data, threads, device, store)
 
 
 engine.train_job = flaky

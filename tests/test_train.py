@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stochopt.data import batch_order, load_split
+from stochopt.data import Split, batch_order, load_split
 from stochopt.model import cross_entropy, gradient
 from stochopt.train import Config, StepMetrics, fit, plan_groups
 
@@ -279,3 +279,27 @@ def test_run_ids_are_memoised_without_changing_them():
     before = c.run_id
     c.lr = 0.2
     assert c.run_id == stored(c) != before
+
+
+def test_a_runs_seconds_are_its_share_plus_its_own_update():
+    """The split, by hand: wall 10 s, two seeds, two blocks of one configuration each whose
+    updates took 1 s and 3 s: the shared 6 s over the four models, 1.5 each, plus each
+    block's update over its two models (0.5 and 1.5); together the wall time."""
+    from stochopt.train import own_seconds
+
+    seconds = own_seconds(10.0, [1.0, 3.0], [slice(0, 1), slice(1, 2)], S=2, M=2)
+    assert seconds == pytest.approx([2.0, 3.0, 2.0, 3.0])
+    assert sum(seconds) == pytest.approx(10.0)
+
+
+def test_in_a_batch_of_sgd_and_muon_each_run_has_its_own_seconds(split):
+    """Muon's update (Newton-Schulz) costs several times sgd's: in one batch their seconds
+    differ by their updates, and the runs' seconds sum to the batch's wall time."""
+    small = Split(split.X_train[:6400], split.y_train[:6400], split.X_val[:100],
+                  split.y_val[:100], split.X_test[:100], split.y_test[:100])
+    sgd, muon = fit([Config("sgd", epochs=2, batch_size=64),
+                     Config("muon", epochs=2, batch_size=64)], small)
+    for a, b in zip(sgd.rows, muon.rows, strict=True):
+        assert a["batch_seconds"] == b["batch_seconds"]
+        assert a["seconds"] + b["seconds"] == pytest.approx(a["batch_seconds"], rel=1e-9)
+        assert b["seconds"] > a["seconds"]

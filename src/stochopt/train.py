@@ -12,10 +12,12 @@ the same code path.
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +25,7 @@ import torch
 from .config import Config, FStar, RunRecord
 from .data import N_CLASSES, Split, epoch_order
 from .errors import StochoptError
+from .files import atomic_write
 from .gradients import ESTIMATORS
 from .model import accuracy, cross_entropy, logits, one_hot, seed_logits_t
 from .noise import full_pass
@@ -286,6 +289,122 @@ def _diagnostics(updaters: list[Updater], S: int, M: int) -> list[dict[str, floa
     return extra
 
 
+class UpdateClock:
+    """Each block's own update time over an epoch, so that a run's ``seconds`` is its own
+    cost: its share of the batch's shared work (the gradient products, the data, the
+    metrics) plus its rule's update. On the CPU the wall time of each block's step; on CUDA
+    the time between two events around it on the stream, read once at the epoch's end (no
+    synchronisation inside the epoch)."""
+
+    def __init__(self, blocks: int, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.blocks = blocks
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds = [0.0] * self.blocks
+        self.events: list[list[tuple[Any, Any]]] = [[] for _ in range(self.blocks)]
+
+    def start(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def stop(self, block: int, started: Any) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events[block].append((started, end))
+        else:
+            self.seconds[block] += time.perf_counter() - started
+
+    def totals(self) -> list[float]:
+        """Seconds per block this epoch (after the caller's synchronisation on CUDA)."""
+        if self.cuda:
+            return [sum(a.elapsed_time(b) for a, b in pairs) / 1000 for pairs in self.events]
+        return self.seconds
+
+
+def own_seconds(wall: float, updates: list[float], blocks: list[slice], S: int, M: int
+                ) -> list[float]:
+    """Each model's seconds (model k = s * M + m): the shared time (the wall time less every
+    block's update) split evenly over the K models, plus its block's update time split over
+    the block's models. They sum to the wall time."""
+    shared = max(0.0, wall - sum(updates)) / (S * M)
+    per_m = [0.0] * M
+    for block, seconds in zip(blocks, updates, strict=True):
+        for m in range(block.start, block.stop):
+            per_m[m] = seconds / (S * (block.stop - block.start))
+    return [shared + per_m[k % M] for k in range(S * M)]
+
+
+@dataclass
+class Checkpoint:
+    """Where one batch's training state is written after an epoch, atomically, and read back
+    to resume it: the weights, every rule's state, the gradient estimator's tables, the
+    rows so far, torch's global generator (a plug-in's random probes) and the epoch. Every
+    ``every`` epochs; with ``min_seconds``, not sooner than that after the last write (the
+    default policy: each epoch, at most once a minute). Resuming gives the numbers of an
+    uninterrupted run bit for bit: each epoch's data order is a function of (seed, epoch)."""
+
+    path: Path
+    every: int = 1
+    min_seconds: float = 0.0
+    last: float = field(default=-math.inf, init=False)
+    resumed_from: int = field(default=0, init=False)  # the epoch a resumed batch began at
+    bytes_written: int = field(default=0, init=False)
+    seconds_writing: float = field(default=0.0, init=False)
+
+    def due(self, epoch: int) -> bool:
+        return (self.every > 0 and epoch % self.every == 0
+                and time.monotonic() - self.last >= self.min_seconds)
+
+    def save(self, state: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self.write_bytes(buffer.getvalue())
+        self.last = time.monotonic()
+        self.seconds_writing += time.perf_counter() - t0
+        self.bytes_written = buffer.tell()
+
+    def write_bytes(self, data: bytes) -> None:
+        """Where the bytes go: the file, atomically (the Ray engine's go to the driver)."""
+        atomic_write(self.path, lambda f: f.write(data), binary=True)
+
+    def read_bytes(self) -> bytes | None:
+        return self.path.read_bytes() if self.path.is_file() else None
+
+    def load(self, runs: list[str]) -> dict[str, Any] | None:
+        """The saved state, if there is one for exactly these runs (in this order) on the
+        same data; a file that cannot be read (cut short, another version) is ignored:
+        training starts over."""
+        data = self.read_bytes()
+        if data is None:
+            return None
+        try:
+            state = torch.load(io.BytesIO(data), weights_only=False)
+        except Exception:  # a damaged or foreign file: the group trains from the start
+            return None
+        return state if isinstance(state, dict) and state.get("runs") == runs else None
+
+
+def _to(state: Any, device: torch.device) -> Any:
+    """A rule's saved state on ``device`` (tensors moved; numbers and objects as they are)."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: _to(v, device) for k, v in state.items()}
+    return state
+
+
+def _estimator_state(estimator: Any) -> dict[str, torch.Tensor]:
+    """The tensors an estimator carries across epochs (SAGA's table and its mean)."""
+    return {k: v for k, v in vars(estimator).items() if isinstance(v, torch.Tensor)}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -299,6 +418,7 @@ def fit(
     on_epoch: Callable[[int, list[RunRecord]], bool | None] | None = None,
     noise_scale: bool = False,
     carry: dict[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> list[RunRecord]:
     """Train every configuration of ``configs`` on ``split``, those that can at once
     (:func:`plan_groups`). ``f_star`` (one per configuration: an :class:`FStar`, a number
@@ -306,7 +426,9 @@ def fit(
     ``noise_scale`` fills the ``noise_scale`` column, the gradient noise scale B_simple
     after each epoch (:mod:`stochopt.noise`; one more pass over the training set).
     ``carry`` (one batch only) continues training: the weights and optimiser state it holds
-    are the start, and the end's are put back (the estimator's ``partial_fit``). Returns
+    are the start, and the end's are put back (the estimator's ``partial_fit``).
+    ``checkpoint`` (one batch only) resumes from its file when it holds these runs and
+    writes the state there after epochs as it says (:class:`Checkpoint`). Returns
     one RunRecord per configuration, in the order given; ``on_epoch(epoch, records)`` is
     called after each epoch of each group, and ends that group's training when it returns
     True (the estimator's convergence test)."""
@@ -317,11 +439,12 @@ def fit(
         c.validate(len(split.X_train))
     records: list[RunRecord | None] = [None] * len(given)
     groups = plan_groups(given)
-    if carry is not None and len(groups) != 1:
-        raise StochoptError("carry continues one batch: give configurations that train at once")
+    if (carry is not None or checkpoint is not None) and len(groups) != 1:
+        raise StochoptError("carry and checkpoint are for one batch: give configurations that "
+                            "train at once")
     for group in groups:
         done = _fit_batch([given[i] for i in group], split, [stars[i] for i in group], on_epoch,
-                          noise_scale, carry)
+                          noise_scale, carry, checkpoint)
         for i, record in zip(group, done, strict=True):
             records[i] = record
     return records  # type: ignore[return-value]
@@ -329,8 +452,8 @@ def fit(
 
 def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
                on_epoch: Callable[[int, list[RunRecord]], bool | None] | None,
-               noise_scale: bool = False, carry: dict[str, Any] | None = None
-               ) -> list[RunRecord]:
+               noise_scale: bool = False, carry: dict[str, Any] | None = None,
+               checkpoint: Checkpoint | None = None) -> list[RunRecord]:
     """One batch of K = S x M models (see :class:`Batch`): the loop itself."""
     layout = Batch.of(configs)
     S, M = len(layout.index), len(layout.index[0])
@@ -362,9 +485,32 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
     # Each step's S batches are gathered into this one buffer, still in cache when the step's
     # three matrix products read it (measured faster than slicing an epoch-long copy).
     X_batch = torch.empty(S * B, X.shape[1], dtype=X.dtype, device=X.device)
-    for epoch in range(c0.epochs):
+    # what a checkpoint must match: these runs, in this order, on this data
+    run_ids = [r.run for r in records] + [
+        f"data {split.name} {tuple(X.shape)} {X.dtype} {split.source.get('bias', False)}"]
+    start = 0
+    saved = checkpoint.load(run_ids) if checkpoint is not None else None
+    if saved is not None:  # resume where the last checkpoint left the batch
+        start = checkpoint.resumed_from = saved["epoch"]  # type: ignore[union-attr]
+        Wt.copy_(saved["Wt"])
+        for updater, state in zip(updaters, saved["states"], strict=True):
+            # a fresh state at the restored weights (a plug-in's parameters are their copy)
+            updater.state = updater.rule.load_state_dict(updater.rule.init(updater.w),
+                                                         _to(state, X.device))
+        for name, value in saved["estimator"].items():
+            setattr(estimator, name, value.to(X.device))
+        for r, (rows, status, at) in zip(records, saved["records"], strict=True):
+            r.rows, r.status, r.diverged_epoch = rows, status, at
+        alive = list(saved["alive"])
+        torch.set_rng_state(saved["rng"])
+    blocks = [u.block for u in updaters]
+    # one block: every model's update is the same work, its seconds the wall time / K
+    clock = UpdateClock(len(updaters), X.device) if len(updaters) > 1 else None
+    for epoch in range(start, c0.epochs):
         _sync(X.device)
         t0 = time.perf_counter()
+        if clock is not None:
+            clock.reset()
         estimator.epoch_start(Wt)
         order = torch.stack([epoch_order(len(X), int(s), epoch, X.device) for s in seeds])
         Y_order = Yt.index_select(1, order.flatten()).view(C, S, -1).transpose(0, 1)
@@ -379,13 +525,20 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
                 Xb = torch.index_select(X, 0, idx.flatten(), out=X_batch[:S * b]).view(S, b, -1)
             Gt, Zt = estimator(Wt, idx, Xb, Ybt)
             batch = BatchLoss.of(Zt, Xb, yb, len(X)) if needs_loss else None
-            for updater in updaters:
-                updater.step(Gt, epoch + i / steps, batch)
+            if clock is None:
+                updaters[0].step(Gt, epoch + i / steps, batch)
+            else:
+                for u, updater in enumerate(updaters):
+                    started = clock.start()
+                    updater.step(Gt, epoch + i / steps, batch)
+                    clock.stop(u, started)
             if c0.train_metrics == "after":  # the exercise: metrics of the updated model
                 Zt = seed_logits_t(Wt, Xb)
             metrics.add(Zt, yb)
         train_loss, train_acc = metrics.means()
-        seconds = time.perf_counter() - t0
+        _sync(X.device)
+        wall = time.perf_counter() - t0
+        seconds = own_seconds(wall, clock.totals() if clock else [0.0], blocks, S, M)
         W = evaluation_weights(Wt, updaters)  # (K, d, C), the models that answer
         val_loss, val_acc = evaluate(W, split.X_val, split.y_val)
         sub, b_simple = [math.nan] * K, [math.nan] * K
@@ -403,13 +556,22 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
                 continue
             row = {"epoch": epoch + 1, "train_loss": train_loss[k], "train_acc": train_acc[k],
                    "val_loss": val_loss[k], "val_acc": val_acc[k],
-                   "lr": r.config.lr_at(epoch), "suboptimality": sub[k], "seconds": seconds,
+                   "lr": r.config.lr_at(epoch), "suboptimality": sub[k],
+                   "seconds": seconds[k], "batch_seconds": wall,
                    "steps": (epoch + 1) * steps, "grad_evals": done,
                    "noise_scale": b_simple[k], **extra[k]}
             r.rows.append(row)
             if diverged(row["train_loss"], C) or (len(split.X_val) and
                                                    diverged(row["val_loss"], C)):
                 alive[k], r.status, r.diverged_epoch = False, "diverged", epoch + 1
+        if checkpoint is not None and epoch + 1 < c0.epochs and any(alive) and \
+                checkpoint.due(epoch + 1):
+            checkpoint.save({
+                "runs": run_ids, "epoch": epoch + 1, "Wt": Wt,
+                "states": [u.rule.state_dict(u.state) for u in updaters],
+                "estimator": _estimator_state(estimator),
+                "records": [(r.rows, r.status, r.diverged_epoch) for r in records],
+                "alive": alive, "rng": torch.get_rng_state()})
         if on_epoch is not None and on_epoch(epoch + 1, records):
             break  # the caller has seen enough (converged)
         if not any(alive):

@@ -192,6 +192,10 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool, optimizer: bool = Tr
                    help="f* for the suboptimality column: use it if cached (default), solve "
                    "it if not (once per weight decay, then cached: 10-20 s on MNIST for wd > 0, "
                    "1-3 min for the upper bound at wd 0), or skip it")
+    g.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="save each group's training state every N epochs beside its files, "
+                   "so that the same command after a kill resumes it mid-run (default: each "
+                   "epoch, at most once a minute; 0: never)")
     g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
 
 

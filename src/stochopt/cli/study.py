@@ -56,7 +56,7 @@ def study(args: argparse.Namespace, configs: list[Config]
         noise = len({c.batch_size for c in configs}) > 1
     f_star = experiment.FStarSource(split, args.optimum, progress=not args.quiet)
     records = experiment.run(configs, split, out, f_star, on_epoch, on_group, engine, noise,
-                             args.group_size)
+                             args.group_size, args.checkpoint_every)
     bar.close()
     if failed:
         n = sum(len(g) for g in failed)
@@ -88,6 +88,9 @@ def study(args: argparse.Namespace, configs: list[Config]
 
 def engine_from_args(args: argparse.Namespace):
     """The engine the flags name; Ray's flags only with --engine ray."""
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise StochoptError(f"--checkpoint-every must be 0 (never) or more, got "
+                            f"{args.checkpoint_every}")
     if args.group_size is not None and args.group_size < 1:
         raise StochoptError(f"--group-size must be at least 1, got {args.group_size}")
     if args.ray_cpus_per_task is not None and args.ray_cpus_per_task < 1:

@@ -200,6 +200,15 @@ class Rule:
         step-size estimate d. None for most rules."""
         return {}
 
+    def state_dict(self, state: State) -> State:
+        """The state as a checkpoint saves it: tensors, numbers, lists and dicts of them
+        (a rule's own state already is; a plug-in's holds optimiser objects)."""
+        return state
+
+    def load_state_dict(self, fresh: State, saved: State) -> State:
+        """The state to resume with, from a fresh :meth:`init`'s and a saved one."""
+        return saved
+
     def update(self, w: torch.Tensor, g: torch.Tensor, state: State, lr: Hyper) -> None:
         raise NotImplementedError
 

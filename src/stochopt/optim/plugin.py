@@ -167,6 +167,17 @@ class PluginRule(Rule):
                 raise StochoptError(f"{self.name}'s step raised {_line(e)}") from None
             w[s, j].copy_(_joined(params).mT)
 
+    def state_dict(self, state: State) -> State:
+        # each instance's own state_dict (torch's contract for resuming), not the objects:
+        # pickling an optimiser keeps only its defaults, state and groups, not attributes
+        # its __init__ set (AdaHessian's update_period)
+        return {"t": state["t"], "models": [opt.state_dict() for _, opt in state["models"]]}
+
+    def load_state_dict(self, fresh: State, saved: State) -> State:
+        for (_, opt), kept in zip(fresh["models"], saved["models"], strict=True):
+            opt.load_state_dict(kept)
+        return {**fresh, "t": saved["t"]}
+
     def evaluation_point(self, w: torch.Tensor, state: State) -> torch.Tensor:
         models = state.get("models", [])
         if not models or not all(hasattr(o, "eval") and hasattr(o, "train") for _, o in models):

@@ -18,6 +18,7 @@ its traceback.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -35,7 +36,7 @@ from ..data import Split
 from ..errors import SettingError, StochoptError
 from ..files import write_csv, write_json, write_npy, write_text
 from ..optimum import Optimum, cached_optimum
-from ..train import fit, plan_groups
+from ..train import Checkpoint, fit, plan_groups
 from .folder import load_run
 from .plan import check_unique
 
@@ -53,6 +54,7 @@ class Job:
     f_star: list[FStar | None]
     noise_scale: bool = False  # measure B_simple after each epoch
     group: int = 0  # its place in the plan (tasks.csv)
+    checkpoint: Checkpoint | None = None  # where its state is saved to resume mid-run
 
 
 @dataclass
@@ -100,7 +102,8 @@ class LocalEngine:
             t0 = time.perf_counter()
             task = {"engine": "local", "node": "local", "pid": os.getpid()}
             try:
-                records = fit(job.configs, split, job.f_star, on_epoch, job.noise_scale)
+                records = fit(job.configs, split, job.f_star, on_epoch, job.noise_scale,
+                              checkpoint=job.checkpoint)
             except Exception as e:
                 if not known_failure(e):
                     raise
@@ -110,7 +113,8 @@ class LocalEngine:
             else:
                 seconds = time.perf_counter() - t0
                 yield Outcome(job, records, task={**task, "seconds": seconds,
-                                                  "fit_seconds": seconds})
+                                                  "fit_seconds": seconds,
+                                                  **checkpoint_facts(job.checkpoint)})
 
 
 # --------------------------------------------------------------------------- running
@@ -118,12 +122,15 @@ class LocalEngine:
 
 TASK_COLUMNS = ["group", "runs", "batch_size", "status", "engine", "node", "pid",
                 "seconds", "wait_seconds", "fit_seconds", "fetched_data", "data_seconds",
-                "return_seconds", "error"]
+                "return_seconds", "resumed_from_epoch", "checkpoint_bytes",
+                "checkpoint_seconds", "error"]
 # seconds: from handing the group to the engine until its records came back (Ray: the
 # queue, the task's start-up and the transfers included); wait_seconds (Ray): from
 # submitting the task until it began (queued behind other groups, a new worker's start and
 # imports); return_seconds (Ray): from its end until the driver had its records;
-# fit_seconds: training alone;
+# fit_seconds: training alone; resumed_from_epoch: the epoch the group resumed at from its
+# checkpoint (0: from the start), checkpoint_bytes: its last checkpoint's size,
+# checkpoint_seconds: the time spent writing checkpoints;
 # fetched_data, data_seconds: whether the task fetched the data from Ray's object store
 # (a worker keeps it for its later tasks) and how long getting it ready took (Ray)
 
@@ -143,14 +150,17 @@ def run(configs: list[Config], split: Split, out: str | Path,
         on_epoch: OnEpoch | None = None,
         on_group: Callable[[list[Config], str], None] | None = None,
         engine: Engine | None = None, noise_scale: bool = False,
-        group_size: int | None = None) -> list[RunRecord]:
+        group_size: int | None = None, checkpoint_every: int | None = None
+        ) -> list[RunRecord]:
     """Train every configuration not already finished in ``out`` (which :func:`open_out`
     has checked); return all run records in the order of ``configs``, those of a group
     that failed with status ``failed`` and its error. ``on_group(configs, status)``
     reports each group: ``"kept"`` (finished before) as it is planned, ``"trained"`` or
     ``"failed: <error>"`` as it comes back. ``noise_scale`` measures the gradient noise
     scale after every epoch (the ``noise_scale`` column); ``group_size`` caps the models
-    trained as one batch (:func:`~stochopt.train.plan_groups`)."""
+    trained as one batch (:func:`~stochopt.train.plan_groups`). Each group's state is
+    checkpointed beside the run files every ``checkpoint_every`` epochs (None: each epoch,
+    at most once a minute; 0: never), and a group cut short resumes from it."""
     out = Path(out)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +177,8 @@ def run(configs: list[Config], split: Split, out: str | Path,
         # float rounding) on which models shared its products, so only the same group
         # gives the unfinished runs what an uninterrupted run would have given them.
         if any(r is None for r in found.values()):
-            jobs.append(Job(members, [f_star(c) for c in members], noise_scale, number))
+            jobs.append(Job(members, [f_star(c) for c in members], noise_scale, number,
+                            checkpoint_for(runs_dir, members, checkpoint_every)))
         else:
             tasks.append(_task_row(number, members, "kept", {}))
             if on_group is not None:
@@ -184,6 +195,8 @@ def run(configs: list[Config], split: Split, out: str | Path,
             write_npy(out / record.weights_path, record.weights.astype(np.float32))
             write_json(runs_dir / f"{record.run}.json", record.to_json())  # last: finished
             records[record.run] = record
+        if outcome.error is None and outcome.job.checkpoint is not None:
+            outcome.job.checkpoint.path.unlink(missing_ok=True)  # its runs are stored
         if outcome.error is not None:
             tracebacks.append(f"group {outcome.job.group}: {describe(members)}\n"
                               f"{outcome.traceback or outcome.error}\n")
@@ -199,6 +212,27 @@ def run(configs: list[Config], split: Split, out: str | Path,
     else:
         log.unlink(missing_ok=True)  # an earlier run's; its groups trained now
     return [records[c.run_id] for c in configs]
+
+
+def checkpoint_facts(checkpoint: Checkpoint | None) -> dict[str, Any]:
+    """tasks.csv's columns about a group's checkpoint."""
+    if checkpoint is None:
+        return {}
+    return {"resumed_from_epoch": checkpoint.resumed_from,
+            "checkpoint_bytes": checkpoint.bytes_written,
+            "checkpoint_seconds": checkpoint.seconds_writing}
+
+
+def checkpoint_for(runs_dir: Path, members: list[Config], every: int | None
+                   ) -> Checkpoint | None:
+    """The checkpoint of one group, named by its runs, so that the same command finds it
+    again: ``every`` epochs (None: each epoch, at most once a minute; 0: none)."""
+    if every == 0:
+        return None
+    key = hashlib.sha256("\n".join(c.run_id for c in members).encode()).hexdigest()[:16]
+    # an absolute path: a Ray engine's store writes it from another working directory
+    return Checkpoint(runs_dir.resolve() / f"group-{key}.pt", every or 1,
+                      60.0 if every is None else 0.0)
 
 
 def _task_row(number: int, members: list[Config], status: str, task: dict[str, Any]

@@ -28,15 +28,16 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..data import Split
 from ..errors import StochoptError
-from ..train import fit
+from ..train import Checkpoint, fit
 from ..version import __version__
-from .experiment import Job, OnEpoch, Outcome, known_failure, one_line
+from .experiment import Job, OnEpoch, Outcome, checkpoint_facts, known_failure, one_line
 from .folder import NUMERICS_VERSION
 
 INSTALL = 'pip install -e ".[ray]" (or pip install "ray>=2.10")'
@@ -109,13 +110,14 @@ class RayEngine:
             options = self.options(device)
             data = ray.put(pack(split))  # once per command; workers read it in place
             remote = ray.remote(self.task or train_job).options(**options)
+            store = checkpoint_store(ray) if any(j.checkpoint for j in jobs) else None
             # the costliest groups first (see cost): the last groups to start are short
             # ones, so the wall time comes close to the largest group's or the total's
             # share per CPU, whichever is longer
             for job in sorted(jobs, key=cost, reverse=True):
                 # the ref inside a list reaches the task unresolved: a worker that already
                 # holds the data skips fetching it
-                ref = remote.remote(job, [data], self.cpus_per_task, device)
+                ref = remote.remote(job, [data], self.cpus_per_task, device, store)
                 pending[ref] = (job, time.perf_counter(), time.time())
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
@@ -221,10 +223,49 @@ def unpack(packed: dict[str, Any], device: str) -> Split:
 _held: dict[str, Split] = {}  # this worker's data: the last command's only
 
 
-def train_job(job: Job, data: list[Any], threads: int, device: str
+class CheckpointStore:
+    """A Ray actor on the driver's node that writes the groups' checkpoints into the output
+    folder and reads them back: a task retried after its worker died (on any node) resumes
+    from its group's last checkpoint, and so does the same command run again."""
+
+    def write(self, path: str, data: bytes) -> None:
+        Checkpoint(Path(path)).write_bytes(data)
+
+    def read(self, path: str) -> bytes | None:
+        return Checkpoint(Path(path)).read_bytes()
+
+
+def checkpoint_store(ray: Any) -> Any:
+    """The store, pinned to this (the driver's) node, where the output folder is."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return ray.remote(CheckpointStore).options(
+        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
+    ).remote()
+
+
+@dataclass
+class RemoteCheckpoint(Checkpoint):
+    """A group's checkpoint as a task sees it: its bytes go to and come from the store."""
+
+    store: Any = None
+
+    def write_bytes(self, data: bytes) -> None:
+        import ray
+
+        ray.get(self.store.write.remote(str(self.path), data))
+
+    def read_bytes(self) -> bytes | None:
+        import ray
+
+        return ray.get(self.store.read.remote(str(self.path)))
+
+
+def train_job(job: Job, data: list[Any], threads: int, device: str, store: Any = None
               ) -> tuple[list[Any], dict[str, Any]]:
-    """A Ray task: train one group on this node; return its records and where and how
-    long it ran."""
+    """A Ray task: train one group on this node, checkpointed through ``store`` when its
+    job asks; return its records and where and how long it ran."""
     import ray
 
     started, t0 = time.time(), time.perf_counter()
@@ -236,9 +277,15 @@ def train_job(job: Job, data: list[Any], threads: int, device: str
         _held.clear()
         _held[key] = unpack(ray.get(ref), device)
     t1 = time.perf_counter()
-    records = fit(job.configs, _held[key], job.f_star, None, job.noise_scale)
+    checkpoint = None
+    if job.checkpoint is not None and store is not None:
+        c = job.checkpoint
+        checkpoint = RemoteCheckpoint(c.path, c.every, c.min_seconds, store=store)
+    records = fit(job.configs, _held[key], job.f_star, None, job.noise_scale,
+                  checkpoint=checkpoint)
     t2 = time.perf_counter()
-    return records, {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+    return records, {**checkpoint_facts(checkpoint),
+                     "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                      "fetched_data": fetched, "data_seconds": t1 - t0, "fit_seconds": t2 - t1,
                      "numerics": NUMERICS_VERSION, "version": __version__,
                      "started": started, "ended": time.time()}
