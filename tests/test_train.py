@@ -303,3 +303,60 @@ def test_in_a_batch_of_sgd_and_muon_each_run_has_its_own_seconds(split):
         assert a["batch_seconds"] == b["batch_seconds"]
         assert a["seconds"] + b["seconds"] == pytest.approx(a["batch_seconds"], rel=1e-9)
         assert b["seconds"] > a["seconds"]
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam", "asgd"])
+def test_evaluation_points_change_no_number_of_training(optimizer, split):
+    """With points inside the epochs (every 7 steps and 5 log-spaced ones) the epoch-end rows,
+    the weights and the test metrics equal a run without them, bit for bit."""
+    small = Split(split.X_train[:3000], split.y_train[:3000], split.X_val[:300],
+                  split.y_val[:300], split.X_test[:300], split.y_test[:300])
+    base = Config(optimizer, epochs=3, batch_size=64, seed=1, hyper={"t0": 5.0}
+                  if optimizer == "asgd" else {})
+    plain, = fit(base, small, f_star=[0.1], noise_scale=True)
+    pointed, = fit(replace(base, eval_every=7, eval_points=5), small, f_star=[0.1],
+                   noise_scale=True)
+    timing = {"seconds", "batch_seconds"}
+    assert [{k: v for k, v in r.items() if k not in timing} for r in plain.rows] == \
+           [{k: v for k, v in r.items() if k not in timing} for r in pointed.rows]
+    assert (plain.weights == pointed.weights).all() and plain.test_acc == pointed.test_acc
+    steps = math.ceil(3000 / 64)
+    # 141 steps; log-spaced: 141^(j/4) for j = 0..4 is 1, 3.45, 11.9, 40.9, 141
+    expected = sorted({*range(7, 3 * steps + 1, 7), 1, 3, 12, 41, 141} - {steps, 2 * steps,
+                                                                        3 * steps})
+    assert [p["steps"] for p in pointed.points] == expected
+    assert all(math.isfinite(p["val_acc"]) and math.isfinite(p["noise_scale"])
+               and math.isfinite(p["suboptimality"]) and math.isnan(p["train_loss"])
+               for p in pointed.points)
+
+
+def test_time_to_target_at_eval_every_equals_a_brute_force_recomputation(split):
+    """sgd at a constant lr, batch 250, evaluated every 3 steps: the first point whose
+    validation accuracy reaches the target, recomputed here from a plain loop's weights
+    after every step (torch.optim.SGD on the same batches), is runs_table's."""
+    from stochopt.study.analysis import Targets, runs_table
+
+    small = Split(split.X_train[:5000], split.y_train[:5000], split.X_val[:2000],
+                  split.y_val[:2000], split.X_test[:100], split.y_test[:100])
+    config = Config("sgd", lr=0.5, epochs=2, batch_size=250, schedule="constant",
+                    eval_every=3)
+    record, = fit(config, small)
+    W = torch.zeros(784, 10, requires_grad=True)
+    opt = torch.optim.SGD([W], lr=0.5)
+    accuracy, t = {}, 0
+    for epoch in range(2):
+        for idx in batch_order(5000, 250, 0, epoch, "cpu"):
+            opt.zero_grad()
+            F.cross_entropy(small.X_train[idx] @ W, small.y_train[idx]).backward()
+            opt.step()
+            t += 1
+            with torch.no_grad():
+                accuracy[t] = 100 * (small.X_val @ W).argmax(1).eq(small.y_val).float().mean()
+    evaluated = [t for t in accuracy if t % 3 == 0 or t % 20 == 0]  # points and epoch ends
+    target = float(accuracy[evaluated[len(evaluated) // 2]]) - 0.01  # reached mid-run
+    first = next(t for t in evaluated if accuracy[t] >= target)
+    assert first not in (20, 40) and first > 3  # a point inside an epoch, not the first
+    (row,) = runs_table([record], Targets(val_acc=target))
+    assert row["steps_to_target"] == first
+    hit = next(r for r in record.timeline() if r["steps"] == first)
+    assert row["seconds_to_target"] == hit["elapsed"] and hit["epoch_end"] == 0

@@ -48,6 +48,11 @@ class Config:
     seed: int = _setting(0, Interval(0, 2**31 - 1, integer=True),
                          "seed of the mini-batch order")
     train_metrics: str = "after"  # "after": the exercise's metrics after each step; "before"
+    eval_every: int = _setting(0, Interval(0, math.inf, integer=True),
+                               "evaluate every N steps besides the epoch ends (0: only those)")
+    eval_points: int = _setting(0, Interval(0, math.inf, integer=True),
+                                "evaluate at K log-spaced steps over the run besides the "
+                                "epoch ends (0: none)")
     hyper: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -100,6 +105,17 @@ class Config:
         return replace(self, lr=self.base_lr, schedule=schedule, lr_decay=decay,
                        hyper={**rule.hyperparameters(), **self.hyper})
 
+    def eval_steps(self, steps_per_epoch: int) -> list[int]:
+        """The steps (1-based, over the whole run) evaluated besides the epoch ends: every
+        ``eval_every`` and ``eval_points`` log-spaced ones, in order."""
+        total = steps_per_epoch * self.epochs
+        found: set[int] = set()
+        if self.eval_every:
+            found.update(range(self.eval_every, total + 1, self.eval_every))
+        if self.eval_points:
+            found.update(round(float(x)) for x in np.geomspace(1, total, self.eval_points))
+        return sorted(t for t in found if t % steps_per_epoch)
+
     @property
     def run_id(self) -> str:
         """A readable, stable name: equal for two configs exactly when they are one run."""
@@ -135,6 +151,7 @@ _RAW = tuple(f.name for f in fields(Config) if f.name != "hyper")
 
 
 _FLOATS = ("lr", "lr_decay", "warmup_epochs")  # Config's float settings
+_MEASURING = ("eval_every", "eval_points")  # what is recorded, not how it trains
 
 
 def _compute_run_id(config: Config) -> str:
@@ -142,7 +159,10 @@ def _compute_run_id(config: Config) -> str:
     rule = r.rule
     declared = rule.settings()
     # asdict(r), without its deep copies: every field is a scalar, hyper a flat dict
-    values = {**{n: as_kind(float if n in _FLOATS else None, getattr(r, n)) for n in _RAW},
+    # evaluation points change no number of training, only which rows are recorded; left
+    # at 0 they are left out, so that the runs of folders made before keep their ids
+    values = {**{n: as_kind(float if n in _FLOATS else None, getattr(r, n)) for n in _RAW
+                 if n not in _MEASURING or getattr(r, n)},
               "hyper": {k: as_kind(declared[k].kind if k in declared else None, v)
                         for k, v in r.hyper.items()}}
     label = r.optimizer
@@ -185,6 +205,9 @@ class RunRecord:
 
     config: Config
     rows: list[dict[str, float]] = field(default_factory=list)
+    # evaluation points inside the epochs (--eval-every, --eval-points): validation, f - f*
+    # and the noise scale at a step; ``rows`` keeps the epoch ends
+    points: list[dict[str, float]] = field(default_factory=list)
     test_loss: float = math.nan
     test_acc: float = math.nan
     status: str = "ok"  # or "diverged"; "failed" (never stored): its group raised `error`
@@ -198,19 +221,34 @@ class RunRecord:
     def run(self) -> str:
         return self.config.run_id
 
+    def timeline(self) -> list[dict[str, float]]:
+        """Every evaluation, in step order: the epoch ends (``epoch_end`` 1) and the points
+        inside the epochs (0). A point's ``seconds`` is its epoch's so far; ``elapsed``,
+        the run's own seconds from its start."""
+        merged = sorted([*({**r, "epoch_end": 1} for r in self.rows),
+                         *({**p, "epoch_end": 0} for p in self.points)],
+                        key=lambda r: (r["steps"], -r["epoch_end"]))
+        done = 0.0
+        for row in merged:
+            row["elapsed"] = done + row["seconds"]
+            if row["epoch_end"]:
+                done += row["seconds"]
+        return merged
+
     def to_json(self) -> dict[str, Any]:
         return {"run": self.run, "config": asdict(self.config.resolved()), "status": self.status,
                 "diverged_epoch": self.diverged_epoch, "test_loss": self.test_loss,
                 "test_acc": self.test_acc, "weights": self.weights_path,
                 "f_star": None if self.f_star is None else self.f_star.value,
                 "f_star_attained": None if self.f_star is None else self.f_star.attained,
-                "history": self.rows}
+                "history": self.rows, **({"points": self.points} if self.points else {})}
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> RunRecord:
         star = record.get("f_star")
-        return cls(Config(**record["config"]), record["history"], record["test_loss"],
-                   record["test_acc"], record["status"], record["diverged_epoch"],
+        return cls(Config(**record["config"]), record["history"], record.get("points", []),
+                   record["test_loss"], record["test_acc"], record["status"],
+                   record["diverged_epoch"],
                    weights_path=record.get("weights"),
                    f_star=None if star is None else FStar(star, record["f_star_attained"]))
 

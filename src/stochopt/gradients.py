@@ -44,6 +44,12 @@ class MiniBatch:
     def epoch_start(self, Wt: torch.Tensor) -> None:
         pass
 
+    def grad_evals(self, n: int, epoch: int, seen: int) -> int:
+        """Per-example gradient evaluations after ``seen`` examples of epoch ``epoch``
+        (0-based): the grad_evals column, at an epoch's end (seen = n) or inside it."""
+        return n * (self.initial_passes + epoch * self.passes_per_epoch) + \
+            seen * self.passes_per_epoch
+
     def __call__(self, Wt, idx, Xb, Ybt) -> tuple[torch.Tensor, torch.Tensor]:
         Zt = seed_logits_t(Wt, Xb)
         Rt = residuals_t(Zt, Ybt.unsqueeze(1))
@@ -63,6 +69,10 @@ class SVRG(MiniBatch):
     def __init__(self, split: Split, Wt: torch.Tensor) -> None:
         _unweighted(split, "svrg")
         self.split = split
+
+    def grad_evals(self, n: int, epoch: int, seen: int) -> int:
+        # the snapshot's full gradient at the epoch's start, then each example twice
+        return n * self.passes_per_epoch * epoch + n + 2 * seen
 
     def epoch_start(self, Wt):
         self.snapshot = Wt.clone()

@@ -34,7 +34,7 @@ from .optim.base import StepBatch
 from .optim.schedules import Schedule
 
 # what configurations trained as one batch of K models must have in common
-SHARED = ("estimator", "batch_size", "epochs", "train_metrics")
+SHARED = ("estimator", "batch_size", "epochs", "train_metrics", "eval_every", "eval_points")
 
 
 def group_key(config: Config) -> tuple:
@@ -499,16 +499,32 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
                                                          _to(state, X.device))
         for name, value in saved["estimator"].items():
             setattr(estimator, name, value.to(X.device))
-        for r, (rows, status, at) in zip(records, saved["records"], strict=True):
-            r.rows, r.status, r.diverged_epoch = rows, status, at
+        for r, (rows, points, status, at) in zip(records, saved["records"], strict=True):
+            r.rows, r.points, r.status, r.diverged_epoch = rows, points, status, at
         alive = list(saved["alive"])
         torch.set_rng_state(saved["rng"])
     blocks = [u.block for u in updaters]
     # one block: every model's update is the same work, its seconds the wall time / K
     clock = UpdateClock(len(updaters), X.device) if len(updaters) > 1 else None
+    eval_at = set(c0.eval_steps(steps))
+
+    def measure(W: torch.Tensor) -> tuple[list, list, list, list]:
+        """Validation loss and accuracy, f - f* and B_simple (when asked) of the K models."""
+        val_loss, val_acc = evaluate(W, split.X_val, split.y_val)
+        sub, b_simple = [math.nan] * K, [math.nan] * K
+        if noise_scale or any(s is not None for s in stars):
+            loss, gsq, sq = full_pass(W, X, y, noise=noise_scale)
+            f = (loss + penalty(W, wd)).tolist()
+            sub = [math.nan if s is None else fk - s.value for fk, s in zip(f, stars,
+                                                                            strict=True)]
+            if gsq is not None and sq is not None:
+                b_simple = ((sq - gsq) / gsq).tolist()
+        return val_loss, val_acc, sub, b_simple
+
     for epoch in range(start, c0.epochs):
         _sync(X.device)
         t0 = time.perf_counter()
+        evaluating = 0.0  # seconds spent at evaluation points inside the epoch
         if clock is not None:
             clock.reset()
         estimator.epoch_start(Wt)
@@ -535,21 +551,33 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
             if c0.train_metrics == "after":  # the exercise: metrics of the updated model
                 Zt = seed_logits_t(Wt, Xb)
             metrics.add(Zt, yb)
+            t = epoch * steps + i + 1
+            if t in eval_at:  # a point inside the epoch: it reads the models, changes none
+                _sync(X.device)
+                t1 = time.perf_counter()
+                so_far = own_seconds(t1 - t0 - evaluating, clock.totals() if clock else [0.0],
+                                     blocks, S, M)
+                val_loss, val_acc, sub, b_simple = measure(evaluation_weights(Wt, updaters))
+                seen = min((i + 1) * B, len(X))
+                for k, r in enumerate(records):
+                    if alive[k]:
+                        r.points.append({
+                            "epoch": epoch + (i + 1) / steps, "train_loss": math.nan,
+                            "train_acc": math.nan, "val_loss": val_loss[k],
+                            "val_acc": val_acc[k], "lr": r.config.lr_at(epoch + i / steps),
+                            "suboptimality": sub[k], "seconds": so_far[k],
+                            "batch_seconds": t1 - t0 - evaluating, "steps": t,
+                            "grad_evals": estimator.grad_evals(len(X), epoch, seen),
+                            "noise_scale": b_simple[k]})
+                _sync(X.device)
+                evaluating += time.perf_counter() - t1
         train_loss, train_acc = metrics.means()
         _sync(X.device)
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0 - evaluating
         seconds = own_seconds(wall, clock.totals() if clock else [0.0], blocks, S, M)
         W = evaluation_weights(Wt, updaters)  # (K, d, C), the models that answer
-        val_loss, val_acc = evaluate(W, split.X_val, split.y_val)
-        sub, b_simple = [math.nan] * K, [math.nan] * K
-        if noise_scale or any(s is not None for s in stars):
-            loss, gsq, sq = full_pass(W, X, y, noise=noise_scale)
-            f = (loss + penalty(W, wd)).tolist()
-            sub = [math.nan if s is None else fk - s.value for fk, s in zip(f, stars,
-                                                                            strict=True)]
-            if gsq is not None and sq is not None:
-                b_simple = ((sq - gsq) / gsq).tolist()
-        done = len(X) * (estimator.initial_passes + (epoch + 1) * estimator.passes_per_epoch)
+        val_loss, val_acc, sub, b_simple = measure(W)
+        done = estimator.grad_evals(len(X), epoch, len(X))
         extra = _diagnostics(updaters, S, M)
         for k, r in enumerate(records):
             if not alive[k]:
@@ -570,7 +598,7 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
                 "runs": run_ids, "epoch": epoch + 1, "Wt": Wt,
                 "states": [u.rule.state_dict(u.state) for u in updaters],
                 "estimator": _estimator_state(estimator),
-                "records": [(r.rows, r.status, r.diverged_epoch) for r in records],
+                "records": [(r.rows, r.points, r.status, r.diverged_epoch) for r in records],
                 "alive": alive, "rng": torch.get_rng_state()})
         if on_epoch is not None and on_epoch(epoch + 1, records):
             break  # the caller has seen enough (converged)

@@ -27,7 +27,8 @@ SEEDS = [0, 1, 2, 3, 4]  # compare, sweep and tune: five data orders, one batch
 
 
 LISTED = ("lr", "batch_size", "epochs", "schedule", "lr_decay", "step_size", "warmup_epochs",
-          "seed", "train_metrics")  # Config settings given as flags (lists for compare/sweep)
+          "seed", "train_metrics", "eval_every", "eval_points")  # Config settings given as
+# flags (lists for compare/sweep)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +41,14 @@ def _dataset(text: str) -> str:
         return text
     raise argparse.ArgumentTypeError(f"--dataset {text!r} is not one of mnist, idx, digits, "
                                      "npz:PATH, svmlight:PATH")
+
+
+def _log_points(text: str) -> int:
+    """``log:K`` (or K): K log-spaced evaluation points."""
+    count = text.removeprefix("log:")
+    if not count.isdigit():
+        raise ValueError(text)
+    return int(count)
 
 
 def _flag(name: str) -> str:
@@ -55,7 +64,9 @@ def _parse(kind: type, flag: str):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{flag} must be {'an integer' if kind is int else 'a number'}, got {text!r}"
+                f"{flag} must be "
+                f"{({int: 'an integer', float: 'a number'}).get(kind, 'log:K, K a count')}, "
+                f"got {text!r}"
             ) from None
         if kind is float and math.isnan(value):
             raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}")
@@ -132,7 +143,15 @@ def _add_train_args(p: argparse.ArgumentParser, many: bool, optimizer: bool = Tr
                    metavar="{after,before}",
                    help="train loss/accuracy of each batch after the step, as the exercise "
                    "(default), or before it, reusing the step's logits")
+    g = p.add_argument_group("evaluation points (besides each epoch's end; they change no "
+                             "number of training)")
+    g.add_argument("--eval-every", type=_parse(int, "--eval-every"), default=None,
+                   metavar="N", help="also evaluate every N steps: validation loss and "
+                   "accuracy, f - f* and the noise scale when measured, a row each")
+    g.add_argument("--eval-points", type=_parse(_log_points, "--eval-points"), default=None,
+                   metavar="log:K", help="also evaluate at K log-spaced steps over the run")
     if many:
+        g = p.add_argument_group("training")
         g.add_argument("--scale-lr", action="store_true",
                        help="linear scaling rule: multiply each lr by batch size / 64")
     g.add_argument("--hp", action="append", default=None, metavar="NAME=VALUE",

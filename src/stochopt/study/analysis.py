@@ -80,12 +80,13 @@ def config_labels(configs: Sequence[Config]) -> list[str]:
 
 def _to_target(rows: list[dict[str, Any]], key: str, target: float, above: bool
                ) -> dict[str, Any]:
+    """The first evaluation point (:meth:`RunRecord.timeline`: epoch ends and the points
+    inside epochs, in step order) at which ``key`` reaches ``target``."""
     hit = first_reach(rows, key, target, above)
     if hit is None:
         return {"epoch": None, "steps": None, "grad_evals": None, "seconds": None}
-    seconds = sum(r["seconds"] for r in rows if r["epoch"] <= hit["epoch"])
     return {"epoch": hit["epoch"], "steps": hit.get("steps"),
-            "grad_evals": hit.get("grad_evals"), "seconds": seconds}
+            "grad_evals": hit.get("grad_evals"), "seconds": hit["elapsed"]}
 
 
 def runs_table(records: Sequence[RunRecord], targets: Targets = Targets()
@@ -101,9 +102,11 @@ def runs_table(records: Sequence[RunRecord], targets: Targets = Targets()
         best = min(finite, key=lambda h: h["val_loss"]) if finite else None
         ok = r.status == "ok"
         last = hist[-1] if hist else {}
-        acc = _to_target(hist, "val_acc", targets.val_acc, above=True)
+        timeline = r.timeline()
+        acc = _to_target(timeline, "val_acc", targets.val_acc, above=True)
         attained = r.f_star is not None and r.f_star.attained
-        sub = _to_target(hist if attained else [], "suboptimality", targets.subopt, above=False)
+        sub = _to_target(timeline if attained else [], "suboptimality", targets.subopt,
+                         above=False)
         table.append({
             "run": r.run, "config": label, "optimizer": c.optimizer, "lr": c.base_lr,
             "batch_size": c.batch_size, "seed": c.seed, "status": r.status,

@@ -40,14 +40,21 @@ from .analysis import Targets
 
 BASE_COLUMNS = ["run", "optimizer", "lr", "batch_size", "seed", "epoch", "steps", "grad_evals",
                 "train_loss", "train_acc", "val_loss", "val_acc", "suboptimality",
-                "noise_scale", "seconds", "status", "epoch_lr", "f_star_attained"]
+                "noise_scale", "seconds", "status", "epoch_lr", "f_star_attained",
+                "epoch_end", "elapsed", "batch_seconds"]
 # lr: the run's base rate; epoch_lr: the schedule's rate that epoch; steps, grad_evals:
 # cumulative update steps and per-example gradient evaluations (SVRG's full passes and
 # SAGA's initial table included); noise_scale: B_simple at the epoch's weights (when
 # measured); f_star_attained: true when suboptimality is f - f*, false when it is f - f_best
-# (an upper bound, at wd 0), empty when no f* applies
+# (an upper bound, at wd 0), empty when no f* applies. A row is an evaluation point:
+# epoch_end 1 for an epoch's end (train_loss/acc its mean over the epoch's steps, seconds the
+# epoch's), 0 for a point inside an epoch (--eval-every, --eval-points: steps is its step,
+# epoch fractional, no train metrics, seconds the epoch's so far); elapsed: the run's own
+# seconds from its start to the point; batch_seconds: the wall time of the batch it trained
+# in, whose runs' seconds sum to it
 HISTORY_COLUMNS = ["epoch", "steps", "grad_evals", "train_loss", "train_acc", "val_loss",
-                   "val_acc", "lr", "suboptimality", "noise_scale", "seconds"]
+                   "val_acc", "lr", "suboptimality", "noise_scale", "seconds", "epoch_end",
+                   "elapsed", "batch_seconds"]
 TUNING_COLUMNS = ["optimizer", "batch_size", "chosen_lr", "at_grid_edge", "grid_low",
                   "grid_high", "grid_points", "n_seeds", "config",
                   *analysis.METRIC_COLUMNS, "runs", "seconds"]
@@ -93,10 +100,12 @@ def results_rows(records: Sequence[RunRecord]) -> tuple[list[dict[str, Any]], li
                          "batch_size": c.batch_size, "seed": c.seed, "status": "failed",
                          **settings})
             continue
-        for row in record.rows:
-            diverged_here = record.status == "diverged" and row["epoch"] == record.diverged_epoch
+        for row in record.timeline():
+            diverged_here = (record.status == "diverged" and row["epoch_end"]
+                             and row["epoch"] == record.diverged_epoch)
             # no f* applies, no noise scale measured: an empty cell, not nan
-            row = {**row, **{k: "" for k in ("suboptimality", "noise_scale")
+            row = {**row, **{k: "" for k in ("suboptimality", "noise_scale", "train_loss",
+                                             "train_acc")
                              if not math.isfinite(row.get(k, math.nan))}}
             rows.append({**row, "run": record.run, "optimizer": c.optimizer, "lr": c.lr,
                          "epoch_lr": row["lr"], "batch_size": c.batch_size, "seed": c.seed,
@@ -331,7 +340,7 @@ def write_train(out: str | Path, record: RunRecord, split: Split, f_star: FStar 
     out = Path(out)
     c = record.config
     recorded = [k for k in (record.rows[0] if record.rows else {}) if k not in HISTORY_COLUMNS]
-    write_csv(out / "history.csv", _blank(record.rows), HISTORY_COLUMNS + recorded)
+    write_csv(out / "history.csv", _blank(record.timeline()), HISTORY_COLUMNS + recorded)
     write_npy(out / "weights.npy", record.weights.astype(np.float32))
     save_figure(out / "curves.png", plots.curves([record], [c.optimizer]))
     if split.image_shape:
