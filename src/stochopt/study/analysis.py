@@ -270,33 +270,105 @@ def profile(runs: Sequence[dict[str, Any]], unit: str = "steps", taus: Sequence[
     return performance_profile(costs, taus)
 
 
-def batch_size_fit(runs: Sequence[dict[str, Any]], n_train: int) -> dict[str, dict[str, Any]]:
-    """Per solver run at two or more batch sizes: the median steps and epochs to the
-    accuracy target at each, and McCandlish et al.'s fit through those reached by most
-    seeds (``S_min`` steps, ``E_min`` examples, ``B_crit = E_min / S_min``)."""
+def steps_to(record: RunRecord, target: float) -> float | None:
+    """The step of the first evaluation point (epoch ends and points inside epochs) whose
+    validation accuracy reaches ``target``; None when none does."""
+    hit = first_reach(record.timeline(), "val_acc", target)
+    return None if hit is None else float(hit["steps"])
+
+
+def common_target(records: Sequence[RunRecord]) -> float | None:
+    """The highest validation accuracy, in tenths of a point, that the median seed reaches
+    at every batch size of ``records`` (one solver's): a target every batch size reaches,
+    so that each gives a point to fit."""
+    best_by_size: dict[int, list[float]] = {}
+    for r in records:
+        accs = [x["val_acc"] for x in r.timeline() if math.isfinite(x["val_acc"])]
+        best_by_size.setdefault(r.config.batch_size, []).append(max(accs, default=-math.inf))
+    lowest = min(float(np.median(v)) for v in best_by_size.values())
+    return math.floor(lowest * 10) / 10 if math.isfinite(lowest) else None
+
+
+def _median_steps(values: Sequence[float | None]) -> float | None:
+    """The median of steps to target, a run that never got there counting as infinite."""
+    m = float(np.median([math.inf if v is None else v for v in values]))
+    return m if math.isfinite(m) else None
+
+
+def _fit(steps: dict[int, float | None]) -> tuple[float, float]:
+    """S_min, E_min through the batch sizes whose median reached (E = B S)."""
+    ok = [(b, s) for b, s in steps.items() if s is not None]
+    return mccandlish_fit([s for _, s in ok], [b * s for b, s in ok])
+
+
+def bootstrap_fit(steps: dict[int, list[float | None]], resamples: int = 2000,
+                  level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of S_min, E_min and B_crit = E_min / S_min over the
+    seeds: each resample draws, at every batch size independently, as many runs as it has
+    with replacement, takes each size's median steps to target and fits. A resample the fit
+    is not valid for (fewer than two sizes reached, S_min or E_min not positive) counts as
+    infinite, so the interval says when the answer is fragile."""
+    rng = np.random.default_rng(seed)
+    drawn: dict[str, list[float]] = {"s_min": [], "e_min": [], "b_crit": []}
+    for _ in range(resamples):
+        medians = {b: _median_steps([v[i] for i in rng.integers(0, len(v), len(v))])
+                   for b, v in steps.items()}
+        s_min, e_min = _fit(medians)
+        valid = math.isfinite(s_min) and s_min > 0 and e_min > 0
+        drawn["s_min"].append(s_min if valid else math.inf)
+        drawn["e_min"].append(e_min if valid else math.inf)
+        drawn["b_crit"].append(e_min / s_min if valid else math.inf)
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return {k: (float(np.percentile(v, q[0])), float(np.percentile(v, q[1])))
+            for k, v in drawn.items()}
+
+
+def batch_size_fit(runs: Sequence[dict[str, Any]], records: Sequence[RunRecord],
+                   n_train: int, resamples: int = 2000) -> dict[str, dict[str, Any]]:
+    """Per solver run at two or more batch sizes: McCandlish et al.'s fit (``S_min`` steps,
+    ``E_min`` examples, ``B_crit = E_min / S_min``) through the median steps to a target
+    every batch size reaches (:func:`common_target`), read at the runs' evaluation points,
+    each with a 95% bootstrap interval over the seeds; the median steps to the study's own
+    accuracy target at each size (``fixed_steps``); B_simple at the end and along the run
+    (the median over seeds at each evaluated step, where measured). ``runs`` is
+    :func:`runs_table` of ``records``."""
     key = solver_key(runs)
     out: dict[str, dict[str, Any]] = {}
-    by_solver = _groups([{**r, "solver": key[r["config"]]} for r in runs], "solver")
-    for solver, rows in by_solver.items():
-        sizes = sorted({r["batch_size"] for r in rows})
+    by_solver: dict[str, list[tuple[dict[str, Any], RunRecord]]] = {}
+    for row, record in zip(runs, records, strict=True):
+        by_solver.setdefault(key[row["config"]], []).append((row, record))
+    for solver, pairs in by_solver.items():
+        sizes = sorted({r["batch_size"] for r, _ in pairs})
         if len(sizes) < 2:
             continue
+        target = common_target([rec for _, rec in pairs])
+        steps = {b: [None if target is None else steps_to(rec, target)
+                     for r, rec in pairs if r["batch_size"] == b] for b in sizes}
         points = []
         for b in sizes:
-            at = [r for r in rows if r["batch_size"] == b]
-            epochs = _median([r["epoch_to_target"] for r in at])
-            steps = _median([r["steps_to_target"] for r in at])
-            points.append({"batch_size": b, "n_seeds": len(at),
-                           "reached": sum(r["epoch_to_target"] is not None for r in at),
-                           "epochs": epochs, "steps": steps,
-                           "examples": None if epochs is None else epochs * n_train,
-                           "noise_scale_end": float(np.median([r["noise_scale"] for r in at]))})
-        fit = [p for p in points if p["steps"] is not None]
-        s_min, e_min = mccandlish_fit([p["steps"] for p in fit], [p["examples"] for p in fit])
+            at = [(r, rec) for r, rec in pairs if r["batch_size"] == b]
+            median = _median_steps(steps[b])
+            along: dict[float, list[float]] = {}
+            for _, rec in at:
+                for x in rec.timeline():
+                    if math.isfinite(x.get("noise_scale", math.nan)):
+                        along.setdefault(x["steps"], []).append(x["noise_scale"])
+            points.append({
+                "batch_size": b, "n_seeds": len(at),
+                "reached": sum(v is not None for v in steps[b]), "steps": median,
+                "examples": None if median is None else median * b,
+                "epochs": None if median is None or not n_train else median * b / n_train,
+                "fixed_steps": _median([r["steps_to_target"] for r, _ in at]),
+                "noise_scale_end": float(np.median([r["noise_scale"] for r, _ in at])),
+                "noise_scale_along": [[t, float(np.median(v))] for t, v in sorted(along.items())
+                                      if len(v) == len(at)]})
+        s_min, e_min = _fit({p["batch_size"]: p["steps"] for p in points})
         valid = math.isfinite(s_min) and s_min > 0 and e_min > 0
-        out[solver] = {"points": points, "s_min": s_min if valid else None,
-                       "e_min": e_min if valid else None,
-                       "e_min_epochs": e_min / n_train if valid else None,
+        ci = bootstrap_fit(steps, resamples) if valid else {}
+        out[solver] = {"target": target, "points": points,
+                       "s_min": s_min if valid else None, "e_min": e_min if valid else None,
+                       "e_min_epochs": e_min / n_train if valid and n_train else None,
                        "b_crit": e_min / s_min if valid else None,
-                       "n_points": len(fit)}
+                       **{f"{k}_ci95": list(v) for k, v in ci.items()},
+                       "n_points": sum(p["steps"] is not None for p in points)}
     return out

@@ -235,7 +235,9 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
             W0 = torch.zeros(1, split.n_features, split.n_classes, dtype=split.X_train.dtype,
                              device=split.X_train.device)
             found.noise0 = noise_scales(W0, split.X_train, split.y_train)[0].b_simple
-        found.batch_sizes = analysis.batch_size_fit(focus, len(split.X_train) if split else 0)
+        focus_records = [rec for rec, row in zip(records, runs, strict=True) if row in focus]
+        found.batch_sizes = analysis.batch_size_fit(focus, focus_records,
+                                                    len(split.X_train) if split else 0)
         write_json(out / "batch_sizes.json", {"target_val_acc": targets.val_acc,
                                               "b_simple_at_zero": found.noise0,
                                               "solvers": found.batch_sizes})

@@ -172,40 +172,66 @@ def batch_size_accuracy(summary: Sequence[dict]) -> str:
 
 
 def batch_size_sentences(fit: dict[str, dict[str, Any]], noise0: float | None) -> str:
-    """Steps to target per batch size, the fitted critical batch, and the noise scale."""
+    """Steps to target per batch size, the fitted critical batch with its intervals, and the
+    noise scale at the end and along the run."""
     parts = []
     for solver, f in fit.items():
+        fixed = ", ".join(f"{p['batch_size']}: " + ("not reached" if p["fixed_steps"] is None
+                                                    else f"{p['fixed_steps']:,.0f}")
+                          for p in f["points"])
+        text = f"{solver}, median steps to the study's accuracy target by batch size: {fixed}."
+        if f["target"] is None:
+            parts.append(text + " No accuracy was reached at every batch size: no fit.")
+            continue
         pts = ", ".join(f"{p['batch_size']}: " + ("not reached" if p["steps"] is None else
-                                                  f"{p['steps']:,.0f} steps ({p['epochs']:g} "
-                                                  "epochs)").replace("(1 epochs)", "(1 epoch)")
+                                                  f"{p['steps']:,.0f} steps")
                         for p in f["points"])
-        text = f"{solver}, median steps to the target by batch size: {pts}."
-        ends = [p["noise_scale_end"] for p in f["points"] if math.isfinite(p["noise_scale_end"])]
+        text += (f" To fit the critical batch every batch size must reach the target, so it is "
+                 f"{f['target']:.1f}% for {solver}, the highest validation accuracy the median "
+                 f"seed reached at every batch size; the first evaluation point to reach it "
+                 f"(median over seeds): {pts}.")
         if f["b_crit"] is not None:
-            text += (f" McCandlish et al.'s (S/S_min - 1)(E/E_min - 1) = 1 through the "
-                     f"{f['n_points']} reached points gives S_min = {f['s_min']:,.0f} steps, "
-                     f"E_min = {f['e_min_epochs']:.3g} epochs, so a critical batch B_crit = "
-                     f"E_min/S_min = {f['b_crit']:,.0f}.")
+            def ci(name: str, scale: float = 1.0, fmt: str = ",.0f", f: dict = f) -> str:
+                low, high = f.get(f"{name}_ci95", [math.nan, math.nan])
+                if not math.isfinite(high):
+                    return f" (95% bootstrap interval over the seeds from {low * scale:{fmt}} " \
+                           "to unbounded: some resamples cannot be fitted)"
+                return (f" (95% bootstrap interval over the seeds {low * scale:{fmt}} to "
+                        f"{high * scale:{fmt}})")
+
+            per_epoch = f["e_min_epochs"] / f["e_min"] if f["e_min_epochs"] else 1.0
+            text += (f" McCandlish et al.'s (S/S_min - 1)(E/E_min - 1) = 1 through these "
+                     f"{f['n_points']} points gives S_min = {f['s_min']:,.0f} steps"
+                     f"{ci('s_min')}, E_min = {f['e_min_epochs']:.3g} epochs"
+                     f"{ci('e_min', per_epoch, '.3g')}, so a critical batch B_crit = "
+                     f"E_min/S_min = {f['b_crit']:,.0f}{ci('b_crit')}.")
             below = [p["batch_size"] for p in f["points"] if p["batch_size"] < f["b_crit"]]
             text += (f" Below B_crit ({', '.join(map(str, below)) or 'none of these'}) a larger "
                      "batch needs proportionally fewer steps; above it, more data per step "
                      "buys few steps and costs more examples.")
         else:
-            text += (f" Too few batch sizes reached the target ({f['n_points']}) to fit the "
-                     "critical batch; more epochs or a lower target would.")
+            text += (f" Too few batch sizes reached it ({f['n_points']}) to fit the critical "
+                     "batch.")
+        ends = [p["noise_scale_end"] for p in f["points"] if math.isfinite(p["noise_scale_end"])]
         if ends:
             text += (" The measured noise scale B_simple at the end of training: "
                      + ", ".join(f"{p['batch_size']}: {p['noise_scale_end']:,.0f}"
                                  for p in f["points"] if math.isfinite(p["noise_scale_end"]))
                      + ".")
+            along = [p for p in f["points"] if len(p["noise_scale_along"]) > 2]
+            if along:
+                p = along[0]
+                first, last = p["noise_scale_along"][0], p["noise_scale_along"][-1]
+                text += (f" Along the run (batch {p['batch_size']}, {len(p['noise_scale_along'])}"
+                         f" evaluation points) it goes from {first[1]:,.0f} at step "
+                         f"{first[0]:,.0f} to {last[1]:,.0f} at step {last[0]:,.0f}.")
         if f["b_crit"] is not None and ends:
             ratio = (sum(ends) / len(ends)) / f["b_crit"]
             text += (f" It is {ratio:.2g} times the fitted B_crit: "
                      + ("they agree within a factor of 3, as McCandlish et al. predict for "
                         "B_simple ~ B_crit." if 1 / 3 <= ratio <= 3 else
                         "they differ by more than a factor of 3; McCandlish et al. found "
-                        "B_simple a rough (order-of-magnitude) predictor, and the epoch-level "
-                        "timing of the target makes the fit coarse."))
+                        "B_simple a rough (order-of-magnitude) predictor."))
         parts.append(text)
     if noise0 is not None:
         parts.append(f"At the zero model B_simple = {noise0:,.1f}: early on, the full "
