@@ -253,3 +253,19 @@ def test_the_cv_scores_its_folds_with_the_sample_weights():
         by_hand.append(log_loss(y[keep], clf.predict_proba(X[keep]), labels=clf.classes_))
     np.testing.assert_allclose(cv.cv_results_["val_loss"][0], by_hand, rtol=1e-5)
     assert cv.cv_results_["val_loss"] != plain.cv_results_["val_loss"]
+
+
+def test_eval_every_gives_the_training_objective_at_step_resolution():
+    """step_loss_curve_: the whole training set's objective every N steps and at each
+    epoch's end, recomputed here from the fitted model at the end; loss_curve_ unchanged."""
+    X, y = load_digits(return_X_y=True)
+    plain = SoftmaxRegression(epochs=3, batch_size=100, standardize=False).fit(X, y)
+    est = SoftmaxRegression(epochs=3, batch_size=100, standardize=False, eval_every=4).fit(X, y)
+    assert est.loss_curve_ == plain.loss_curve_  # evaluation changes no training number
+    steps = [s for s, _ in est.step_loss_curve_]
+    per_epoch = -(-len(X) // 100)
+    assert steps == sorted({*range(4, 3 * per_epoch + 1, 4), per_epoch, 2 * per_epoch,
+                            3 * per_epoch})
+    final = log_loss(y, est.predict_proba(X))
+    assert est.step_loss_curve_[-1][1] == pytest.approx(final, rel=1e-5)
+    assert est.step_loss_curve_[0][1] > est.step_loss_curve_[-1][1]

@@ -300,3 +300,32 @@ def test_a_difference_significant_alone_is_not_after_holm():
     assert ac["p_value"] == pytest.approx(alone) and 0.0167 < alone < 0.05
     assert ac["ci95_low"] > 0  # unadjusted, the interval excludes 0
     assert ac["p_holm"] >= 0.05 and ac["verdict"] == "indistinguishable"
+
+
+def test_the_bootstrap_intervals_agree_with_scipys_bootstrap():
+    """S_min, E_min and B_crit's percentile intervals over the seeds, against
+    scipy.stats.bootstrap resampling each batch size's runs independently with the same
+    statistic (the medians' fit): equal up to Monte Carlo error."""
+    from stochopt.study.analysis import _fit, bootstrap_fit
+
+    rng = np.random.default_rng(5)
+    sizes = [64, 256, 1024]
+    # steps on the curve S = S_min + E_min / B (S_min 400, E_min 60,000), with seed noise
+    steps = {b: list(np.round((400 + 60_000 / b) * rng.lognormal(0, 0.15, 7)))
+             for b in sizes}
+    ours = bootstrap_fit(steps, resamples=5_000, seed=1)
+
+    def statistic(name):
+        def value(*samples):
+            medians = {b: float(np.median(s)) for b, s in zip(sizes, samples, strict=True)}
+            s_min, e_min = _fit(medians)
+            return {"s_min": s_min, "e_min": e_min, "b_crit": e_min / s_min}[name]
+        return value
+
+    for name in ("s_min", "e_min", "b_crit"):
+        theirs = sps.bootstrap([np.array(steps[b]) for b in sizes], statistic(name),
+                               vectorized=False, paired=False, n_resamples=5_000,
+                               method="percentile", random_state=2).confidence_interval
+        assert ours[name][0] == pytest.approx(theirs.low, rel=0.05), name
+        assert ours[name][1] == pytest.approx(theirs.high, rel=0.05), name
+        assert ours[name][0] < ours[name][1]

@@ -32,7 +32,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from .config import Config
+from .config import Config, FStar
 from .data import Split
 from .errors import StochoptError
 from .model import log_softmax, softmax
@@ -80,7 +80,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     ``feature_names_in_`` (given a DataFrame), ``mean_`` and ``scale_`` (the
     standardization: zeros and ones when off), ``n_iter_`` (epochs run) and
     ``loss_curve_`` (the mean training loss of each epoch, measured after each step as
-    the exercise does). A diverging run raises ``ValueError`` naming its epoch.
+    the exercise does) and, with ``eval_every=N``, ``step_loss_curve_``: (step, training
+    objective ``loss + (weight_decay/2)|W|^2`` over the whole training set, unweighted) every
+    N steps and at each epoch's end, at step resolution where ``loss_curve_`` has one
+    number per epoch. A diverging run raises ``ValueError`` naming its epoch.
 
     The defaults (Adam, lr 0.01, batch 256, standardized features, until converged) are for
     data of any scale, as a scikit-learn user expects; the exercise's momentum-SGD is
@@ -96,7 +99,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                  weight_decay: float = 0.0, fit_intercept: bool = True,
                  standardize: bool = True, hyperparameters: dict[str, Any] | None = None,
                  device: str = "cpu", dtype: str = "float32", random_state: Any = 0,
-                 verbose: int = 0) -> None:
+                 verbose: int = 0, eval_every: int = 0) -> None:
         self.optimizer = optimizer
         self.lr = lr
         self.batch_size = batch_size
@@ -114,6 +117,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.eval_every = eval_every
 
     # ------------------------------------------------------------------ the boundary
 
@@ -144,7 +148,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             batch = n  # fewer samples than a batch: one full-batch step per epoch
         config = Config(optimizer=self.optimizer, lr=self.lr, batch_size=int(batch)
                         if isinstance(batch, (int, np.integer)) else batch,
-                        epochs=budget,
+                        epochs=budget, eval_every=self.eval_every,
                         schedule=self.schedule, lr_decay=self.lr_decay, seed=int(seed),
                         hyper={**(self.hyperparameters or {}),
                                "weight_decay": self.weight_decay})
@@ -280,7 +284,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             return converged
 
         try:
-            (record,) = train(config, split, on_epoch=on_epoch, carry=carry)
+            # with eval_every, the training objective at every point: f - f* with f* = 0
+            zero = [FStar(0.0, attained=False)] if self.eval_every else None
+            (record,) = train(config, split, f_star=zero, on_epoch=on_epoch, carry=carry)
         except StochoptError as e:
             raise ValueError(str(e)) from None
         if record.status == "diverged":
@@ -299,6 +305,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         curve = [r["train_loss"] for r in record.rows]
         self.loss_curve_ = ([*getattr(self, "loss_curve_", []), *curve] if partial else curve)
         self.n_iter_ = len(self.loss_curve_)
+        if self.eval_every:  # (step, objective) at every N steps and every epoch's end
+            steps = [(r["steps"], r["suboptimality"]) for r in record.timeline()]
+            self.step_loss_curve_ = ([*getattr(self, "step_loss_curve_", []), *steps]
+                                     if partial else steps)
         return self
 
     # ------------------------------------------------------------------ predicting
@@ -368,14 +378,14 @@ class SoftmaxRegressionCV(SoftmaxRegression):
                  lr_decay: float | None = None, fit_intercept: bool = True,
                  standardize: bool = True, hyperparameters: dict[str, Any] | None = None,
                  device: str = "cpu", dtype: str = "float32", random_state: Any = 0,
-                 verbose: int = 0) -> None:
+                 verbose: int = 0, eval_every: int = 0) -> None:
         super().__init__(optimizer=optimizer, lr=None, batch_size=batch_size,
                          max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
                          epochs=epochs, schedule=schedule, lr_decay=lr_decay, weight_decay=0.0,
                          fit_intercept=fit_intercept, standardize=standardize,
                          hyperparameters=hyperparameters,
                          device=device, dtype=dtype, random_state=random_state,
-                         verbose=verbose)
+                         verbose=verbose, eval_every=eval_every)
         self.lrs = lrs
         self.weight_decays = weight_decays
         self.cv = cv
