@@ -132,3 +132,24 @@ def test_sigkill_mid_run_then_the_same_command_resumes_from_the_checkpoint(tmp_p
         assert {k: v for k, v in a.items() if k not in timings} == \
                {k: v for k, v in b.items() if k not in timings}
     assert not list((out / "runs").glob("group-*.pt"))  # removed once its runs are stored
+
+
+UNSAVABLE = """
+import torch
+
+
+class Unsavable(torch.optim.SGD):
+    def state_dict(self):
+        return {"f": lambda: 0}  # nothing torch.save can write
+"""
+
+
+def test_a_plugin_whose_state_cannot_be_saved_trains_on_without_checkpoints(split, tmp_path):
+    path = tmp_path / "unsavable.py"
+    path.write_text(UNSAVABLE)
+    config = Config(f"{path}:Unsavable", lr=0.1, epochs=3, batch_size=64)
+    checkpoint = Checkpoint(tmp_path / "c.pt")
+    with pytest.warns(UserWarning, match="no checkpoints for this group"):
+        (record,) = fit(config, _small(split), checkpoint=checkpoint)
+    assert record.status == "ok" and len(record.rows) == 3
+    assert not checkpoint.path.exists()

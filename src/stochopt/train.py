@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -364,7 +365,13 @@ class Checkpoint:
     def save(self, state: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         buffer = io.BytesIO()
-        torch.save(state, buffer)
+        try:
+            torch.save(state, buffer)
+        except Exception as e:  # a plug-in whose state cannot be saved: train on, without
+            self.every = 0
+            warnings.warn(f"{self.path.name}: no checkpoints for this group, its state "
+                          f"cannot be saved ({type(e).__name__}: {e})", stacklevel=2)
+            return
         self.write_bytes(buffer.getvalue())
         self.last = time.monotonic()
         self.seconds_writing += time.perf_counter() - t0
