@@ -112,4 +112,4 @@ def test_bench_cost_splits_a_mixed_batch_and_its_ratios_are_quotients(tmp_path, 
     for r in result["rows"]:
         assert r["ratio"] == pytest.approx(r["together"] / r["alone"])
     assert all(x == pytest.approx(1.0, rel=1e-9) for x in result["sum_over_wall"])
-    assert "muon in a batch with the other" in proc.stdout
+    assert "muon  in a batch with the other" in proc.stdout

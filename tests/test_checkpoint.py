@@ -125,7 +125,7 @@ def test_sigkill_mid_run_then_the_same_command_resumes_from_the_checkpoint(tmp_p
     (task,) = _rows(out / "tasks.csv")
     assert 20 <= int(task["resumed_from_epoch"]) < 40  # at most 20 of 40 trained again
     assert int(task["checkpoint_bytes"]) > 0
-    timings = {"seconds", "batch_seconds", "seconds_to_target"}
+    timings = {"seconds", "batch_seconds", "elapsed"}
     whole, resumed = _rows(tmp_path / "whole" / "results.csv"), _rows(out / "results.csv")
     assert len(whole) == len(resumed) == 4 * 40
     for a, b in zip(whole, resumed, strict=True):

@@ -183,7 +183,8 @@ CMD = ["compare", "--optimizers", "sgd,adam", "--batch-sizes", "3000,200", "--ep
 
 def _rows_without_time(path):
     rows = list(csv.DictReader(path.read_text().splitlines()))
-    return [{k: v for k, v in r.items() if k not in ("seconds", "batch_seconds")} for r in rows]
+    timings = ("seconds", "batch_seconds", "elapsed")
+    return [{k: v for k, v in r.items() if k not in timings} for r in rows]
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,7 @@ def test_compare_records_the_schedule_that_ran(tmp_path, data_dir):
     assert {(r["schedule"], r["lr_decay"]) for r in momentum} == {("exponential", "0.9")}
     assert [float(r["epoch_lr"]) for r in momentum] == pytest.approx([0.1, 0.09])
     # the two schedules trained as one batch: one wall-clock interval per epoch
-    assert len({(r["epoch"], r["seconds"]) for r in rows}) == 2
+    assert len({(r["epoch"], r["batch_seconds"]) for r in rows}) == 2
 
 
 def test_the_docs_table_of_optimizers_is_the_registry():

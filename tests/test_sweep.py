@@ -15,6 +15,8 @@ from stochopt.train import DIVERGENCE_LOSS
 
 COMMON = ["--epochs", "2", "--quiet", "--optimum", "skip", "--seeds", "0"]
 
+TIMINGS = ("seconds", "batch_seconds", "elapsed")  # the clocks, which runs differ in
+
 
 def _rows(path):
     return list(csv.DictReader(path.read_text().splitlines()))
@@ -49,16 +51,19 @@ def test_results_csv_schema_and_row_count(compared):
 
 def test_optimizers_sharing_a_data_order_train_as_one_batch(compared):
     """sgd, momentum and adam at one batch size train as one batch of K: their epochs are
-    the same wall-clock interval, whereas the two batch sizes are two batches."""
+    the same wall-clock interval (batch_seconds), split into each run's own cost (seconds,
+    summing to it), whereas the two batch sizes are two batches."""
     rows = _rows(compared / "results.csv")
     for bs in ("1000", "4000"):
         for epoch in ("1", "2"):
-            same = {r["seconds"] for r in rows if (r["batch_size"], r["epoch"]) == (bs, epoch)}
-            assert len(same) == 1
-    assert len({r["seconds"] for r in rows if r["epoch"] == "1"}) == 2
+            mine = [r for r in rows if (r["batch_size"], r["epoch"]) == (bs, epoch)]
+            assert len({r["batch_seconds"] for r in mine}) == 1
+            assert sum(float(r["seconds"]) for r in mine) == pytest.approx(
+                float(mine[0]["batch_seconds"]), rel=1e-9)
+    assert len({r["batch_seconds"] for r in rows if r["epoch"] == "1"}) == 2
     md = (compared / "report.md").read_text()
     assert "trained together as one batch of 3 models" in md  # 3 configurations x 1 seed
-    assert "cheapest epoch" not in md  # no run of a shared batch was cheaper than another
+    assert "each run's own cost per epoch" in md
 
 
 def test_report_numbers_equal_results_csv(compared):
@@ -106,7 +111,7 @@ def test_resume_after_interruption_reruns_nothing_finished(data_dir, compared, t
     assert sum(calls) == 3  # only the runs that had not finished
 
     def strip(path):  # wall-clock times differ from run to run; everything else may not
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in _rows(path)]
+        return [{k: v for k, v in r.items() if k not in TIMINGS} for r in _rows(path)]
 
     assert strip(out / "results.csv") == strip(compared / "results.csv")
 
@@ -133,7 +138,7 @@ def test_a_group_cut_short_between_its_run_files_resumes_to_the_same_numbers(
             if p.name in kept} == kept
 
     def strip(path):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in _rows(path)]
+        return [{k: v for k, v in r.items() if k not in TIMINGS} for r in _rows(path)]
 
     assert strip(out / "results.csv") == strip(compared / "results.csv")
 
@@ -192,18 +197,21 @@ def test_a_second_process_on_the_same_out_is_refused(data_dir, tmp_path, capsys)
 
 
 def test_the_report_names_the_cheapest_epoch_only_when_runs_were_timed_apart():
+    """Runs timed apart (two batches): the cheapest epoch. One batch: its wall time and each
+    run's own share of it."""
     from stochopt.study.report import compare_sentences
 
-    def row(optimizer, seconds):
+    def row(optimizer, seconds, batch):
         stats = {f"{m}_{s}": v for m, v in (("final_val_acc", 91.0 + seconds),
                                             ("final_val_loss", 0.3), ("test_acc", 91.0))
                  for s in ("mean", "ci95_low", "ci95_high")}
         return {"config": optimizer, "optimizer": optimizer, "lr": 0.1, "batch_size": 64,
-                "n_seeds": 1, **stats, "seconds_per_epoch": seconds}
+                "n_seeds": 1, **stats, "seconds_per_epoch": seconds,
+                "batch_seconds_per_epoch": batch}
 
-    apart = compare_sentences([row("sgd", 0.2), row("adam", 0.3)], [], None)
-    assert "The cheapest epoch was sgd's, 0.200 s." in apart
-    together = compare_sentences([row("sgd", 0.25), row("adam", 0.25)], [], None)
-    assert "trained together as one batch of 2 models (2 configurations x 1 seed), 0.250 s " \
-        "per epoch" in together
-    assert "cheapest" not in together
+    apart = compare_sentences([row("sgd", 0.2, 0.2), row("adam", 0.3, 0.3)], [], None)
+    assert "The cheapest epoch was sgd's, 0.200 s" in apart
+    together = compare_sentences([row("sgd", 0.2, 0.5), row("adam", 0.3, 0.5)], [], None)
+    assert "trained together as one batch of 2 models (2 configurations x 1 seed), 0.500 s " \
+        "of wall time per epoch" in together
+    assert "sgd 0.200 s, adam 0.300 s" in together and "cheapest" not in together

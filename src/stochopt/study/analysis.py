@@ -121,6 +121,9 @@ def runs_table(records: Sequence[RunRecord], targets: Targets = Targets()
             "decoupled_decay": c.decoupled_decay and c.weight_decay != 0,
             "noise_scale": last.get("noise_scale", math.nan),
             "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(1, len(hist)),
+            # the wall time of the batch it trained in (its runs' seconds sum to it)
+            "batch_seconds_per_epoch": sum(h.get("batch_seconds", h["seconds"]) for h in hist)
+            / max(1, len(hist)),
             "total_seconds": sum(h["seconds"] for h in hist),
             **{f"{k}_to_target": v for k, v in acc.items()},
             **{f"{k}_to_subopt": v for k, v in sub.items()},
@@ -169,6 +172,8 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                                                            for r in rows])
         row["noise_scale_median"] = float(np.median([r["noise_scale"] for r in rows]))
         row["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in rows]))
+        row["batch_seconds_per_epoch"] = float(np.mean([r["batch_seconds_per_epoch"]
+                                                        for r in rows]))
         table.append(row)
     return table
 

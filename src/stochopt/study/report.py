@@ -127,14 +127,18 @@ def compare_sentences(summary: Sequence[dict], pairs: Sequence[dict], n_test: in
                  "Holm-Bonferroni's correction over them (the intervals are unadjusted): "
                  + "; ".join(pair_sentence(c) for c in mine) + ". ")
     fastest = min(rows, key=lambda r: r["seconds_per_epoch"])
-    if len({r["seconds_per_epoch"] for r in rows}) == 1:
-        # one batch of K: the seconds are the batch's, no configuration was cheaper
+    own = ", ".join(f"{r['config']} {r['seconds_per_epoch']:.3f} s" for r in
+                    sorted(rows, key=lambda r: r["seconds_per_epoch"]))
+    if len({r["batch_seconds_per_epoch"] for r in rows}) == 1:
+        # one batch of K: one wall time, split into each run's own cost
         text += (f"They trained together as one batch of {len(rows) * n} models ({len(rows)} "
                  f"configurations x {n} seed{'s' if n > 1 else ''}), "
-                 f"{fastest['seconds_per_epoch']:.3f} s per epoch for all of them. ")
+                 f"{rows[0]['batch_seconds_per_epoch']:.3f} s of wall time per epoch; each "
+                 f"run's own cost per epoch (its share of the shared products plus its "
+                 f"rule's update): {own}. ")
     else:
         text += (f"The cheapest epoch was {fastest['config']}'s, "
-                 f"{fastest['seconds_per_epoch']:.3f} s. ")
+                 f"{fastest['seconds_per_epoch']:.3f} s (each run's own cost: {own}). ")
     best = rows[0]
     if n_test and math.isfinite(best["test_acc_mean"]):
         se = binomial_se(best["test_acc_mean"], n_test)
