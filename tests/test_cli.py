@@ -91,3 +91,25 @@ def test_a_boolean_hyperparameter_can_be_turned_on_and_off():
     assert hyper("--optimizer", "muon", "--no-nesterov")["nesterov"] is False
     assert hyper("--optimizer", "rmsprop", "--centered")["centered"] is True
     assert hyper("--optimizer", "rmsprop")["centered"] is False
+
+
+def test_report_rebuilds_a_folders_tables_and_page_without_training(tmp_path, capsys):
+    """stochopt report DIR: the tables, figures and page again from the stored runs alone;
+    the same summary.csv, a page with its curves; a folder it cannot read is one line."""
+    out = tmp_path / "c"
+    assert main(["compare", "--dataset", "digits", "--optimizers", "sgd,adam", "--seeds", "0,1",
+                 "--epochs", "2", "--optimum", "skip", "--quiet", "--out", str(out)]) == 0
+    summary = (out / "summary.csv").read_text()
+    for name in ("summary.csv", "report.html", "curves.png", "results.csv"):
+        (out / name).unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "summary.csv").read_text() == summary
+    page = (out / "report.html").read_text()
+    assert 'data-figure="curves"' in page and '"name":"adam"' in page
+    assert (out / "curves.png").is_file() and (out / "plotly.min.js").is_file()
+    capsys.readouterr()
+    (out / "meta.json").write_text("{not json")
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "meta.json is damaged" in err and err.count("\n") == 1
+    assert main(["report", str(tmp_path / "nothing")]) == 2

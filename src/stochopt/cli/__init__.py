@@ -15,6 +15,7 @@ from ..errors import SettingError, StochoptError
 from ..files import release_locks
 from .common import configs_from_args, load_data
 from .parser import build_parser, hyperparameter_flags
+from .report import cmd_report
 from .study import cmd_many
 from .tools import cmd_landscape, cmd_noise_scale, cmd_optimum
 from .train import cmd_train
@@ -22,7 +23,7 @@ from .zoo import cmd_zoo
 
 COMMANDS = {"train": cmd_train, "compare": cmd_many, "sweep": cmd_many, "tune": cmd_many,
             "optimum": cmd_optimum, "noise-scale": cmd_noise_scale, "landscape": cmd_landscape,
-            "zoo": cmd_zoo}
+            "zoo": cmd_zoo, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

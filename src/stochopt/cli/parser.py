@@ -335,4 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--weights", help="a (d, 10) .npy file, e.g. a run's weights.npy")
     _add_data_args(noise)
     noise.add_argument("--out", help="write noise_scale.json here")
+
+    report = sub.add_parser("report", help="rebuild a folder's tables, figures and page",
+                            description="Rebuild results.csv, the summary and comparison "
+                            "tables, the figures, report.md and the interactive report.html "
+                            "from a folder's stored runs, without training: after an upgrade, "
+                            "or for a folder a Ray study wrote.")
+    report.add_argument("folder", metavar="DIR", help="a folder compare, sweep, tune or zoo "
+                        "wrote")
     return parser

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from ..config import Config, RunRecord
@@ -12,7 +13,7 @@ from ..errors import StochoptError
 from ..study import artefacts, experiment
 from ..study.analysis import Targets
 from ..study.experiment import LocalEngine
-from ..study.folder import open_out
+from ..study.folder import load_run, open_out
 from ..study.ray_engine import RayEngine, import_ray
 from .common import check_device, configs_from_args, load_data, progress
 
@@ -41,7 +42,19 @@ def study(args: argparse.Namespace, configs: list[Config]
     bar, on_epoch = progress(args, sum(c.epochs for c in configs), args.command, lines=False)
     failed = []
 
+    last_page = [time.monotonic()]
+
+    def progress_page() -> None:
+        """At most every 10 s: report.html from the runs stored so far."""
+        if time.monotonic() - last_page[0] < 10:
+            return
+        last_page[0] = time.monotonic()
+        done = [r for c in configs if (r := load_run(out / "runs" / f"{c.run_id}.json"))]
+        artefacts.write_progress_page(out, done, f"stochopt {args.command}", targets)
+
     def on_group(group: list[Config], status: str) -> None:
+        if status == "trained":
+            progress_page()
         if status == "kept":
             bar.update(sum(c.epochs for c in group))
             bar.write(f"{len(group)} finished run(s) kept from {out}")

@@ -66,7 +66,8 @@ def data_info(split: Split) -> dict[str, Any]:
     X = split.X_train
     return {"dataset": split.name, "n_train": len(X), "n_val": len(split.X_val),
             "n_test": len(split.X_test), "bias": split.source.get("bias", False),
-            "device": str(X.device), "dtype": str(X.dtype).removeprefix("torch.")}
+            "device": str(X.device), "dtype": str(X.dtype).removeprefix("torch."),
+            "image_shape": list(split.image_shape) if split.image_shape else None}
 
 
 # --------------------------------------------------------------------------- tables
@@ -169,7 +170,8 @@ def tuning_rows(chosen: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]]
 def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
               split: Split | None = None, optima: dict[float, Optimum | None] | None = None,
               targets: Targets | None = None, tuned: bool = False,
-              weight_images: int | None = None) -> Findings:
+              weight_images: int | None = None, data: dict[str, Any] | None = None
+              ) -> Findings:
     """Every table, figure and the report, from the run records (``weight_images``: at
     most that many optimizers' weight images, the best by validation loss first):
 
@@ -177,9 +179,12 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     and 95% intervals over seeds), comparisons.csv (pairs at one batch size, paired by
     seed), with several batch sizes batch_sizes.json, with ``tuned`` tuning.csv; curves.png,
     weights_<optimizer>.png, profile.png, batch_sizes.png, lr_sensitivity.png; report.md and
-    report.html; meta.json. ``optima`` (by weight decay) adds the rates theory predicts for
-    the full-batch runs."""
+    report.html (interactive, :mod:`.page`); meta.json. ``optima`` (by weight decay) adds
+    the rates theory predicts for the full-batch runs; ``data``: the data's description
+    (:func:`data_info`) when ``split`` is not given (``stochopt report`` rebuilds a folder
+    from its runs and meta.json, without its data)."""
     from . import plots
+    from .page import page_data, write_page
     from .report import (
         batch_size_accuracy,
         batch_size_sentences,
@@ -191,12 +196,14 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     )
 
     out, targets = Path(out), targets or Targets()
+    data = data_info(split) if split is not None else (data or {})
+    n_train = data.get("n_train") or 0
     rows, columns = results_rows(records)
     write_csv(out / "results.csv", rows, columns)
     failed = sum(r.status == "failed" for r in records)
     records = [r for r in records if r.status != "failed"]  # the rest is about what trained
     meta = {"command": title, "targets": asdict(targets),
-            "data": data_info(split) if split else None, "versions": versions()}
+            "data": data or None, "versions": versions()}
     if not records:
         write_json(out / "meta.json", meta)
         return Findings([], [], [])
@@ -217,7 +224,7 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
 
     sections: dict[str, str] = {}
     figures = ["curves.png"]
-    n_test = len(split.X_test) if split is not None else None
+    n_test = data.get("n_test")
     # tune: the answers are about the chosen lrs; the whole grid stays in the tables
     if tuned:
         write_csv(out / "tuning.csv", _blank(tuning_rows(found.chosen, runs)), TUNING_COLUMNS)
@@ -236,8 +243,7 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
                              device=split.X_train.device)
             found.noise0 = noise_scales(W0, split.X_train, split.y_train)[0].b_simple
         focus_records = [rec for rec, row in zip(records, runs, strict=True) if row in focus]
-        found.batch_sizes = analysis.batch_size_fit(focus, focus_records,
-                                                    len(split.X_train) if split else 0)
+        found.batch_sizes = analysis.batch_size_fit(focus, focus_records, n_train)
         write_json(out / "batch_sizes.json", {"target_val_acc": targets.val_acc,
                                               "b_simple_at_zero": found.noise0,
                                               "solvers": found.batch_sizes})
@@ -247,8 +253,10 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
         save_figure(out / "batch_sizes.png", plots.batch_sizes(found.batch_sizes,
                                                                found.noise0, focus_summary))
         figures.append("batch_sizes.png")
+    profile = None
     if focus and (len(sizes) > 1 or len({r.config.seed for r in records}) > 1):
-        save_figure(out / "profile.png", plots.profile(analysis.profile(focus),
+        profile = {"taus": list(analysis.TAUS), "fractions": analysis.profile(focus)}
+        save_figure(out / "profile.png", plots.profile(profile["fractions"],
                                                        analysis.TAUS, "steps"))
         figures.append("profile.png")
     many_lrs = len({(r["optimizer"], r["batch_size"], r["lr"]) for r in summary}) > len(
@@ -269,11 +277,13 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
     reference, extra = full_batch_rates(records, split, optima or {})
     save_figure(out / "curves.png", plots.curves([d[0] for d in drawn], [d[1] for d in drawn],
                                                  reference))
-    image = (28, 28) if split is None else split.image_shape
+    image = tuple(data["image_shape"]) if data.get("image_shape") else (
+        (28, 28) if not data else None)  # no description: the exercise's MNIST
     drawn = list(dict.fromkeys(r.config.optimizer for r in records)) if image else []
     if weight_images is not None:  # a zoo of a hundred: the best few
         ranked = sorted(summary, key=lambda r: _finite(r.get("final_val_loss_mean")))
         drawn = list(dict.fromkeys(r["optimizer"] for r in ranked))[:weight_images]
+    images: dict[str, np.ndarray] = {}
     for optimizer in drawn:
         # its best configuration's first seed (by mean final validation loss)
         top = best([r for r in summary if r["optimizer"] == optimizer])
@@ -283,14 +293,35 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
         save_figure(out / f"weights_{safe_name(optimizer)}.png", plots.weights(
             first.load_weights(out), f"{optimizer}: columns of W ({first.run})", image[0]))
         figures.append(f"weights_{safe_name(optimizer)}.png")
+        images[optimizer] = first.load_weights(out)
     if failed:
         extra["Failed runs"] = (f"{failed} run(s) failed: their group raised an error (the "
                                 "command printed it; tasks.csv keeps it). They are listed in "
                                 "results.csv with status 'failed', are left out of every "
                                 "other table, and train when the command is run again.")
-    write_report(out, summary, runs, figures, title, {**sections, **extra, **notes(runs)})
+    sections = {**sections, **extra, **notes(runs)}
+    write_report(out, summary, runs, figures, title, sections)
+    write_page(out, page_data(records, runs, summary, pairs, title, sections,
+                              found.batch_sizes, summary if many_lrs else (),
+                              tuning_rows(found.chosen, runs) if tuned else (), images,
+                              image, profile))
     write_json(out / "meta.json", meta)
     return found
+
+
+def write_progress_page(out: str | Path, records: Sequence[RunRecord], title: str,
+                        targets: Targets | None = None) -> None:
+    """report.html from the runs finished so far (a running study rewrites it after its
+    groups, so that a browser's refresh shows the progress); the rest waits for the end."""
+    from .page import page_data, write_page
+
+    records = [r for r in records if r.status != "failed"]
+    if not records:
+        return
+    runs = analysis.runs_table(records, targets or Targets())
+    summary = analysis.summarize(runs)
+    write_page(Path(out), page_data(records, runs, summary, analysis.comparisons(runs),
+                                    f"{title} (running: {len(records)} runs finished)", {}))
 
 
 def full_batch_rates(records: Sequence[RunRecord], split: Split | None,

@@ -6,7 +6,6 @@ the report say the same thing and stay true when the settings change.
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
 from collections.abc import Sequence
@@ -158,8 +157,9 @@ def target_sentences(summary: Sequence[dict], target_acc: float) -> str:
             parts.append(f"{r['config']} {reached}/{r['n_seeds']} seeds, median epoch "
                          f"{r['median_epoch_to_target']:g} ({r['median_steps_to_target']:,.0f} "
                          f"steps, {r['median_grad_evals_to_target']:,.0f} gradient evaluations)")
-    return (f"Validation accuracy {target_acc:g}% (checked after each epoch) was reached by: "
-            + "; ".join(parts) + ".")
+    return (f"Validation accuracy {target_acc:g}% (checked at every evaluation point: each "
+            "epoch's end and, with --eval-every or --eval-points, the steps between) was "
+            "reached by: " + "; ".join(parts) + ".")
 
 
 def batch_size_accuracy(summary: Sequence[dict]) -> str:
@@ -320,27 +320,8 @@ def markdown(table: Sequence[dict], runs: Sequence[dict], figures: Sequence[str]
     return "\n".join(lines) + "\n"
 
 
-def html_page(table: Sequence[dict], runs: Sequence[dict], figures: Sequence[str], title: str,
-              sections: dict[str, str]) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in _headers(table, runs))
-    body = "".join("<tr>" + "".join(f"<td>{e(cell(r, k))}</td>" for k, _ in TABLE_COLUMNS)
-                   + "</tr>" for r in table)
-    text = "".join(f"<h2>{e(q)}</h2><p>{e(t)}</p>" for q, t in sections.items())
-    imgs = "".join(f'<figure><img src="{e(f)}" alt="{e(f)}"><figcaption>{e(f)}</figcaption>'
-                   "</figure>" for f in figures)
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
-             "padding:0 1em;color:#222}table{border-collapse:collapse;font-size:14px}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "th{background:#f3f3f3}img{max-width:100%}figure{margin:1.5em 0}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{e(title)}</h1><table><tr>{head}</tr>"
-            f"{body}</table>{text}{imgs}</body></html>\n")
-
-
 def write_report(out: Path, table: Sequence[dict], runs: Sequence[dict],
                  figures: Sequence[str], title: str, sections: dict[str, str]) -> None:
-    """report.md and report.html: the per-configuration table, then each question's
-    answer (``sections``: question -> text), then the figures."""
+    """report.md: the per-configuration table, then each question's answer (``sections``:
+    question -> text), then the figures (report.html is :mod:`.page`'s)."""
     write_text(out / "report.md", markdown(table, runs, figures, title, sections))
-    write_text(out / "report.html", html_page(table, runs, figures, title, sections))
