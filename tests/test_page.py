@@ -183,3 +183,16 @@ def test_a_thousand_configurations_open_and_the_filter_reaches_any(browser, tmp_
     page.fill("input#filter", last)
     page.wait_for_timeout(300)
     assert [t["name"] for t in _traces(page) if not t["name"].endswith("(band)")] == [last]
+
+
+def test_a_running_study_writes_its_page_from_the_runs_finished_so_far(tmp_path):
+    """write_progress_page: the page of the runs stored so far, titled as running; a study
+    calls it as its groups finish (at most every 10 s)."""
+    from stochopt.study.artefacts import write_progress_page
+
+    records = _records(4)
+    write_progress_page(tmp_path, records[:3], "stochopt sweep")
+    page = (tmp_path / "report.html").read_text()
+    assert "stochopt sweep (running: 3 runs finished)" in page
+    assert '"seeds":2' in page and '"seeds":1' in page  # the third config has one seed so far
+    assert (tmp_path / "plotly.min.js").is_file()

@@ -79,9 +79,11 @@ class RayEngine:
         self.check_fits(ray, self.options(self.device or device or "cpu"))
 
     def options(self, device: str) -> dict[str, Any]:
-        """What each task asks Ray for, and how it is retried and placed."""
+        """What each task asks Ray for, and how it is placed. Ray does not retry it: when
+        its worker or node dies, the driver submits it again (``max_retries`` times) with
+        its group's last checkpoint, which a retry of Ray's own could not carry."""
         return {"num_cpus": self.cpus_per_task, "num_gpus": 1 if device == "cuda" else 0,
-                "max_retries": self.max_retries, "retry_exceptions": False,
+                "max_retries": 0, "retry_exceptions": False,
                 # groups are big: one per node before any node gets a second
                 "scheduling_strategy": "SPREAD"}
 
@@ -111,14 +113,22 @@ class RayEngine:
             data = ray.put(pack(split))  # once per command; workers read it in place
             remote = ray.remote(self.task or train_job).options(**options)
             store = checkpoint_store(ray) if any(j.checkpoint for j in jobs) else None
+            attempts: dict[int, int] = {}
+
+            def submit(job: Job, t0: float | None = None) -> None:
+                # its checkpoint travels with it (a driver restarted, a worker that died):
+                # the store writes the file on this node, so it is read here
+                resume = job.checkpoint.read_bytes() if job.checkpoint is not None else None
+                # the ref inside a list reaches the task unresolved: a worker that already
+                # holds the data skips fetching it
+                ref = remote.remote(job, [data], self.cpus_per_task, device, store, resume)
+                pending[ref] = (job, t0 or time.perf_counter(), time.time())
+
             # the costliest groups first (see cost): the last groups to start are short
             # ones, so the wall time comes close to the largest group's or the total's
             # share per CPU, whichever is longer
             for job in sorted(jobs, key=cost, reverse=True):
-                # the ref inside a list reaches the task unresolved: a worker that already
-                # holds the data skips fetching it
-                ref = remote.remote(job, [data], self.cpus_per_task, device, store)
-                pending[ref] = (job, time.perf_counter(), time.time())
+                submit(job)
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 job, t0, submitted = pending.pop(ref)
@@ -130,7 +140,11 @@ class RayEngine:
                     if not known_failure(cause):
                         raise cause from None  # a bug: its traceback, not a line
                     error, trace = one_line(cause), str(e)
-                except ray.exceptions.RayError as e:  # retries spent, node lost, ...
+                except ray.exceptions.RayError as e:  # its worker or node died, ...
+                    if attempts.get(job.group, 0) < self.max_retries:
+                        attempts[job.group] = attempts.get(job.group, 0) + 1
+                        submit(job, t0)  # again, from its last checkpoint
+                        continue
                     error, trace = one_line(e).split(" Traceback")[0][:300], str(e)
                 else:
                     error, trace = mismatch(info), ""
@@ -247,25 +261,25 @@ def checkpoint_store(ray: Any) -> Any:
 
 @dataclass
 class RemoteCheckpoint(Checkpoint):
-    """A group's checkpoint as a task sees it: its bytes go to and come from the store."""
+    """A group's checkpoint as a task sees it: it resumes from the bytes it was submitted
+    with, and its writes go to the store without waiting (a task that waits on another
+    gives its CPU back, and Ray would start a second task on it meanwhile)."""
 
     store: Any = None
+    resume: bytes | None = None
 
     def write_bytes(self, data: bytes) -> None:
-        import ray
-
-        ray.get(self.store.write.remote(str(self.path), data))
+        self.store.write.remote(str(self.path), data)  # in order, after the earlier ones
 
     def read_bytes(self) -> bytes | None:
-        import ray
-
-        return ray.get(self.store.read.remote(str(self.path)))
+        return self.resume
 
 
-def train_job(job: Job, data: list[Any], threads: int, device: str, store: Any = None
-              ) -> tuple[list[Any], dict[str, Any]]:
-    """A Ray task: train one group on this node, checkpointed through ``store`` when its
-    job asks; return its records and where and how long it ran."""
+def train_job(job: Job, data: list[Any], threads: int, device: str, store: Any = None,
+              resume: bytes | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """A Ray task: train one group on this node, from the checkpoint ``resume`` when given,
+    checkpointed through ``store`` when its job asks; return its records and where and how
+    long it ran."""
     import ray
 
     started, t0 = time.time(), time.perf_counter()
@@ -280,7 +294,8 @@ def train_job(job: Job, data: list[Any], threads: int, device: str, store: Any =
     checkpoint = None
     if job.checkpoint is not None and store is not None:
         c = job.checkpoint
-        checkpoint = RemoteCheckpoint(c.path, c.every, c.min_seconds, store=store)
+        checkpoint = RemoteCheckpoint(c.path, c.every, c.min_seconds, store=store,
+                                      resume=resume)
     records = fit(job.configs, _held[key], job.f_star, None, job.noise_scale,
                   checkpoint=checkpoint)
     t2 = time.perf_counter()
