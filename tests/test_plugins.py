@@ -270,3 +270,34 @@ def test_with_a_bias_the_plugin_sees_w_and_b_as_two_parameters(split):
         F.cross_entropy(with_ones(small.X_train[idx]) @ joined, small.y_train[idx]).backward()
         opt.step()
     assert (ours - joined.detach()).abs().max().item() > 1e-6
+
+
+def test_the_zoo_lists_an_optimizer_over_the_epoch_cap_with_its_step_time(tmp_path):
+    """--max-epoch-seconds: each optimiser's step is timed first; one whose projected epoch
+    is over the cap is listed (unsupported, with its measured step time and why) instead
+    of trained, the rest train. The cap here is the median projection, so that both kinds
+    occur whatever this machine's speed; each row's status follows its own measurement."""
+    import csv
+    import math
+
+    from stochopt.data import load_split
+    from stochopt.study.zoo import step_seconds
+
+    split = load_split(dataset="digits")
+    per_epoch = math.ceil(len(split.X_train) / 512)
+    specs = ["torch.optim:SGD", "torch.optim:Muon", "torch.optim:NAdam"]
+    projected = sorted(step_seconds(s, split, 512) * per_epoch for s in specs)
+    cap = projected[1]
+    out = tmp_path / "zoo"
+    assert main(["zoo", "torch.optim", "--epochs", "1", "--batch-size", "512", "--seeds", "0",
+                 "--dataset", "digits", "--optimum", "skip", "--out", str(out), "--quiet",
+                 "--max-epoch-seconds", f"{cap}"]) in (0, 1)
+    with open(out / "zoo.csv") as f:
+        rows = list(csv.DictReader(f))
+    slow = [r for r in rows if "too slow here" in r["reason"]]
+    assert slow and any(r["status"] == "trained" for r in rows)
+    for r in rows:
+        if r["seconds_per_step"]:
+            over = float(r["seconds_per_step"]) * per_epoch > cap
+            assert over == (r in slow), r
+    assert all(r["status"] == "unsupported" and "ms per step" in r["reason"] for r in slow)

@@ -286,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "zoo":
             p.add_argument("module", metavar="MODULE",
                            help="pytorch_optimizer, torch.optim, stochopt, or any module")
+            p.add_argument("--max-epoch-seconds", type=float, default=None, metavar="S",
+                           help="time each optimizer's step first (30 steps) and list one "
+                           "whose epoch would take longer than S seconds here with its "
+                           "measured step time instead of training it (default: no cap)")
         if name == "tune":
             g = p.add_argument_group("the lr grid (each optimizer's, unless --lrs)")
             g.add_argument("--lr-points", type=int, default=13,

@@ -24,7 +24,59 @@ from ..optim import RULES, get_rule
 from ..optim.plugin import import_module
 
 ZOO_COLUMNS = ["name", "optimizer", "status", "reason", "source", "lr", "final_val_acc_mean",
-               "test_acc_mean", "n_diverged", "seconds_per_epoch"]
+               "test_acc_mean", "n_diverged", "seconds_per_epoch", "seconds_per_step"]
+
+
+def step_seconds(spec: str, split: Any, batch_size: int, steps: int = 30) -> float:
+    """The seconds of one training step of ``spec`` at ``batch_size`` here, one model: the
+    difference of two short runs (``steps`` and a third of it, after one to warm up), so
+    that setting up a run and evaluating it cancel."""
+    import time
+    from dataclasses import replace
+
+    from ..config import Config
+    from ..train import fit
+
+    n = len(split.X_train)
+    per_epoch = math.ceil(n / batch_size)
+
+    def timed(wanted: int) -> tuple[float, int]:
+        """(seconds, steps) of a run of about ``wanted`` steps: the first wanted batches,
+        or, on a small data set, as many whole epochs as that takes."""
+        epochs = 1 if wanted * batch_size <= n else math.ceil(wanted / per_epoch)
+        m = min(n, wanted * batch_size)
+        part = replace(split, X_train=split.X_train[:m], y_train=split.y_train[:m],
+                       X_val=split.X_val[:100], y_val=split.y_val[:100],
+                       X_test=split.X_test[:100], y_test=split.y_test[:100],
+                       sample_weight=None)
+        t0 = time.perf_counter()
+        fit(Config(spec, epochs=epochs, batch_size=batch_size), part)
+        return time.perf_counter() - t0, epochs * math.ceil(m / batch_size)
+
+    few = max(1, steps // 3)
+    timed(few)  # imports, first calls
+    (t1, s1), (t2, s2) = timed(few), timed(steps)
+    return (t2 - t1) / (s2 - s1) if s2 > s1 else t2 / s2
+
+
+def too_slow(runnable: Sequence[str], split: Any, batch_size: int, cap: float
+             ) -> tuple[dict[str, str], dict[str, float]]:
+    """The optimisers whose epoch at ``batch_size`` would take longer than ``cap`` seconds
+    here, with why, and every one's measured seconds per step (one that raises while timed
+    is left to fail in its own group)."""
+    slow: dict[str, str] = {}
+    measured: dict[str, float] = {}
+    per_epoch = math.ceil(len(split.X_train) / batch_size)
+    for spec in runnable:
+        try:
+            measured[spec] = step_seconds(spec, split, batch_size)
+        except Exception:  # its own group will fail with its reason
+            continue
+        if measured[spec] * per_epoch > cap:
+            slow[spec] = (f"too slow here: {measured[spec] * 1e3:.3g} ms per step, "
+                          f"{measured[spec] * per_epoch:.3g} s per epoch projected at batch "
+                          f"{batch_size}, over the cap of {cap:g} s (--max-epoch-seconds)")
+    return slow, measured
 
 
 def exported(module: str) -> list[tuple[str, str]]:
@@ -67,17 +119,20 @@ def sort_out(names: Sequence[tuple[str, str]]) -> tuple[list[str], dict[str, str
 
 
 def zoo_rows(names: Sequence[tuple[str, str]], unsupported: dict[str, str],
-             records: Sequence[RunRecord], summary: Sequence[dict[str, Any]]
-             ) -> list[dict[str, Any]]:
+             records: Sequence[RunRecord], summary: Sequence[dict[str, Any]],
+             measured: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """One row per exported optimiser: trained, failed (its group raised) or unsupported
-    (it cannot run here), with the reason and its summary figures."""
+    (it cannot run here, or too slowly), with the reason, its summary figures and its
+    ``measured`` seconds per step where timed."""
+    measured = measured or {}
     by_optimizer = {r["optimizer"]: r for r in summary}
     runs: dict[str, list[RunRecord]] = {}
     for record in records:
         runs.setdefault(record.config.optimizer, []).append(record)
     rows = []
     for name, spec in names:
-        row: dict[str, Any] = {"name": name, "optimizer": spec.split(" (")[0]}
+        row: dict[str, Any] = {"name": name, "optimizer": spec.split(" (")[0],
+                               "seconds_per_step": measured.get(spec, "")}
         if spec in unsupported:
             rows.append({**row, "status": "unsupported", "reason": unsupported[spec]})
             continue
