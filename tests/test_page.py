@@ -5,6 +5,7 @@ select#metric, select#x-axis, input#filter, div.plot[data-figure], table[data-ta
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -25,7 +26,8 @@ if not Path(CHROMIUM).is_file():
                 "chromium), which .ci/run installs", allow_module_level=True)
 
 
-def _records(n_configs: int, seeds: int = 2, epochs: int = 5) -> list[RunRecord]:
+def _records(n_configs: int, seeds: int = 2, epochs: int = 5, bound: bool = False
+             ) -> list[RunRecord]:
     """Synthetic runs: configuration j's validation accuracy rises towards 90 + j/n, its
     f - f* falls as 10^-(epoch/2) / (j + 1), with a little seed noise."""
     rng = np.random.default_rng(0)
@@ -39,19 +41,21 @@ def _records(n_configs: int, seeds: int = 2, epochs: int = 5) -> list[RunRecord]
                 acc = 90 + j / n_configs - 5 / e + 0.1 * rng.standard_normal()
                 rows.append({"epoch": e, "train_loss": 0.5 / e, "train_acc": acc + 0.5,
                              "val_loss": 0.4 / e + 0.01 * j, "val_acc": acc, "lr": c.lr,
-                             "suboptimality": 10 ** (-e / 2) / (j + 1), "seconds": 0.1,
+                             "suboptimality": 10 ** (-e / 2) / (j + 1) - (0.01 if bound
+                                                                        else 0.0),
+                             "seconds": 0.1,
                              "batch_seconds": 0.1 * n_configs * seeds, "steps": 750 * e,
                              "grad_evals": 48000 * e, "noise_scale": 100.0 * e})
             records.append(RunRecord(c, rows, test_acc=acc, test_loss=0.3,
-                                     f_star=FStar(0.25)))
+                                     f_star=FStar(0.25, attained=not bound)))
     return records
 
 
-def _page(tmp_path: Path, n_configs: int, pairs_among: int | None = None
+def _page(tmp_path: Path, n_configs: int, pairs_among: int | None = None, bound: bool = False
           ) -> tuple[Path, list[str]]:
     """The page of ``n_configs`` synthetic configurations, and their labels (the best, by
-    final validation loss, first)."""
-    records = _records(n_configs)
+    final validation loss, first); ``bound``: f - f_best, an upper bound, going negative."""
+    records = _records(n_configs, bound=bound)
     runs = analysis.runs_table(records)
     summary = analysis.summarize(runs)
     among = {r["config"] for r in runs[: 2 * pairs_among]} if pairs_among else None
@@ -196,3 +200,20 @@ def test_a_running_study_writes_its_page_from_the_runs_finished_so_far(tmp_path)
     assert "stochopt sweep (running: 3 runs finished)" in page
     assert '"seeds":2' in page and '"seeds":1' in page  # the third config has one seed so far
     assert (tmp_path / "plotly.min.js").is_file()
+
+
+def test_f_minus_an_upper_bound_goes_on_a_symlog_axis(browser, tmp_path):
+    """At weight decay 0 f* is only an upper bound and f - f_best may go negative: no log
+    axis can show it, so the values go through sign(y) log10(1 + |y|/1e-4), labelled with
+    the originals; the hover keeps the value itself."""
+    page, _ = _open(browser, _page(tmp_path, 3, bound=True)[0])
+    page.select_option("select#metric", "suboptimality")
+    layout = page.evaluate("document.querySelector('div.plot[data-figure=\"curves\"]').layout")
+    assert layout["yaxis"]["type"] == "linear" and "symlog" in layout["yaxis"]["title"]["text"]
+    assert {"-1e-3", "0", "1e-1"} <= set(layout["yaxis"]["ticktext"])
+    trace = page.evaluate("""document.querySelector('div.plot[data-figure="curves"]').data
+        .filter(t => t.name === 'adam lr=0.01')[0]""")
+    means = [10 ** (-e / 2) - 0.01 for e in range(1, 6)]  # configuration 0, negative at e = 5
+    assert trace["customdata"] == pytest.approx(means, rel=1e-5)
+    expected = [math.copysign(math.log10(1 + abs(m) / 1e-4), m) for m in means]
+    assert trace["y"] == pytest.approx(expected, rel=1e-5) and trace["y"][-1] < 0
