@@ -174,7 +174,8 @@ class SVRGLoop(torch.optim.Optimizer):
 
 class SAGALoop(torch.optim.Optimizer):
     """SAGA's reference, Defazio et al. 2014 as a plain loop over one matrix, with the
-    table of every example's own gradient (n x d x C, by autograd, example by example):
+    table of every example's own gradient (n x d x C, by autograd, per example through
+    ``torch.func``):
     ``g = grad f_B(w) - mean_{i in B} table_i + mean_j table_j`` with ``grad f_B(w)`` the
     objective's gradient the caller left in ``p.grad``; ``w <- w - lr g``; then ``table_i =
     grad f_i(w)`` (at the w before the step) for i in B."""
@@ -184,14 +185,20 @@ class SAGALoop(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr})
         (p,) = self.param_groups[0]["params"]
         self.X, self.y = X, y
-        self.table = torch.stack([self._own(p, i) for i in range(len(X))])
+        self.table = self._own(p, torch.arange(len(X)))
 
-    def _own(self, w: torch.Tensor, i: int) -> torch.Tensor:
-        return _loss_gradient(w, self.X[i:i + 1], self.y[i:i + 1])
+    def _own(self, w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Each example's own gradient at w, (len(rows), d, C)."""
+        def loss(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy((x @ w)[None], y[None])
+
+        with torch.enable_grad():
+            return torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(
+                w.detach(), self.X[rows], self.y[rows])
 
     def step(self, closure=None, idx=None):
         (p,) = self.param_groups[0]["params"]
-        own = torch.stack([self._own(p, int(i)) for i in idx])
+        own = self._own(p, idx)
         g = p.grad - self.table[idx].mean(0) + self.table.mean(0)
         self.table[idx] = own
         with torch.no_grad():
