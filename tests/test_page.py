@@ -63,7 +63,7 @@ def _page(tmp_path: Path, n_configs: int, pairs_among: int | None = None, bound:
     out = tmp_path / f"page{n_configs}"
     out.mkdir()
     write_page(out, page_data(records, runs, summary, pairs, "a test study",
-                              {"How do the optimisers compare?": "A sentence."}))
+                              {"How do the optimisers compare?": "At batch 64, a sentence."}))
     labels = [r["config"] for r in sorted(summary, key=lambda r: r["final_val_loss_mean"])]
     return out / "report.html", labels
 
@@ -217,3 +217,18 @@ def test_f_minus_an_upper_bound_goes_on_a_symlog_axis(browser, tmp_path):
     assert trace["customdata"] == pytest.approx(means, rel=1e-5)
     expected = [math.copysign(math.log10(1 + abs(m) / 1e-4), m) for m in means]
     assert trace["y"] == pytest.approx(expected, rel=1e-5) and trace["y"][-1] < 0
+
+
+def test_the_comparison_answer_links_each_pair_to_its_row(browser, tmp_path):
+    """Under 'How do the optimisers compare?': a link per pair of its batch size (validation
+    accuracy), each to that pair's row of the comparisons table, which a click marks."""
+    page, _ = _open(browser, _page(tmp_path, 3)[0])
+    links = page.evaluate("""Array.from(document.querySelectorAll(
+        '#answers a[href^="#comparisons-row-"]'), a => [a.textContent, a.getAttribute('href')])""")
+    assert len(links) == 3  # three configurations: three pairs at batch 64
+    for text, href in links:
+        row = page.evaluate(f"""Array.from(document.querySelector('{href}').cells,
+            c => c.textContent)""")
+        assert row[1] == "final_val_acc" and f"{row[2]} vs {row[3]}" == text
+    page.click(f'#answers a[href="{links[1][1]}"]')
+    assert page.evaluate(f"document.querySelector('{links[1][1]}').className") == "picked"
