@@ -9,15 +9,14 @@ its wall time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
 
 import torch
+from benchmark_args import args_and_split
 
-from stochopt import Config, fit, load_split
-from stochopt.data import Split
+from stochopt import Config, fit
 
 
 def per_epoch(record) -> float:
@@ -25,17 +24,7 @@ def per_epoch(record) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--tiny", action="store_true", help="a tenth of the data, 1 round")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    args = parser.parse_args()
-    split = load_split()
-    if args.tiny:
-        n = len(split.X_train) // 10
-        split = Split(split.X_train[:n], split.y_train[:n], split.X_val[:500],
-                      split.y_val[:500], split.X_test[:500], split.y_test[:500])
-        args.rounds = 1
+    args, split = args_and_split(__doc__)
     base = {"epochs": 1, "batch_size": 64}
     together: dict[str, list[float]] = {"sgd": [], "muon": []}
     alone: dict[str, list[float]] = {"sgd": [], "muon": []}

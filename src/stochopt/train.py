@@ -358,6 +358,15 @@ class Checkpoint:
     bytes_written: int = field(default=0, init=False)
     seconds_writing: float = field(default=0.0, init=False)
 
+    @classmethod
+    def every_epochs(cls, path: Path, every: int | None) -> Checkpoint | None:
+        """The policy ``--checkpoint-every`` names: every ``every`` epochs; None, each
+        epoch but at most once a minute; 0, no checkpoint."""
+        check_checkpoint_every(every)
+        if every == 0:
+            return None
+        return cls(path, every or 1, 60.0 if every is None else 0.0)
+
     def due(self, epoch: int) -> bool:
         return (self.every > 0 and epoch % self.every == 0
                 and time.monotonic() - self.last >= self.min_seconds)
@@ -396,6 +405,11 @@ class Checkpoint:
         except Exception:  # a damaged or foreign file: the group trains from the start
             return None
         return state if isinstance(state, dict) and state.get("runs") == runs else None
+
+
+def check_checkpoint_every(every: int | None) -> None:
+    if every is not None and every < 0:
+        raise StochoptError(f"--checkpoint-every must be 0 (never) or more, got {every}")
 
 
 def _to(state: Any, device: torch.device) -> Any:

@@ -15,6 +15,7 @@ from ..study.analysis import Targets
 from ..study.experiment import LocalEngine
 from ..study.folder import load_run, open_out
 from ..study.ray_engine import RayEngine, import_ray
+from ..train import check_checkpoint_every
 from .common import check_device, configs_from_args, load_data, progress
 
 
@@ -101,9 +102,7 @@ def study(args: argparse.Namespace, configs: list[Config]
 
 def engine_from_args(args: argparse.Namespace):
     """The engine the flags name; Ray's flags only with --engine ray."""
-    if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        raise StochoptError(f"--checkpoint-every must be 0 (never) or more, got "
-                            f"{args.checkpoint_every}")
+    check_checkpoint_every(args.checkpoint_every)  # before any data is read
     if args.group_size is not None and args.group_size < 1:
         raise StochoptError(f"--group-size must be at least 1, got {args.group_size}")
     if args.ray_cpus_per_task is not None and args.ray_cpus_per_task < 1:

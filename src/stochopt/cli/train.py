@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ..errors import StochoptError
 from ..files import lock_out, prepare_out
 from ..study.artefacts import write_train
 from ..study.experiment import FStarSource
 from ..train import Checkpoint, fit
 from .common import configs_from_args, load_data, progress
-
-
-def checkpoint_for(out: Path, every: int | None) -> Checkpoint | None:
-    """train's checkpoint, ``checkpoint.pt`` in its folder (see --checkpoint-every)."""
-    if every is not None and every < 0:
-        raise StochoptError(f"--checkpoint-every must be 0 (never) or more, got {every}")
-    if every == 0:
-        return None
-    return Checkpoint(out / "checkpoint.pt", every or 1, 60.0 if every is None else 0.0)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -31,7 +20,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     star = FStarSource(split, args.optimum, progress=not args.quiet)(config)
     bar, on_epoch = progress(args, config.epochs, f"{config.optimizer} bs={config.batch_size}",
                               lines=True)
-    checkpoint = checkpoint_for(out, args.checkpoint_every)
+    checkpoint = Checkpoint.every_epochs(out / "checkpoint.pt", args.checkpoint_every)
     (record,) = fit(config, split, f_star=[star], on_epoch=on_epoch, checkpoint=checkpoint)
     bar.close()
     write_train(out, record, split, star)

@@ -294,12 +294,6 @@ def common_target(records: Sequence[RunRecord]) -> float | None:
     return math.floor(lowest * 10) / 10 if math.isfinite(lowest) else None
 
 
-def _median_steps(values: Sequence[float | None]) -> float | None:
-    """The median of steps to target, a run that never got there counting as infinite."""
-    m = float(np.median([math.inf if v is None else v for v in values]))
-    return m if math.isfinite(m) else None
-
-
 def _fit(steps: dict[int, float | None]) -> tuple[float, float]:
     """S_min, E_min through the batch sizes whose median reached (E = B S)."""
     ok = [(b, s) for b, s in steps.items() if s is not None]
@@ -316,7 +310,7 @@ def bootstrap_fit(steps: dict[int, list[float | None]], resamples: int = 2000,
     rng = np.random.default_rng(seed)
     drawn: dict[str, list[float]] = {"s_min": [], "e_min": [], "b_crit": []}
     for _ in range(resamples):
-        medians = {b: _median_steps([v[i] for i in rng.integers(0, len(v), len(v))])
+        medians = {b: _median([v[i] for i in rng.integers(0, len(v), len(v))])
                    for b, v in steps.items()}
         s_min, e_min = _fit(medians)
         valid = math.isfinite(s_min) and s_min > 0 and e_min > 0
@@ -352,7 +346,7 @@ def batch_size_fit(runs: Sequence[dict[str, Any]], records: Sequence[RunRecord],
         points = []
         for b in sizes:
             at = [(r, rec) for r, rec in pairs if r["batch_size"] == b]
-            median = _median_steps(steps[b])
+            median = _median(steps[b])
             along: dict[float, list[float]] = {}
             for _, rec in at:
                 for x in rec.timeline():

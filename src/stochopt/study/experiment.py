@@ -227,12 +227,9 @@ def checkpoint_for(runs_dir: Path, members: list[Config], every: int | None
                    ) -> Checkpoint | None:
     """The checkpoint of one group, named by its runs, so that the same command finds it
     again: ``every`` epochs (None: each epoch, at most once a minute; 0: none)."""
-    if every == 0:
-        return None
     key = hashlib.sha256("\n".join(c.run_id for c in members).encode()).hexdigest()[:16]
     # an absolute path: a Ray engine's store writes it from another working directory
-    return Checkpoint(runs_dir.resolve() / f"group-{key}.pt", every or 1,
-                      60.0 if every is None else 0.0)
+    return Checkpoint.every_epochs(runs_dir.resolve() / f"group-{key}.pt", every)
 
 
 def _task_row(number: int, members: list[Config], status: str, task: dict[str, Any]

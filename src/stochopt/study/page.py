@@ -42,7 +42,8 @@ DIAGNOSTICS = ("d_estimate", "step_size", "line_search_gave_up")  # rules' own c
 
 
 def _round(x: float) -> float | None:
-    """A JSON number with 6 significant digits (None for NaN and infinities)."""
+    """A JSON number with 6 significant digits (None for NaN and infinities): what
+    :func:`write_page` makes of every number of the page's data."""
     if not isinstance(x, (int, float)) or not math.isfinite(x):
         return None
     return float(f"{x:.6g}")
@@ -66,7 +67,7 @@ def curves(records: Sequence[RunRecord], labels: Sequence[str]) -> list[dict[str
         metrics = [m for m in (*METRICS, *DIAGNOSTICS)
                    if any(math.isfinite(row.get(m, math.nan)) for s in steps
                           for row in points[s])]
-        series: dict[str, Any] = {a: [_round(float(np.mean([row[a] for row in points[s]])))
+        series: dict[str, Any] = {a: [float(np.mean([row[a] for row in points[s]]))
                                       for s in steps] for a in AXES}
         for m in metrics:
             stats: dict[str, list[float | None]] = {k: [] for k in ("mean", "low", "high",
@@ -83,7 +84,7 @@ def curves(records: Sequence[RunRecord], labels: Sequence[str]) -> list[dict[str
                         if len(v) > 1 else 0.0)
                 for k, x in (("mean", mean), ("low", mean - half), ("high", mean + half),
                              ("min", float(v.min())), ("max", float(v.max()))):
-                    stats[k].append(_round(x))
+                    stats[k].append(x)
             series[m] = stats
         last = runs[0].rows[-1] if runs[0].rows else {}
         found.append({"name": label, "optimizer": runs[0].config.optimizer,
@@ -98,10 +99,8 @@ def curves(records: Sequence[RunRecord], labels: Sequence[str]) -> list[dict[str
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]
            ) -> dict[str, Any]:
-    def value(v: Any) -> Any:
-        if isinstance(v, float):
-            return _round(v)
-        return v if isinstance(v, (int, str, bool)) or v is None else str(v)
+    def value(v: Any) -> Any:  # numbers as they are (write_page rounds them), else text
+        return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
     return {"columns": [c for c, _ in columns], "headers": [h for _, h in columns],
             "rows": [[value(r.get(c)) for c, _ in columns] for r in rows]}
 
@@ -156,9 +155,9 @@ def page_data(records: Sequence[RunRecord], runs: Sequence[dict[str, Any]],
     if lr_rows:
         data["lr"] = [{"config": r["config"], "optimizer": r["optimizer"],
                        "batch_size": r["batch_size"], "lr": r["lr"],
-                       "loss": _round(r["final_val_loss_mean"]),
-                       "low": _round(r.get("final_val_loss_ci95_low", math.nan)),
-                       "high": _round(r.get("final_val_loss_ci95_high", math.nan))}
+                       "loss": r["final_val_loss_mean"],
+                       "low": r.get("final_val_loss_ci95_low", math.nan),
+                       "high": r.get("final_val_loss_ci95_high", math.nan)}
                       for r in lr_rows]
     if profile:
         data["profile"] = profile
@@ -166,7 +165,7 @@ def page_data(records: Sequence[RunRecord], runs: Sequence[dict[str, Any]],
         scale = max(float(np.abs(w).max()) for w in weights.values()) or 1.0
         # in hundredths of the largest |w| of all: a colour scale shows no more, and the
         # main job's page (three optimisers' 7,840 weights) stays small
-        data["weights"] = {"scale": _round(scale), "side": list(image), "images": {
+        data["weights"] = {"scale": scale, "side": list(image), "images": {
             name: [np.rint(99 * w[:, c] / scale).astype(int).tolist()
                    for c in range(w.shape[1])] for name, w in weights.items()}}
     return data
