@@ -1,20 +1,25 @@
 """Where does an epoch of stochopt stand? One process, the real data, medians and ratios.
 
-    python benchmarks/bench_epoch.py [--repeats 3] [--out benchmarks/results]
+    python benchmarks/bench_epoch.py [--rounds 3] [--out benchmarks/results]
 
 (a) the exercise's own loop: DataLoader over a per-sample Dataset with ToTensor-style
     conversion, SubsetRandomSampler, loss and accuracy recomputed (and read) after every step
 (b) idiomatic PyTorch: in-memory tensors, nn.Linear(784, 10, bias=False), F.cross_entropy,
-    autograd, torch.optim.SGD(momentum=0.9), loss read after every step
+    autograd, torch.optim.SGD(momentum=0.9), the batch's loss and accuracy after the step
 (c) scikit-learn: SGDClassifier(loss="log_loss") for one epoch (and, with --lbfgs,
     LogisticRegression(lbfgs) to convergence)
-(d) stochopt: an epoch of momentum-SGD with the exercise's per-step metrics (after the step),
-    the median of the epochs of --repeats runs of --epochs epochs
+(d) stochopt: an epoch of momentum-SGD with the exercise's post-step metrics, one run (K=1),
+    beside (b) and a JAX + optax epoch jit-compiled as one lax.scan (same rule, same
+    metrics; benchmarks/jax_loop.py), at batch sizes 32 to 512, interleaved round by round
 (e) the roofline: the two full passes over the training matrix an epoch needs at least
-(g) the per-configuration cost of a K = 1, 8, 64 sweep at batch 64 (epochs as in (d))
+(f) time to a validation accuracy
+(g) the per-configuration cost of K = 1, 15, 64 models at batch 64, beside JAX's vmap of
+    the scan, and the compute floor: three products of 2 B d C FLOPs per step and model at
+    the measured matrix-product peak of this machine
 
-(a) and (b) are timed on --steps steps and scaled to a whole epoch (said in the table).
-Nothing here is a test: timings vary with the machine's load.
+(a) is timed on --steps steps and scaled to a whole epoch (said in the table). JAX's
+compile time is printed, not counted. Nothing here is a test: timings vary with the
+machine's load, so compare the ratios of one run.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stochopt.data import load_split
+from stochopt.data import Split, load_split
 from stochopt.files import write_csv, write_json
 from stochopt.model import logits, one_hot, residuals, xt_r
 from stochopt.train import Config, fit
+
+sys.path.insert(0, str(Path(__file__).parent))
+import jax_loop
 
 
 def median_time(fn, repeats: int) -> float:
@@ -84,9 +92,11 @@ def exercise_loop(split, batch_size: int, steps: int) -> float:
 
 def idiomatic_torch(split, batch_size: int, steps: int | None, epochs: int = 1,
                     target: float | None = None):
-    """(b): seconds per epoch (timed on ``steps``), or the time to ``target`` val accuracy."""
+    """(b): seconds per epoch (timed on ``steps`` steps when given), or the time to
+    ``target`` validation accuracy. After each step the batch's loss and accuracy of the
+    updated model, as the exercise asks, kept as tensors and read once per epoch."""
     X, y = split.X_train, split.y_train
-    model = torch.nn.Linear(784, 10, bias=False)
+    model = torch.nn.Linear(X.shape[1], 10, bias=False)
     torch.nn.init.zeros_(model.weight)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)
@@ -94,21 +104,30 @@ def idiomatic_torch(split, batch_size: int, steps: int | None, epochs: int = 1,
     t = time.perf_counter()
     done = 0
     for epoch in range(epochs):
+        metrics = []
         for idx in torch.randperm(len(X), generator=g).split(batch_size):
-            loss = F.cross_entropy(model(X[idx]), y[idx])
+            xb, yb = X[idx], y[idx]
+            loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            loss.item()
+            with torch.no_grad():
+                Z = model(xb)
+                metrics.append(torch.stack([F.cross_entropy(Z, yb),
+                                            (Z.argmax(1) == yb).float().mean()]))
             done += 1
             if steps is not None and done == steps:
+                torch.stack(metrics).mean(0).tolist()
                 return (time.perf_counter() - t) / steps * math.ceil(len(X) / batch_size)
+        torch.stack(metrics).mean(0).tolist()
         sched.step()
         if target is not None:
             with torch.no_grad():
                 acc = 100 * (model(split.X_val).argmax(1) == split.y_val).float().mean().item()
             if acc >= target:
                 return time.perf_counter() - t, epoch + 1
+    if steps is None and target is None:
+        return (time.perf_counter() - t) / epochs
     return math.nan, None
 
 
@@ -125,13 +144,12 @@ def stochopt_to_target(split, target: float, epochs: int, **config):
     return reached.get("t", math.nan), reached.get("epoch")
 
 
-def epoch_seconds(split, configs: list[Config], args) -> float:
-    """Median epoch time over ``--repeats`` runs of ``--epochs`` epochs each (the first
-    epoch of a run also pays for allocating its buffers; the median is a steady epoch)."""
+def stochopt_epoch(split, configs: list[Config]) -> float:
+    """Seconds of a steady epoch: the second of a two-epoch run (the first also allocates
+    the run's buffers); validation and setting up are not in it."""
     for c in configs:
-        c.epochs = args.epochs
-    return statistics.median(r["seconds"] for _ in range(args.repeats)
-                             for r in fit(configs, split)[0].rows)
+        c.epochs = 2
+    return fit(configs, split)[0].rows[-1]["batch_seconds"]
 
 
 def roofline(split, repeats: int) -> float:
@@ -142,22 +160,35 @@ def roofline(split, repeats: int) -> float:
     return median_time(lambda: (logits(W, X), xt_r(X, R)), repeats)
 
 
+def gemm_peak(repeats: int, n: int = 1536) -> float:
+    """FLOP/s of a large float32 matrix product, this machine's attainable peak."""
+    A, B = torch.rand(n, n), torch.rand(n, n)
+    A @ B
+    return 2 * n**3 / median_time(lambda: A @ B, repeats)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--steps", type=int, default=150, help="steps timed for (a) and (b)")
-    p.add_argument("--epochs", type=int, default=3, help="epochs per timed run of (d), (g)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians of them")
+    p.add_argument("--steps", type=int, default=150, help="steps timed for (a)")
     p.add_argument("--target", type=float, default=92.0, help="validation accuracy for (f)")
     p.add_argument("--max-epochs", type=int, default=15, help="epochs allowed to reach target")
-    p.add_argument("--sweep-k", default="1,8,64")
+    p.add_argument("--batch-sizes", default="32,64,128,256,512")
+    p.add_argument("--sweep-k", default="1,15,64")
     p.add_argument("--lbfgs", action="store_true", help="also LogisticRegression to convergence")
     p.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (for the test)")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
-    if args.tiny:
-        args.repeats, args.steps, args.epochs, args.max_epochs, args.sweep_k = 1, 5, 1, 1, "1,2"
     torch.manual_seed(0)
     split = load_split(os.environ.get("STOCHOPT_DATA"))
+    if args.tiny:
+        args.rounds, args.steps, args.max_epochs = 1, 5, 1
+        args.batch_sizes, args.sweep_k = "64,512", "1,2"
+        n = len(split.X_train) // 10
+        split = Split(split.X_train[:n], split.y_train[:n], split.X_val[:500],
+                      split.y_val[:500], split.X_test[:500], split.y_test[:500])
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    ks = [int(k) for k in args.sweep_k.split(",")]
     rows: list[dict] = []
 
     def add(name, seconds, note=""):
@@ -167,25 +198,55 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{len(split.X_train)} train examples\n")
     add("(a) exercise DataLoader loop, epoch @64",
-        statistics.median(exercise_loop(split, 64, args.steps) for _ in range(args.repeats)),
-        f"scaled from {args.steps} steps")
-    add("(b) idiomatic torch autograd, epoch @64",
-        statistics.median(idiomatic_torch(split, 64, args.steps) for _ in range(args.repeats)),
+        statistics.median(exercise_loop(split, 64, args.steps) for _ in range(args.rounds)),
         f"scaled from {args.steps} steps")
 
     from sklearn.linear_model import LogisticRegression, SGDClassifier
 
     Xn, yn = split.X_train.numpy(), split.y_train.numpy()
     add("(c) sklearn SGDClassifier(log_loss), 1 epoch", median_time(
-        lambda: SGDClassifier(loss="log_loss", max_iter=1, tol=None).fit(Xn, yn), args.repeats))
+        lambda: SGDClassifier(loss="log_loss", max_iter=1, tol=None).fit(Xn, yn), args.rounds))
     if args.lbfgs:
         add("(c) sklearn LogisticRegression lbfgs, converged",
             median_time(lambda: LogisticRegression(max_iter=1000).fit(Xn, yn), 1))
-    for bs in (32, 64, 128, 512):
-        fit(Config(epochs=1, batch_size=bs), split)  # warm-up
-        add(f"(d) stochopt momentum, epoch @{bs}",
-            epoch_seconds(split, [Config(batch_size=bs)], args), "with per-step metrics")
-    roof = roofline(split, args.repeats)
+
+    # (d) and (g): every contender once per round, round after round, so that the machine's
+    # drift falls on all of them alike; the medians over the rounds
+    no_jax = jax_loop.available()
+    jax_epochs: dict[tuple[int, int | None], jax_loop.JaxEpoch] = {}
+    if no_jax is None:
+        for bs in sizes:
+            jax_epochs[bs, None] = jax_loop.JaxEpoch(Xn, yn, bs)
+        for K in ks:
+            jax_epochs[64, K] = jax_loop.JaxEpoch(Xn, yn, 64, K)
+        compile_s = statistics.median(j.compile_seconds for j in jax_epochs.values())
+        print(f"JAX {__import__('jax').__version__}: compiling a scan took {compile_s:.1f} s "
+              "(median), not counted below\n")
+    times: dict[str, list[float]] = {}
+
+    def sweep(K: int) -> list[Config]:
+        return [Config(batch_size=64, lr=0.01 * (1 + i)) for i in range(K)]
+
+    for _ in range(args.rounds):
+        for bs in sizes:
+            times.setdefault(f"stochopt @{bs}", []).append(
+                stochopt_epoch(split, [Config(batch_size=bs)]))
+            if no_jax is None:
+                times.setdefault(f"jax @{bs}", []).append(jax_epochs[bs, None].epoch_seconds())
+            times.setdefault(f"torch @{bs}", []).append(idiomatic_torch(split, bs, None))
+        for K in ks:
+            times.setdefault(f"stochopt K={K}", []).append(stochopt_epoch(split, sweep(K)) / K)
+            if no_jax is None:
+                times.setdefault(f"jax K={K}", []).append(jax_epochs[64, K].epoch_seconds() / K)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios: dict[str, float] = {}
+    for bs in sizes:
+        add(f"(d) stochopt momentum, epoch @{bs}", med[f"stochopt @{bs}"], "K=1, post-step metrics")
+        add(f"(d) JAX+optax lax.scan, epoch @{bs}", med.get(f"jax @{bs}", math.nan), no_jax or "")
+        add(f"(b) torch.optim + autograd, epoch @{bs}", med[f"torch @{bs}"])
+        ratios[f"(d) JAX/stochopt @{bs}"] = med.get(f"jax @{bs}", math.nan) / med[f"stochopt @{bs}"]
+        ratios[f"(b)/(d) torch.optim/stochopt @{bs}"] = med[f"torch @{bs}"] / med[f"stochopt @{bs}"]
+    roof = roofline(split, args.rounds)
     add("(e) roofline: X W and X^T R over the train set", roof)
 
     t_b, e_b = idiomatic_torch(split, 64, None, args.max_epochs, args.target)
@@ -204,27 +265,32 @@ def main() -> int:
             break
     add(f"(f) time to {args.target}% val: sklearn SGDClassifier", t_c, f"epoch {e_c}")
 
-    k1 = None
-    for K in (int(k) for k in args.sweep_k.split(",")):
-        configs = [Config(batch_size=64, lr=0.01 * (1 + i)) for i in range(K)]
-        per = epoch_seconds(split, configs, args) / K
-        k1 = k1 or per
-        add(f"(g) sweep K={K}: per configuration, epoch @64", per, f"{k1 / per:.1f}x below K=1")
+    peak = gemm_peak(args.rounds)
+    steps = math.ceil(len(split.X_train) / 64)
+    n_features = split.X_train.shape[1]
+    floor = steps * 3 * 2 * 64 * n_features * split.n_classes / peak
+    add("(g) compute floor per configuration, epoch @64", floor,
+        f"3 products per step at {peak / 1e9:.0f} GFLOP/s")
+    for K in ks:
+        per = med[f"stochopt K={K}"]
+        add(f"(g) stochopt K={K}: per configuration, epoch @64", per,
+            f"{med[f'stochopt K={ks[0]}'] / per:.1f}x below K={ks[0]}")
+        add(f"(g) JAX vmap K={K}: per configuration, epoch @64", med.get(f"jax K={K}", math.nan),
+            no_jax or "")
+        ratios[f"(g) JAX vmap/stochopt K={K}"] = med.get(f"jax K={K}", math.nan) / per
+        ratios[f"(g) stochopt/floor K={K}"] = per / floor
 
-    d64 = next(r["seconds"] for r in rows if r["what"].startswith("(d)") and "@64" in r["what"])
-    a64 = rows[0]["seconds"]
-    b64 = rows[1]["seconds"]
-    ratios = {"(a)/(d) exercise loop vs stochopt @64": a64 / d64,
-              "(b)/(d) idiomatic torch vs stochopt @64": b64 / d64,
-              "(d)/(e) stochopt @64 vs roofline": d64 / roof}
+    d64 = med["stochopt @64"] if "stochopt @64" in med else med[f"stochopt @{sizes[0]}"]
+    ratios["(a)/(d) exercise loop vs stochopt @64"] = rows[0]["seconds"] / d64
+    ratios["(d)/(e) stochopt @64 vs roofline"] = d64 / roof
     print()
     for name, r in ratios.items():
         print(f"{name:<52} {r:10.2f}x")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "bench_epoch.csv", rows, ["what", "seconds", "note"])
-    write_json(out / "bench_epoch.json", {"rows": rows, "ratios": ratios,
-                                          "torch": torch.__version__,
+    write_json(out / "bench_epoch.json", {"rows": rows, "ratios": ratios, "rounds": times,
+                                          "torch": torch.__version__, "jax": no_jax or "yes",
                                           "threads": torch.get_num_threads()})
     return 0
 

@@ -2,7 +2,10 @@
 writes holds together: every ratio is the quotient of the timings it names, each timing the
 median of its rounds, and the alternatives it races agree on the answer."""
 
+import importlib.util
 import json
+import math
+import os
 import statistics
 import subprocess
 import sys
@@ -29,17 +32,60 @@ def test_bench_epoch_runs_and_writes_its_table(tmp_path, data_dir):
     for prefix in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"):
         assert any(n.startswith(prefix) for n in names), prefix
     seconds = {r["what"]: r["seconds"] for r in result["rows"]}
+    rounds = result["rounds"]
 
     def timing(prefix: str) -> float:
         (value,) = [v for k, v in seconds.items() if k.startswith(prefix)]
         return value
 
     ratios = result["ratios"]
+    # every contender at every batch size, each figure the median of its rounds
+    for bs in (64, 512):
+        ours = timing(f"(d) stochopt momentum, epoch @{bs}")
+        assert ours == pytest.approx(statistics.median(rounds[f"stochopt @{bs}"]))
+        assert ratios[f"(b)/(d) torch.optim/stochopt @{bs}"] == pytest.approx(
+            timing(f"(b) torch.optim + autograd, epoch @{bs}") / ours)
+        jax = timing(f"(d) JAX+optax lax.scan, epoch @{bs}")
+        if importlib.util.find_spec("jax") and importlib.util.find_spec("optax"):
+            assert jax == pytest.approx(statistics.median(rounds[f"jax @{bs}"]))
+            assert ratios[f"(d) JAX/stochopt @{bs}"] == pytest.approx(jax / ours)
+        else:  # the column is there, empty, and says why
+            assert math.isnan(jax) and "pip install -e \".[bench]\"" in proc.stdout
+    for K in (1, 2):
+        per = timing(f"(g) stochopt K={K}: per configuration")
+        assert per == pytest.approx(statistics.median(rounds[f"stochopt K={K}"]))
+        assert ratios[f"(g) stochopt/floor K={K}"] == pytest.approx(
+            per / timing("(g) compute floor"))
     assert ratios["(a)/(d) exercise loop vs stochopt @64"] == pytest.approx(
         timing("(a)") / timing("(d) stochopt momentum, epoch @64"))
     assert ratios["(d)/(e) stochopt @64 vs roofline"] == pytest.approx(
         timing("(d) stochopt momentum, epoch @64") / timing("(e)"))
     assert (tmp_path / "bench_epoch.csv").is_file() and "(d)/(e)" in proc.stdout
+
+
+def test_bench_gpu_runs_on_the_cpu_and_projects_the_study(tmp_path, data_dir):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), "--tiny",
+                           "--device", "cpu", "--out", str(tmp_path)], capture_output=True,
+                          text=True, env={**os.environ, "STOCHOPT_DATA": str(data_dir)},
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "bench_gpu.json").read_text())
+    rows = {r["what"]: r for r in result["rows"]}
+    for K in (1, 4):
+        row = rows[f"(1) stochopt K={K}, epoch @64"]
+        assert row["per_model_epoch"] == pytest.approx(row["seconds"] / K)
+        assert result["ratios"][f"(2) torch.optim/stochopt per model-epoch, K={K}"] == \
+            pytest.approx(rows["(2) torch.optim + autograd, one model, epoch @64"]["seconds"]
+                          / row["per_model_epoch"])
+    # the study: 2 optimisers x 2 lrs x 2 seeds x 2 batch sizes, projected from its groups
+    assert result["study_runs"] == 16 and result["study_rules"] == ["sgd", "momentum"]
+    study = next(r for r in result["rows"] if r["what"].startswith("(4) study of 16 runs"))
+    timed = float(study["note"].split("timed: ")[1].split(" s")[0])
+    assert study["seconds"] == pytest.approx(10 * timed, abs=0.06)
+    main_job = rows["(3) main job: stochopt compare, wall"]
+    trained = float(main_job["note"].split()[1])
+    assert 0 < trained < main_job["seconds"]
+    assert "projected study" in proc.stdout
 
 
 def test_bench_seeds_runs_and_writes_its_ratio(tmp_path, data_dir):

@@ -6,7 +6,7 @@ import torch
 
 from stochopt.data import Split
 from stochopt.gradients import SAGA
-from stochopt.model import gradient, one_hot
+from stochopt.model import SeedBatch, gradient, one_hot
 from stochopt.optimum import solve
 from stochopt.train import Config, fit
 
@@ -59,7 +59,8 @@ def test_saga_table_update_equals_naive_per_example_gradients():
         W = W - 0.1 * step * torch.ones_like(W) / 7
         new = {int(i): per_example(W, int(i)) for i in idx}
         naive = sum(new[i] - table[i] for i in new) / len(idx) + sum(table) / n
-        ours, Z = saga(one(W.T), idx[None], X[idx][None], one_hot(y[idx], 10, X.dtype).T[None])
+        ours, Z = saga(one(W.T), idx[None], SeedBatch(X[idx][None]),
+                       one_hot(y[idx], 10, X.dtype).T[None])
         ours, Z = ours[0, 0], Z[0, 0]
         assert torch.allclose(ours.T, naive, atol=1e-13)
         assert torch.allclose(Z.T, X[idx] @ W)

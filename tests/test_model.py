@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stochopt.model import accuracy, cross_entropy, gradient, loss, one_hot
+from stochopt.model import SeedBatch, accuracy, cross_entropy, gradient, loss, one_hot
 
 
 def _problem(n=50, d=20, c=10, dtype=torch.float64, seed=0):
@@ -114,3 +114,22 @@ def test_gradient_derivation_equals_autograd_and_central_differences(split):
         fd = (loss(W + E, X, y) - loss(W - E, X, y)) / (2 * h)
         assert abs(fd.item() - G[i, j].item()) <= 1e-6
         assert G[i, j].item() != 0  # a coordinate that tests something
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("S", [1, 3])
+@pytest.mark.parametrize("B", [64, 100, 7])
+def test_seed_batch_products_equal_plain_products_bit_for_bit(dtype, S, B):
+    """The step's products (views made once, 1/B put on R when that is exact) give the bits
+    of the plain per-seed products ``W X_B^T`` and ``(R X_B) * (1/B)``."""
+    g = torch.Generator().manual_seed(B)
+    M, C, d = 4, 10, 784
+    Xb = torch.rand(S, B, d, generator=g, dtype=dtype)
+    Wt = torch.randn(S, M, C, d, generator=g, dtype=dtype)
+    Rt = torch.randn(S, M, C, B, generator=g, dtype=dtype)
+    batch = SeedBatch(Xb)
+    Z, G = batch.logits(Wt), batch.gradient(Rt, 1 / B)
+    for s in range(S):
+        assert torch.equal(Z[s], torch.mm(Wt[s].reshape(M * C, d), Xb[s].T).view(M, C, B))
+        plain = torch.mm(Rt[s].reshape(M * C, B), Xb[s]).mul_(1 / B).view(M, C, d)
+        assert torch.equal(G[s], plain)

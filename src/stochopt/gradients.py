@@ -12,9 +12,10 @@ For softmax regression the per-example gradient is ``x_i r_i^T`` with ``r_i = so
 
 Like the training loop, estimators work on transposes, classes first, for S seeds x M
 configurations (see :mod:`.model`): called with ``W^T`` (S, M, C, d), each seed's batch
-indices ``idx`` (S, B), examples ``X_B`` (S, B, d) and one-hot labels ``Y*_B^T`` (S, C, B),
-they return ``(G^T, Z^T)``: the gradient (S, M, C, d) and the batch logits at ``W``
-(S, M, C, B), which the loop may reuse for the step's metrics.
+indices ``idx`` (S, B), examples ``X_B`` (S, B, d) as a :class:`~.model.SeedBatch` (which
+makes their products) and one-hot labels ``Y*_B^T`` (S, C, B), they return ``(G^T, Z^T)``:
+the gradient (S, M, C, d) and the batch logits at ``W`` (S, M, C, B), which the loop may
+reuse for the step's metrics.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from .data import Split
 from .errors import StochoptError
-from .model import gradient_t, logits_t, one_hot, residuals_t, seed_gradient_t, seed_logits_t
+from .model import SeedBatch, gradient_t, logits_t, one_hot, residuals_t
 
 
 def _full_residuals_t(split: Split, Wt: torch.Tensor) -> torch.Tensor:
@@ -50,12 +51,13 @@ class MiniBatch:
         return n * (self.initial_passes + epoch * self.passes_per_epoch) + \
             seen * self.passes_per_epoch
 
-    def __call__(self, Wt, idx, Xb, Ybt) -> tuple[torch.Tensor, torch.Tensor]:
-        Zt = seed_logits_t(Wt, Xb)
+    def __call__(self, Wt: torch.Tensor, idx: torch.Tensor, Xb: SeedBatch, Ybt: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        Zt = Xb.logits(Wt)
         Rt = residuals_t(Zt, Ybt.unsqueeze(1))
         if self.weight is not None:  # the weighted loss: each example's residual scaled
             Rt.mul_(self.weight[idx].unsqueeze(1).unsqueeze(1))
-        return seed_gradient_t(Rt, Xb, 1 / Xb.shape[1]), Zt
+        return Xb.gradient(Rt, 1 / Xb.size), Zt
 
 
 def _unweighted(split: Split, name: str) -> None:
@@ -80,10 +82,10 @@ class SVRG(MiniBatch):
         self.full = gradient_t(_full_residuals_t(self.split, Wt), X, 1 / len(X))
 
     def __call__(self, Wt, idx, Xb, Ybt):
-        Zt = seed_logits_t(Wt, Xb)
+        Zt = Xb.logits(Wt)
         # R(W) - R(W~): the labels cancel
-        Rt = torch.softmax(Zt, dim=-2) - torch.softmax(seed_logits_t(self.snapshot, Xb), dim=-2)
-        return seed_gradient_t(Rt, Xb, 1 / Xb.shape[1]) + self.full, Zt
+        Rt = torch.softmax(Zt, dim=-2) - torch.softmax(Xb.logits(self.snapshot), dim=-2)
+        return Xb.gradient(Rt, 1 / Xb.size) + self.full, Zt
 
 
 class SAGA(MiniBatch):
@@ -97,10 +99,10 @@ class SAGA(MiniBatch):
         self.mean = gradient_t(self.table, X, 1 / self.n)
 
     def __call__(self, Wt, idx, Xb, Ybt):
-        Zt = seed_logits_t(Wt, Xb)
+        Zt = Xb.logits(Wt)
         Rt = residuals_t(Zt, Ybt.unsqueeze(1))
         where = idx[:, None, None, :].expand_as(Rt)  # each seed's examples in its table
-        step = seed_gradient_t(Rt - self.table.gather(-1, where), Xb)
+        step = Xb.gradient(Rt - self.table.gather(-1, where))
         g = step / idx.shape[1] + self.mean
         self.mean += step / self.n
         self.table.scatter_(-1, where, Rt)

@@ -10,6 +10,8 @@ returns one value per model (a scalar, or a ``(K,)`` tensor).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -46,22 +48,61 @@ def gradient_t(Rt: torch.Tensor, X: torch.Tensor, scale: float = 1.0) -> torch.T
 # X_B (S, B, d). One batched product per seed folds its M models' class rows into one
 # (M*C, d) matrix, as above; the S products are one bmm call.
 
+class SeedBatch:
+    """Each seed's mini-batch ``X_B`` (S, B, d) and its two products. The views the products
+    read are made once per batch buffer, not per step: a K = 1 step is a few dozen calls,
+    and every view is one of them."""
+
+    def __init__(self, Xb: torch.Tensor) -> None:
+        self.X = Xb
+        self.size = Xb.shape[1]
+        if Xb.shape[0] == 1:  # one seed: a plain product, a few microseconds cheaper than bmm
+            self._x, self._xt, self._mm = Xb[0], Xb[0].T, torch.mm
+        else:
+            self._x, self._xt, self._mm = Xb, Xb.mT, torch.bmm
+
+    def logits(self, Wt: torch.Tensor) -> torch.Tensor:
+        """``Z^T`` (S, M, C, B) for W^T (S, M, C, d)."""
+        S, M, C, d = Wt.shape
+        W = Wt.view(M * C, d) if S == 1 else Wt.reshape(S, M * C, d)
+        return self._mm(W, self._xt).view(S, M, C, -1)
+
+    def gradient(self, Rt: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """``scale * R^T X_B`` (S, M, C, d) for R^T (S, M, C, B)."""
+        S, M, C, B = Rt.shape
+        R = Rt.view(M * C, B) if S == 1 else Rt.reshape(S, M * C, B)
+        # 1/B for a power of two B scales exactly, so it may go on the smaller factor, R
+        # (B columns, not d): the same bits, and one pass over a K-model gradient fewer
+        early = scale != 1 and self._x.shape[-1] > B and math.frexp(scale)[0] == 0.5
+        if early:
+            R = R * _number(scale, R)
+        G = self._mm(R, self._x).view(S, M, C, -1)
+        return G if scale == 1 or early else G.mul_(_number(scale, G))
+
+
 def seed_logits_t(Wt: torch.Tensor, Xb: torch.Tensor) -> torch.Tensor:
     """``Z^T`` (S, M, C, B) for W^T (S, M, C, d) and per-seed batches X_B (S, B, d)."""
-    S, M, C, d = Wt.shape
-    if S == 1:  # one seed: a plain product, a few microseconds cheaper per step than bmm
-        return torch.matmul(Wt.view(M * C, d), Xb[0].T).view(1, M, C, -1)
-    return torch.matmul(Wt.reshape(S, M * C, d), Xb.mT).view(S, M, C, -1)
+    return SeedBatch(Xb).logits(Wt)
 
 
 def seed_gradient_t(Rt: torch.Tensor, Xb: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """``scale * R^T X_B`` (S, M, C, d) for R^T (S, M, C, B) and X_B (S, B, d)."""
-    S, M, C, B = Rt.shape
-    if S == 1:
-        G = torch.matmul(Rt.view(M * C, B), Xb[0]).view(1, M, C, -1)
-    else:
-        G = torch.matmul(Rt.reshape(S, M * C, B), Xb).view(S, M, C, -1)
-    return G if scale == 1 else G.mul_(scale)
+    return SeedBatch(Xb).gradient(Rt, scale)
+
+
+# A Python number in an in-place kernel is first copied into a tensor of the operand's dtype
+# (a few microseconds, a sizeable share of a K = 1 step); the same number as a ready 0-dim
+# tensor gives the same bits without the copy.
+_numbers: dict[tuple[float, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _number(x: float, like: torch.Tensor) -> torch.Tensor:
+    key = (x, like.dtype, like.device)
+    if key not in _numbers:
+        if len(_numbers) > 64:
+            _numbers.clear()
+        _numbers[key] = torch.tensor(x, dtype=like.dtype, device=like.device)
+    return _numbers[key]
 
 
 def logits(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from .data import N_CLASSES, Split, epoch_order
 from .errors import StochoptError
 from .files import atomic_write
 from .gradients import ESTIMATORS
-from .model import accuracy, cross_entropy, logits, one_hot, seed_logits_t
+from .model import SeedBatch, accuracy, cross_entropy, logits, one_hot, seed_logits_t
 from .noise import full_pass
 from .optim import Hyper, Rule, State
 from .optim.base import StepBatch
@@ -132,6 +132,7 @@ class Updater:
     state: State
     base_lr: Hyper
     schedule: Schedule
+    whole: bool = False  # the block is every configuration: the step takes G^T as it is
 
     @classmethod
     def build(cls, configs: list[list[Config]], block: slice, Wt: torch.Tensor,
@@ -153,10 +154,11 @@ class Updater:
         return cls(block, w, rule, rule.init(w), hyper(lambda c: c.base_lr),
                    # each run's decay written out: a default (None) beside an explicit one
                    # would not stack into one tensor
-                   c0.make_schedule(hyper(lambda c: c.resolved().lr_decay)))
+                   c0.make_schedule(hyper(lambda c: c.resolved().lr_decay)),
+                   w.shape[1] == Wt.shape[1])
 
     def step(self, Gt: torch.Tensor, epoch: float, batch: BatchLoss | None = None) -> None:
-        g = Gt if Gt.shape[1] == self.w.shape[1] else Gt[:, self.block]
+        g = Gt if self.whole else Gt[:, self.block]
         given = None  # what a rule that needs the loss is handed, as an argument
         if self.rule.needs_loss and batch is not None:
             given = StepBatch(batch.loss[:, self.block], batch.at, batch.fraction, batch.Xb,
@@ -506,6 +508,8 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
     # Each step's S batches are gathered into this one buffer, still in cache when the step's
     # three matrix products read it (measured faster than slicing an epoch-long copy).
     X_batch = torch.empty(S * B, X.shape[1], dtype=X.dtype, device=X.device)
+    full_batch, sparse = SeedBatch(X_batch.view(S, B, -1)), X.is_sparse
+    after = c0.train_metrics == "after"
     # what a checkpoint must match: these runs, in this order, on this data
     run_ids = [r.run for r in records] + [
         f"data {split.name} {tuple(X.shape)} {X.dtype} {split.source.get('bias', False)}"]
@@ -556,12 +560,16 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
         metrics = StepMetrics(K, B, C)
         for i, (idx, Ybt, yb) in enumerate(batches):
             b = idx.shape[1]
-            if X.is_sparse:  # sparse rows (the estimator's scipy input): only the batch dense
-                Xb = torch.index_select(X, 0, idx.flatten()).to_dense().view(S, b, -1)
-            else:
-                Xb = torch.index_select(X, 0, idx.flatten(), out=X_batch[:S * b]).view(S, b, -1)
+            if sparse:  # sparse rows (the estimator's scipy input): only the batch dense
+                Xb = SeedBatch(torch.index_select(X, 0, idx.flatten()).to_dense().view(S, b, -1))
+            elif b == B:
+                torch.index_select(X, 0, idx.flatten(), out=X_batch)
+                Xb = full_batch
+            else:  # the epoch's last, short batch
+                Xb = SeedBatch(torch.index_select(X, 0, idx.flatten(), out=X_batch[:S * b])
+                               .view(S, b, -1))
             Gt, Zt = estimator(Wt, idx, Xb, Ybt)
-            batch = BatchLoss.of(Zt, Xb, yb, len(X)) if needs_loss else None
+            batch = BatchLoss.of(Zt, Xb.X, yb, len(X)) if needs_loss else None
             if clock is None:
                 updaters[0].step(Gt, epoch + i / steps, batch)
             else:
@@ -569,8 +577,8 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
                     started = clock.start()
                     updater.step(Gt, epoch + i / steps, batch)
                     clock.stop(u, started)
-            if c0.train_metrics == "after":  # the exercise: metrics of the updated model
-                Zt = seed_logits_t(Wt, Xb)
+            if after:  # the exercise: metrics of the updated model
+                Zt = Xb.logits(Wt)
             metrics.add(Zt, yb)
             t = epoch * steps + i + 1
             if t in eval_at:  # a point inside the epoch: it reads the models, changes none
