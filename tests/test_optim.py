@@ -300,3 +300,31 @@ def test_learning_rate_free_adams_match_the_authors_packages(name, ours, theirs,
     assert w.abs().max().item() > 10 * TOL[dtype]
 
 
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "lion"])
+def test_cautious_false_is_the_plain_rule_bit_for_bit_and_true_masks(name, split):
+    """``cautious=False`` runs the rule's own arithmetic (in float64, 0 from its torch /
+    lion-pytorch reference stepping on the same gradients); ``cautious=True`` moves other
+    weights (the mask is applied), which the kit checks against its own reference."""
+    from dataclasses import replace
+
+    from stochopt.conformance import REFERENCE_BATCH, _reference_run
+    from stochopt.optim import get_rule
+    from stochopt.train import Config, fit
+
+    n = 20 * REFERENCE_BATCH
+    data = replace(split, X_train=split.X_train[:n].double(), y_train=split.y_train[:n],
+                   X_val=split.X_val[:64].double(), y_val=split.y_val[:64],
+                   X_test=split.X_test[:64].double(), y_test=split.y_test[:64])
+
+    def run(**hyper):
+        carry: dict = {}
+        fit([Config(name, epochs=1, batch_size=REFERENCE_BATCH, schedule="constant", seed=3,
+                    hyper=hyper)], data, carry=carry)
+        return carry["Wt"][0, 0].mT
+
+    plain, masked = run(cautious=False), run(cautious=True)
+    reference, _ = _reference_run(get_rule(name), {}, data, 3)
+    assert torch.equal(plain, run()) and torch.equal(plain, reference)
+    assert (plain - masked).abs().max() > 1e-4

@@ -128,6 +128,17 @@ def test_grad_evals_count_the_variance_reduced_methods_full_passes(split, optimi
     assert [r["grad_evals"] for r in record.rows] == [n * (initial + passes * e) for e in (1, 2)]
 
 
+def test_grad_evals_count_mars_two_gradients_per_example(split):
+    """MARS reads each batch at w_t and at w_{t-1}: two gradient evaluations per example, at
+    the epoch's ends and at the points inside it."""
+    (record,) = fit(Config("mars", batch_size=4000, epochs=2, eval_every=3), split)
+    n = len(split.X_train)
+    assert [r["grad_evals"] for r in record.rows] == [2 * n, 4 * n]
+    assert [p["grad_evals"] for p in record.points][:2] == [2 * 3 * 4000, 2 * 6 * 4000]
+    (sgd,) = fit(Config("sgd", batch_size=4000, epochs=1), split)
+    assert sgd.rows[0]["grad_evals"] == n
+
+
 def test_noise_scale_equals_a_per_example_autograd_computation(split):
     torch.manual_seed(0)
     X = split.X_train[:300].double()

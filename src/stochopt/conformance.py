@@ -112,6 +112,8 @@ def _reference_run(rule: type, values: dict[str, Any], data: Any, seed: int
     X, y = data.X_train, data.y_train
     W = torch.zeros(X.shape[1], int(y.max()) + 1, dtype=X.dtype, requires_grad=True)
     known = {"X": X, "y": y, "batch_size": REFERENCE_BATCH} if ref.data else {}
+    if ref.total_steps:
+        known["total_steps"] = math.ceil(len(X) / REFERENCE_BATCH)
     previous = torch.get_default_dtype()
     if not rule.plugin:  # torch keeps scalar state in the default dtype: the natives' step
         # counts and products are those of a reference run with float64 as the default (a
@@ -160,7 +162,8 @@ def matches_reference(name: str) -> Callable[[Any], None]:
         for setting_name, setting in rule.settings().items():
             value = checked_value(setting, rule.reference)
             if value is not None:
-                variants.append({setting_name: value})
+                variants.append({setting_name: value,
+                                 **rule.reference.alongside.get(setting_name, {})})
         n = REFERENCE_STEPS * REFERENCE_BATCH
         for dtype, tol in REFERENCE_TOL.items():
             data = replace(split, X_train=split.X_train[:n].to(dtype),

@@ -109,4 +109,12 @@ class SAGA(MiniBatch):
         return g, Zt
 
 
-ESTIMATORS: dict[str, type[MiniBatch]] = {"minibatch": MiniBatch, "svrg": SVRG, "saga": SAGA}
+class MARS(MiniBatch):
+    """The mini-batch gradient; MARS's rule also takes the batch's gradient at the previous
+    weights (:mod:`stochopt.optim.mars`), so every example is read twice per epoch."""
+
+    passes_per_epoch = 2
+
+
+ESTIMATORS: dict[str, type[MiniBatch]] = {"minibatch": MiniBatch, "svrg": SVRG, "saga": SAGA,
+                                          "mars": MARS}

@@ -148,8 +148,7 @@ class Updater:
         defaults = c0.rule.hyperparameters()
         names = set().union(*(c.hyper for row in configs for c in row))
         rule = c0.rule(**{n: hyper(lambda c, n=n: c.hyper.get(n, defaults[n])) for n in names})
-        if rule.plugin:
-            rule.context = {**(context or {}), "seed": c0.seed}
+        rule.context = {**(context or {}), "seed": c0.seed}
         w = Wt[:, block]
         return cls(block, w, rule, rule.init(w), hyper(lambda c: c.base_lr),
                    # each run's decay written out: a default (None) beside an explicit one

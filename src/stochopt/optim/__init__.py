@@ -6,6 +6,7 @@ learning-rate schedules.
     schedules.py   the factor that multiplies the base learning rate over the epochs
     sgd.py, adaptive.py, adam.py, sign.py, schedulefree.py, dadapt.py, linesearch.py,
     muon.py        the rules, by family
+    adopt.py       one file per rule where the rule is a family of its own
 
 A rule lives in the file of its family and is added with ``@register``; nothing else needs
 to know about it: the command line's flags, validation, ``results.csv`` columns and the
@@ -17,6 +18,7 @@ from __future__ import annotations
 # each family registers its rules; this order is the registry's (and --help's) order
 # isort: off
 from . import sgd, adaptive, adam, sign, schedulefree, dadapt, linesearch, muon  # noqa: F401
+from . import adopt, ademamix, mars  # noqa: F401
 # isort: on
 from .base import Hyper, Rule, State
 from .registry import RULES, get_rule, make_optimizer, markdown_table, register

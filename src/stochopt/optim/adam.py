@@ -6,13 +6,59 @@ from __future__ import annotations
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from .base import Reference, Rule, addcdiv_, addcmul_, is_zero, with_betas
+from .base import Reference, Rule, add_, addcdiv_, addcmul_, cautious_, is_zero, with_betas
 from .registry import register
 
 # the settings Adam and NAdam share: one declaration, one flag, one help line
 BETA1 = Setting(0.9, UNIT, "decay of the first moment")
 BETA2 = Setting(0.999, UNIT, "decay of the second moment")
 EPS = Setting(1e-8, NON_NEGATIVE, "added to the denominator")
+CAUTIOUS = Setting(False, help="zero the update where it disagrees in sign with the gradient "
+                               "(Liang et al. 2024)")
+
+
+class CautiousAdamLoop(torch.optim.Optimizer):
+    """The reference of ``cautious`` Adam and AdamW (no package has a cautious Adam): the
+    paper's C-AdamW (Liang et al. 2024, Algorithm 1) as a plain loop over one matrix,
+    torch.optim.Adam's arithmetic for the moments (``decoupled``: AdamW's decay first), then
+    ``u = m^ / (sqrt(v^) + eps)``, ``phi = [u g > 0]``,
+    ``w <- w - lr u phi numel / (|phi| + 1)``."""
+
+    def __init__(self, params, lr: float, betas: tuple[float, float], eps: float,
+                 weight_decay: float, decoupled: bool, amsgrad: bool = False) -> None:
+        if amsgrad:
+            raise ValueError("the cautious loop has no amsgrad")
+        super().__init__(params, {"lr": lr})
+        self.betas, self.eps, self.wd, self.decoupled = betas, eps, weight_decay, decoupled
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        (p,) = self.param_groups[0]["params"]
+        lr, (b1, b2), g = self.param_groups[0]["lr"], self.betas, p.grad
+        if self.t == 0:
+            self.m, self.v = torch.zeros_like(p), torch.zeros_like(p)
+        self.t += 1
+        if self.decoupled:
+            p.mul_(1 - lr * self.wd)
+        elif self.wd:
+            g = g.add(p, alpha=self.wd)
+        self.m.lerp_(g, 1 - b1)
+        self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        u = self.m / (self.v.sqrt() / (1 - b2**self.t) ** 0.5).add_(self.eps)
+        mask = (u * g > 0).to(g.dtype)
+        mask.mul_(mask.numel() / (mask.sum() + 1))
+        p.add_(u * mask, alpha=-lr / (1 - b1**self.t))
+
+
+def _adam_reference(torch_class: type, decoupled: bool):
+    """torch.optim's class, or with ``cautious`` the paper's loop above."""
+    def make(params, beta1: float, beta2: float, cautious: bool, **settings):
+        if cautious:
+            return CautiousAdamLoop(params, betas=(beta1, beta2), decoupled=decoupled,
+                                    **settings)
+        return torch_class(params, betas=(beta1, beta2), **settings)
+    return make
 
 
 @register
@@ -22,17 +68,20 @@ class Adam(Rule):
 
     As torch.optim.Adam; ``amsgrad`` uses the running maximum of v. eps is added after the
     bias correction of v (the paper's eps^ = eps sqrt(1 - b2^t) form differs slightly);
-    optax.adam places it the same way.
+    optax.adam places it the same way. ``cautious`` masks the step ``u = m / D`` with
+    :func:`~.base.cautious_` (Liang et al. 2024).
     """
 
     name = "adam"
 
     landscape_lr = "scale_free"
-    reference = Reference("torch.optim.Adam", with_betas(torch.optim.Adam))
+    reference = Reference("torch.optim.Adam; cautious: the paper's loop (CautiousAdamLoop)",
+                          _adam_reference(torch.optim.Adam, decoupled=False))
     default_schedule = "constant"
     lr = Setting(1e-3, POSITIVE, "base learning rate, scaled by the schedule")
     beta1, beta2, eps = BETA1, BETA2, EPS
     amsgrad = Setting(False, help="divide by the running maximum of the second moment")
+    cautious = CAUTIOUS
 
     def init(self, w):
         state = {"t": 0, "m": torch.zeros_like(w), "v": torch.zeros_like(w)}
@@ -47,7 +96,10 @@ class Adam(Rule):
         if self.amsgrad:
             v = torch.maximum(state["vmax"], v, out=state["vmax"])
         denom = v.sqrt().div_((1 - self.beta2**t) ** 0.5).add_(self.eps)
-        addcdiv_(w, -lr / (1 - self.beta1**t), m, denom)
+        if self.cautious:
+            add_(w, -lr / (1 - self.beta1**t), cautious_(m / denom, g))
+        else:
+            addcdiv_(w, -lr / (1 - self.beta1**t), m, denom)
 
 
 @register
@@ -60,7 +112,8 @@ class AdamW(Adam):
     name = "adamw"
 
     landscape_lr = "scale_free"
-    reference = Reference("torch.optim.AdamW", with_betas(torch.optim.AdamW))
+    reference = Reference("torch.optim.AdamW; cautious: the paper's loop (CautiousAdamLoop)",
+                          _adam_reference(torch.optim.AdamW, decoupled=True))
     decoupled_decay = True
     weight_decay = Setting(1e-2, NON_NEGATIVE, "decoupled decay: w <- (1 - lr wd) w")
 

@@ -66,8 +66,11 @@ class Reference:
       objective ``loss + (wd/2)|w|^2`` and ``make`` gets no ``weight_decay``;
     - ``data``: a plain loop that needs the training set (variance reduction): ``make``
       also gets ``X``, ``y`` and ``batch_size``, and ``step(closure, idx)`` the batch's rows;
+    - ``total_steps``: ``make`` also gets the run's number of steps (AdEMAMix's warm-ups);
     - ``values``: the non-default value to check a setting at, where the kit's own choice
       would not exercise it (ASGD's t0: averaging must start within the run);
+    - ``alongside``: other settings a setting's non-default value is checked with, where
+      alone it would change nothing (ADOPT's ``decouple`` needs a weight decay);
     - ``unchecked``: settings the reference cannot take, each with why;
     - ``float64_only``: settings whose non-default value is compared in float64 only, each
       with why (float32's last digits, amplified by the rule, part the two within 30 steps).
@@ -79,7 +82,9 @@ class Reference:
     closure: bool = False
     l2_in_loss: bool = False
     data: bool = False
+    total_steps: bool = False
     values: dict[str, Any] = field(default_factory=dict)
+    alongside: dict[str, dict[str, Any]] = field(default_factory=dict)
     unchecked: dict[str, str] = field(default_factory=dict)
     float64_only: dict[str, str] = field(default_factory=dict)
 
@@ -118,6 +123,8 @@ class Rule:
     # True when weight_decay shrinks w directly (AdamW) instead of adding (wd/2)|w|^2 to the
     # objective: such a rule does not minimise f + (wd/2)|w|^2, so f - f* means nothing
     decoupled_decay: ClassVar[bool] = False
+    # what the loop knows of the run, set before init: total_steps, n_train, bias, seed
+    context: dict[str, Any] = {}  # noqa: RUF012  (replaced per instance, never mutated)
     # True when the rule replaces the schedule (schedule-free): only "constant" is accepted
     fixed_schedule: ClassVar[bool] = False
     # True when the rule needs the mini-batch loss (SPS, Armijo): the loop then hands its
@@ -233,6 +240,17 @@ def sumsq(a: torch.Tensor) -> torch.Tensor:
 
 def is_zero(x: Hyper) -> bool:
     return not isinstance(x, torch.Tensor) and x == 0
+
+
+def cautious_(u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Cautious masking (Liang et al. 2024), in place: ``u <- u * phi * n / (|phi| + 1)``
+    with ``phi = [u g > 0]``, the coordinates where the update agrees in sign with the
+    gradient, and n the model's number of weights; per model (the last two axes), as
+    pytorch-optimizer's ``apply_cautious`` computes it."""
+    mask = (u * g > 0).to(g.dtype)
+    kept = mask.sum(dim=(-2, -1), keepdim=True) if mask.dim() > 2 else mask.sum()
+    mask.mul_(u.shape[-2] * u.shape[-1] / (kept + 1))
+    return u.mul_(mask)
 
 
 # y <- y + a * x (* x2, / x2) in one kernel when a is a number, as torch.optim writes its
