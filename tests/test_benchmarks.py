@@ -159,3 +159,50 @@ def test_bench_cost_splits_a_mixed_batch_and_its_ratios_are_quotients(tmp_path, 
         assert r["ratio"] == pytest.approx(r["together"] / r["alone"])
     assert all(x == pytest.approx(1.0, rel=1e-9) for x in result["sum_over_wall"])
     assert "muon  in a batch with the other" in proc.stdout
+
+
+def test_leaderboard_ranks_two_tuned_optimizers_with_paired_verdicts(tmp_path, data_dir):
+    """The leaderboard on a tiny budget (two optimisers, one epoch, the digits): one row
+    each with the columns that let it be rerun and checked, ranked by the means, its
+    verdict against the best a paired t-test over the seeds (scipy's) at the lr tune chose."""
+    from scipy.stats import ttest_rel
+
+    out, csv_path, page = tmp_path / "lb", tmp_path / "leaderboard.csv", tmp_path / "lb.md"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "leaderboard.py"), "--optimizers", "sgd,adam",
+         "--epochs", "1", "--seeds", "0,1,2", "--tune-seeds", "0,1", "--lr-points", "2",
+         "--lr-decades", "1", "--dataset", "digits", "--out", str(out), "--results",
+         str(csv_path), "--page", str(page)], capture_output=True, text=True, timeout=900,
+        env={**os.environ, "STOCHOPT_DATA": str(data_dir)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import csv
+
+    def read(path):
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    rows = {r["optimizer"]: r for r in read(csv_path)}
+    assert set(rows) == {"sgd", "adam"}
+    for column in ("optimizer", "lr", "final_val_acc_mean", "final_val_acc_ci95_low",
+                   "final_val_acc_ci95_high", "final_subopt_mean", "rank_subopt",
+                   "rank_val_acc", "val_acc_vs_best", "subopt_vs_best",
+                   "median_grad_evals_to_subopt", "seconds_per_epoch"):
+        assert column in next(iter(rows.values())), column
+    chosen = {r["optimizer"]: r["chosen_lr"] for r in read(out / "tune" / "tuning.csv")}
+    assert {n: r["lr"] for n, r in rows.items()} == {n: str(float(v)) for n, v in
+                                                      chosen.items()}
+    for metric, column, lower in (("final_val_acc", "val_acc", False),
+                                  ("suboptimality", "subopt", True)):
+        seeds = {n: {int(r["seed"]): float(r[metric]) for r in read(out / "tuned" / n /
+                                                                      "runs.csv")}
+                 for n in rows}
+        means = {n: sum(v.values()) / len(v) for n, v in seeds.items()}
+        best = (min if lower else max)(means, key=means.get)
+        other = next(n for n in rows if n != best)
+        assert rows[best][f"rank_{column}"] == "1" and rows[other][f"rank_{column}"] == "2"
+        p = ttest_rel([seeds[other][s] for s in (0, 1, 2)],
+                      [seeds[best][s] for s in (0, 1, 2)]).pvalue
+        assert float(rows[other][f"{column}_p_holm"]) == pytest.approx(p)  # one comparison
+        assert rows[other][f"{column}_vs_best"] == ("worse" if p < 0.05 else
+                                                    "indistinguishable")
+    assert "| `sgd` |" in page.read_text() and "| `adam` |" in page.read_text()
