@@ -14,8 +14,9 @@ import statistics
 import sys
 from pathlib import Path
 
+from benchmark_args import write_results
+
 import stochopt
-from stochopt.files import write_csv, write_json
 from stochopt.optim import RULES
 
 
@@ -44,11 +45,8 @@ def main() -> int:
     for r in rows:
         print(f"{r['optimizer']:<20} {r['val_acc']:6.2f}%  {r['seconds_per_epoch_k1']:.3f} s/epoch"
               f"  ({r['reference']})")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "bench_rules.csv", rows, list(rows[0]))
-    write_json(out / "bench_rules.json", {"rows": rows, "epochs": epochs, "batch_size": batch,
-                                          "tiny": args.tiny})
+    write_results(args.out, "bench_rules", rows, epochs=epochs, batch_size=batch,
+                  tiny=args.tiny)
     return 0
 
 

@@ -25,3 +25,14 @@ def args_and_split(doc: str) -> tuple[argparse.Namespace, Split]:
                       split.y_val[:500], split.X_test[:500], split.y_test[:500])
         args.rounds = 1
     return args, split
+
+
+def write_results(out: str | Path, name: str, rows: list[dict], **extra: object) -> None:
+    """``name``.csv (the rows, their keys as columns) and ``name``.json (the rows and
+    ``extra``) in the folder ``out``."""
+    from stochopt.files import write_csv, write_json
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_csv(folder / f"{name}.csv", rows, list(rows[0]))
+    write_json(folder / f"{name}.json", {"rows": rows, **extra})

@@ -206,3 +206,28 @@ def test_leaderboard_ranks_two_tuned_optimizers_with_paired_verdicts(tmp_path, d
         assert rows[other][f"{column}_vs_best"] == ("worse" if p < 0.05 else
                                                     "indistinguishable")
     assert "| `sgd` |" in page.read_text() and "| `adam` |" in page.read_text()
+
+
+def test_bench_newton_tables_each_method_from_its_own_curve(tmp_path, data_dir):
+    """Steps to each target are read off the method's f - f* curve, the final value is the
+    curve's last, Newton-CG's iterates reach 1e-6 (its certified optimum), and the first-order
+    methods' curves start at f(0) - f*."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_newton.py"),
+                           "--tiny", "--methods", "gradient descent,soap", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "STOCHOPT_DATA": str(data_dir)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "bench_newton.json").read_text())
+    curves = result["curves"]
+    assert [r["method"] for r in result["rows"]] == ["newton-cg", "gradient descent", "soap"]
+    for row in result["rows"]:
+        curve = curves[row["method"]]
+        assert row["final"] == curve[-1]
+        for t in (1e-3, 1e-6):
+            first = row[f"steps_to_{t:g}"]
+            below = [i + 1 for i, v in enumerate(curve) if v < t]
+            assert first == (below[0] if below else None)
+    assert result["rows"][0]["steps_to_1e-06"] is not None
+    assert all(len(curves[m]) == 5 for m in ("gradient descent", "soap"))
+    assert all(0 < curves[m][0] < math.log(10) for m in ("gradient descent", "soap"))
+    assert (tmp_path / "newton.png").stat().st_size > 1000
