@@ -6,7 +6,7 @@ learning-rate schedules.
     schedules.py   the factor that multiplies the base learning rate over the epochs
     sgd.py, adaptive.py, adam.py, sign.py, schedulefree.py, dadapt.py, linesearch.py,
     muon.py        the rules, by family
-    adopt.py       one file per rule where the rule is a family of its own
+    adopt.py, ademamix.py, mars.py   a rule each, a family of its own
 
 A rule lives in the file of its family and is added with ``@register``; nothing else needs
 to know about it: the command line's flags, validation, ``results.csv`` columns and the
