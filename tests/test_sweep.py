@@ -217,3 +217,18 @@ def test_the_report_names_the_cheapest_epoch_only_when_runs_were_timed_apart():
     assert "trained together as one batch of 2 models (2 configurations x 1 seed), 0.500 s " \
         "of wall time per epoch" in together
     assert "sgd 0.200 s, adam 0.300 s" in together and "cheapest" not in together
+
+
+def test_result_files_get_the_permissions_open_gives_not_private_ones(compared):
+    """Files are written through a temporary file (atomic), which mkstemp makes 0600; the
+    results get 0666 less the umask, as a plain open() would give them, so that a folder
+    shared with colleagues stays readable."""
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    files = [p for p in compared.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert files
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path.name

@@ -32,6 +32,13 @@ def prepare_out(out: str | Path) -> Path:
     return out
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Any], None], binary: bool = False) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, then rename it to ``path``.
 
@@ -41,6 +48,9 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], binary: bool = 
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # mkstemp makes the file private (0600); a result file gets what open() would give
+        # it, 0666 less the umask, so that a folder shared with others stays readable
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
             write(f)
             f.flush()
