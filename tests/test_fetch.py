@@ -1,9 +1,19 @@
 """Fetching MNIST into the cache, served from a loopback HTTP server (no network needed):
-checksums decide what is installed, and a failed fetch ends in one clear message."""
+checksums decide what is installed, and a failed fetch ends in one clear message.
+
+The servers and the fetches run in a network namespace of their own that has only loopback
+(``unshare -n``): outside one, the module's tests run once more inside one (a pytest
+subprocess) and each passes when its run there passed."""
 
 import functools
 import http.server
+import os
+import shutil
+import subprocess
+import sys
 import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from conftest import mnist_dir
@@ -12,6 +22,43 @@ from stochopt.data import FILES, idx, load_idx_dir, resolve_data_dir
 from stochopt.errors import StochoptError
 
 REQUESTS: list[str] = []  # every path the loopback mirrors were asked for
+INSIDE = os.environ.get("STOCHOPT_TEST_LOOPBACK_ONLY") == "1"
+
+
+@functools.cache
+def _inside_results(base: Path) -> dict[str, str]:
+    """Run this module in a loopback-only network namespace (its files under ``base``):
+    test name -> failure text ("" when it passed)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed: no loopback-only namespace")
+    report = base / "loopback_only.xml"
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" -m pytest -q '
+         '-p no:cacheprovider "$1" --junitxml "$2" --basetemp "$3"', sys.executable,
+         __file__, str(report), str(base / "inside")],
+        env={**os.environ, "STOCHOPT_TEST_LOOPBACK_ONLY": "1"}, capture_output=True,
+        text=True, timeout=900)
+    if not report.is_file():
+        pytest.skip(f"no loopback-only network namespace here: {proc.stderr.strip()[-300:]}")
+    results = {}
+    for case in ET.parse(report).iter("testcase"):
+        failed = case.find("failure") if case.find("failure") is not None else case.find("error")
+        results[case.get("name")] = "" if failed is None else failed.get("message", "failed")
+    return results
+
+
+def loopback_only(test):
+    """Inside the namespace, the test itself; outside, its outcome there (no fixture of its
+    own is set up out here)."""
+    if INSIDE:
+        return test
+
+    def outcome_inside(tmp_path_factory):
+        failure = _inside_results(tmp_path_factory.getbasetemp()).get(test.__name__)
+        assert failure == "", f"{test.__name__} inside the namespace: {failure}"
+    outcome_inside.__name__ = outcome_inside.__qualname__ = test.__name__
+    outcome_inside.__doc__ = test.__doc__
+    return outcome_inside
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -37,6 +84,7 @@ def serve(tmp_path):
         s.server_close()
 
 
+@loopback_only
 def test_fetch_verifies_and_installs_the_real_files(mirror_dir, serve, monkeypatch, tmp_path):
     monkeypatch.setattr(idx, "MIRRORS", ("http://127.0.0.1:9/", serve(mirror_dir)))  # 1st fails
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -47,6 +95,7 @@ def test_fetch_verifies_and_installs_the_real_files(mirror_dir, serve, monkeypat
     assert len(load_idx_dir(directory)["train_labels"]) == 60_000  # MD5-checked on reading
 
 
+@loopback_only
 def test_a_mirror_with_wrong_content_installs_nothing(tmp_path, serve, monkeypatch):
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -60,6 +109,7 @@ def test_a_mirror_with_wrong_content_installs_nothing(tmp_path, serve, monkeypat
     assert list(target.iterdir()) == []  # no partial or unverified file left behind
 
 
+@loopback_only
 def test_the_tests_find_mnist_where_the_main_job_does(mirror_dir, serve, monkeypatch, tmp_path):
     """The data fixture's order: $STOCHOPT_DATA, else ../shared/mnist beside the checkout,
     else the user cache of an empty home, fetched (and checksummed) once, then reused."""
