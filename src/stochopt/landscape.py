@@ -169,10 +169,11 @@ def optimize(fn: Function, optimizer: str, lr: float | None = None, steps: int |
         return (fn.f(v) - fn.f_star).reshape(*v.shape[:-2], 1, 1).double()
 
     for _ in range(steps):
-        batch = StepBatch(loss_at(w), loss_at) if rule.needs_loss else None
-        g = fn.grad(w)
-        if noise:  # mini-batch noise, in miniature
-            g = g + noise * torch.randn(g.shape, generator=gen, dtype=g.dtype)
+        # mini-batch noise, in miniature: one draw per step, the same at other points
+        draw = noise * torch.randn(w.shape, generator=gen, dtype=w.dtype) if noise else 0.0
+        g = fn.grad(w) + draw
+        batch = StepBatch(loss_at(w), loss_at, gradient_at=lambda v, d=draw: fn.grad(v) + d) \
+            if rule.needs_loss else None
         rule.step(w, g, state, lr, batch)
         p = rule.evaluation_point(w, state).flatten().clone()
         if not torch.isfinite(p).all() or float(p.abs().max()) > 1e6:

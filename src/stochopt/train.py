@@ -28,7 +28,7 @@ from .data import N_CLASSES, Split, epoch_order
 from .errors import StochoptError
 from .files import atomic_write
 from .gradients import ESTIMATORS
-from .model import SeedBatch, accuracy, cross_entropy, logits, one_hot, seed_logits_t
+from .model import SeedBatch, accuracy, cross_entropy, logits, one_hot, residuals_t, seed_logits_t
 from .noise import full_pass
 from .optim import Hyper, Rule, State
 from .optim.base import StepBatch
@@ -161,7 +161,7 @@ class Updater:
         given = None  # what a rule that needs the loss is handed, as an argument
         if self.rule.needs_loss and batch is not None:
             given = StepBatch(batch.loss[:, self.block], batch.at, batch.fraction, batch.Xb,
-                              batch.yb)
+                              batch.yb, batch.gradient_at)
         self.rule.step(self.w, g, self.state, self.base_lr * self.schedule(epoch), given)
 
 
@@ -228,6 +228,12 @@ class BatchLoss:
 
     def at(self, w: torch.Tensor) -> torch.Tensor:
         return self._loss(seed_logits_t(w, self.Xb), self.yb)
+
+    def gradient_at(self, w: torch.Tensor) -> torch.Tensor:
+        """The batch's gradient at weights w (S, m, C, d): the step's own arithmetic."""
+        batch = SeedBatch(self.Xb)
+        Yt = one_hot(self.yb, w.shape[-2], self.Xb.dtype).mT.unsqueeze(1)  # (S, 1, C, B)
+        return batch.gradient(residuals_t(batch.logits(w), Yt), 1 / batch.size)
 
 
 def evaluation_weights(Wt: torch.Tensor, updaters: list[Updater]) -> torch.Tensor:

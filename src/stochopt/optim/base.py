@@ -38,13 +38,15 @@ class StepBatch:
     """What the loop hands a rule that needs more than the gradient (``needs_loss``), as an
     argument of its step: each model's loss on the step's mini-batch at w ((..., 1, 1)
     float64), the same at trial weights (``loss_at``), the batch's share of an epoch (B/N),
-    and the batch's examples and labels ((S, B, d), (S, B)) for rules that recompute."""
+    the batch's examples and labels ((S, B, d), (S, B)) for rules that recompute, and the
+    batch's gradient at other weights of the block's shape (``gradient_at``: MARS)."""
 
     loss: torch.Tensor
     loss_at: Callable[[torch.Tensor], torch.Tensor]
     fraction: float = 0.0
     X: torch.Tensor | None = None
     y: torch.Tensor | None = None
+    gradient_at: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def parameter(opt: Any, p: torch.Tensor) -> torch.Tensor:

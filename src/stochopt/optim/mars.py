@@ -8,18 +8,9 @@ import math
 
 import torch
 
-from ..model import SeedBatch, one_hot, residuals_t
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
 from .base import Reference, Rule, add_, addcmul_, cautious_, from_package, is_zero
 from .registry import register
-
-
-def batch_gradient(w: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The mini-batch gradient at w (S, m, C, d) of each seed's batch X (S, B, d), labels
-    y (S, B): the training loop's own arithmetic, bit for bit."""
-    batch = SeedBatch(X)
-    Yt = one_hot(y, w.shape[-2], X.dtype).mT.unsqueeze(1)  # (S, 1, C, B)
-    return batch.gradient(residuals_t(batch.logits(w), Yt), 1 / batch.size)
 
 
 class MARSLoop(torch.optim.Optimizer):
@@ -70,7 +61,7 @@ class MARS(Rule):
 
     landscape_lr = "scale_free"
     estimator = "mars"
-    needs_loss = True  # the step's batch, for the gradient at the previous weights
+    needs_loss = True  # the step's batch: its gradient at the previous weights
     decoupled_decay = True
     reference = Reference("pytorch_optimizer.MARS (4.1.0), its last_grad at w_{t-1} (MARSLoop)",
                           lambda params, beta1, beta2, **s: MARSLoop(
@@ -95,7 +86,7 @@ class MARS(Rule):
 
     def step(self, w, g, state, lr, batch=None):
         state["t"] += 1
-        at_previous = batch_gradient(state["previous"], batch.X, batch.y)
+        at_previous = batch.gradient_at(state["previous"])
         state["previous"].copy_(w)
         self.update(w, g, at_previous, state, lr)
 

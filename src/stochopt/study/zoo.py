@@ -30,7 +30,7 @@ ZOO_COLUMNS = ["name", "optimizer", "status", "reason", "source", "lr", "final_v
 def step_seconds(spec: str, split: Any, batch_size: int, steps: int = 30) -> float:
     """The seconds of one training step of ``spec`` at ``batch_size`` here, one model: the
     difference of two short runs (``steps`` and a third of it, after one to warm up), so
-    that setting up a run and evaluating it cancel."""
+    that setting up a run and evaluating it cancel; always positive."""
     import time
     from dataclasses import replace
 
@@ -56,7 +56,11 @@ def step_seconds(spec: str, split: Any, batch_size: int, steps: int = 30) -> flo
     few = max(1, steps // 3)
     timed(few)  # imports, first calls
     (t1, s1), (t2, s2) = timed(few), timed(steps)
-    return (t2 - t1) / (s2 - s1) if s2 > s1 else t2 / s2
+    difference = (t2 - t1) / (s2 - s1) if s2 > s1 else 0.0
+    # on a loaded machine (or a tiny data set) the two runs' noise can exceed the steps
+    # between them and make the difference negative: then the longer run's seconds per
+    # step, setting up included, bound the step from above
+    return difference if difference > 0 else t2 / s2
 
 
 def too_slow(runnable: Sequence[str], split: Any, batch_size: int, cap: float
