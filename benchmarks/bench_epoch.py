@@ -30,19 +30,16 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
+import jax_loop  # the benchmarks' own JAX loop, beside this file
 import numpy as np
 import torch
 import torch.nn.functional as F
+from benchmark_args import steady_epoch_seconds, tiny_split, write_results
 
-from stochopt.data import Split, load_split
-from stochopt.files import write_csv, write_json
+from stochopt.data import load_split
 from stochopt.model import logits, one_hot, residuals, xt_r
 from stochopt.train import Config, fit
-
-sys.path.insert(0, str(Path(__file__).parent))
-import jax_loop
 
 
 def median_time(fn, repeats: int) -> float:
@@ -144,14 +141,6 @@ def stochopt_to_target(split, target: float, epochs: int, **config):
     return reached.get("t", math.nan), reached.get("epoch")
 
 
-def stochopt_epoch(split, configs: list[Config]) -> float:
-    """Seconds of a steady epoch: the second of a two-epoch run (the first also allocates
-    the run's buffers); validation and setting up are not in it."""
-    for c in configs:
-        c.epochs = 2
-    return fit(configs, split)[0].rows[-1]["batch_seconds"]
-
-
 def roofline(split, repeats: int) -> float:
     """(e): one forward and one backward pass over the whole training matrix."""
     X, y = split.X_train, split.y_train
@@ -184,9 +173,7 @@ def main() -> int:
     if args.tiny:
         args.rounds, args.steps, args.max_epochs = 1, 5, 1
         args.batch_sizes, args.sweep_k = "64,512", "1,2"
-        n = len(split.X_train) // 10
-        split = Split(split.X_train[:n], split.y_train[:n], split.X_val[:500],
-                      split.y_val[:500], split.X_test[:500], split.y_test[:500])
+        split = tiny_split(split)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     ks = [int(k) for k in args.sweep_k.split(",")]
     rows: list[dict] = []
@@ -230,12 +217,13 @@ def main() -> int:
     for _ in range(args.rounds):
         for bs in sizes:
             times.setdefault(f"stochopt @{bs}", []).append(
-                stochopt_epoch(split, [Config(batch_size=bs)]))
+                steady_epoch_seconds(split, [Config(batch_size=bs)]))
             if no_jax is None:
                 times.setdefault(f"jax @{bs}", []).append(jax_epochs[bs, None].epoch_seconds())
             times.setdefault(f"torch @{bs}", []).append(idiomatic_torch(split, bs, None))
         for K in ks:
-            times.setdefault(f"stochopt K={K}", []).append(stochopt_epoch(split, sweep(K)) / K)
+            per = steady_epoch_seconds(split, sweep(K)) / K
+            times.setdefault(f"stochopt K={K}", []).append(per)
             if no_jax is None:
                 times.setdefault(f"jax K={K}", []).append(jax_epochs[64, K].epoch_seconds() / K)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -286,12 +274,8 @@ def main() -> int:
     print()
     for name, r in ratios.items():
         print(f"{name:<52} {r:10.2f}x")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "bench_epoch.csv", rows, ["what", "seconds", "note"])
-    write_json(out / "bench_epoch.json", {"rows": rows, "ratios": ratios, "rounds": times,
-                                          "torch": torch.__version__, "jax": no_jax or "yes",
-                                          "threads": torch.get_num_threads()})
+    write_results(args.out, "bench_epoch", rows, ratios=ratios, rounds=times,
+                  torch=torch.__version__, jax=no_jax or "yes", threads=torch.get_num_threads())
     return 0
 
 

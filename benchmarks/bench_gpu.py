@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from benchmark_args import steady_epoch_seconds, tiny_split, write_results  # beside this file
 
 from stochopt.data import Split, load_split
-from stochopt.files import write_csv, write_json
 from stochopt.optim import RULES
-from stochopt.train import Config, fit
+from stochopt.train import Config
 
 STUDY_EPOCHS = 10
 
@@ -46,13 +46,6 @@ STUDY_EPOCHS = 10
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def stochopt_epoch(split: Split, configs: list[Config]) -> float:
-    """Seconds of a steady epoch of ``configs`` trained as one batch (the second of two)."""
-    for c in configs:
-        c.epochs = 2
-    return fit(configs, split)[0].rows[-1]["batch_seconds"]
 
 
 def torch_optim_epoch(split: Split, batch_size: int, lr: float) -> float:
@@ -122,9 +115,7 @@ def main() -> int:
     data = os.environ.get("STOCHOPT_DATA")
     split = load_split(data, device=device)
     if args.tiny:
-        n = len(split.X_train) // 20
-        split = Split(split.X_train[:n], split.y_train[:n], split.X_val[:200],
-                      split.y_val[:200], split.X_test[:200], split.y_test[:200])
+        split = tiny_split(split, part=20, held=200)
         args.rounds, args.ks, args.study, args.study_batch_sizes = 1, "1,4", "2,2,2", "64,128"
     ks = [int(k) for k in args.ks.split(",")]
     n_rules, n_lrs, n_seeds = (int(v) for v in args.study.split(","))
@@ -145,8 +136,8 @@ def main() -> int:
     theirs: list[float] = []
     for _ in range(args.rounds):
         for K in ks:
-            ours[K].append(stochopt_epoch(split, [Config(batch_size=64, lr=0.01 + 0.09 * i / K)
-                                                  for i in range(K)]))
+            configs = [Config(batch_size=64, lr=0.01 + 0.09 * i / K) for i in range(K)]
+            ours[K].append(steady_epoch_seconds(split, configs))
         theirs.append(torch_optim_epoch(split, 64, 0.1))
     torch_epoch = statistics.median(theirs)
     ratios: dict[str, float] = {}
@@ -171,7 +162,7 @@ def main() -> int:
         for bs in sizes:
             configs = [Config(optimizer=rule, batch_size=bs, lr=lr, seed=seed)
                        for seed in range(n_seeds) for lr in lrs]
-            groups += stochopt_epoch(split, configs)
+            groups += steady_epoch_seconds(split, configs)
     runs = len(rules) * n_lrs * n_seeds * len(sizes)
     projected = STUDY_EPOCHS * groups
     add(f"(4) study of {runs:,} runs x {STUDY_EPOCHS} epochs, projected", projected,
@@ -181,12 +172,8 @@ def main() -> int:
     for what, r in ratios.items():
         print(f"{what:<50} {r:9.2f}x")
     print(f"(4) projected study: {projected / 60:.1f} min (goal on one H100: under 10 min)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "bench_gpu.csv", rows, ["what", "seconds", "per_model_epoch", "note"])
-    write_json(out / "bench_gpu.json", {"device": name, "torch": torch.__version__,
-                                        "rows": rows, "ratios": ratios, "study_runs": runs,
-                                        "study_rules": rules})
+    write_results(args.out, "bench_gpu", rows, device=name, torch=torch.__version__,
+                  ratios=ratios, study_runs=runs, study_rules=rules)
     return 0
 
 

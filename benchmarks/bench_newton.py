@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from benchmark_args import write_results  # beside this file
+from benchmark_args import tiny_split, write_results  # beside this file
 
 from stochopt.data import load_split
 from stochopt.files import save_figure
@@ -57,9 +57,7 @@ def main() -> int:
     args = p.parse_args()
     split = load_split(os.environ.get("STOCHOPT_DATA"), dtype=torch.float64)
     if args.tiny:
-        n = len(split.X_train) // 10
-        split = split.__class__(split.X_train[:n], split.y_train[:n], split.X_val[:500],
-                                split.y_val[:500], split.X_test[:500], split.y_test[:500])
+        split = tiny_split(split)
         args.steps, args.lr_factors = 5, "1"
     N = len(split.X_train)
     optimum = cached_optimum(split, args.weight_decay)

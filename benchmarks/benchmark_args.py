@@ -1,5 +1,6 @@
 """What the benchmark scripts that time training share: their flags (--rounds, --tiny,
---out) and the data they time on (MNIST, a tenth of it with --tiny, for the test suite)."""
+--out), the data they time on (MNIST, a tenth of it with --tiny, for the test suite), a
+steady epoch's seconds and how they write their results."""
 
 from __future__ import annotations
 
@@ -20,11 +21,28 @@ def args_and_split(doc: str) -> tuple[argparse.Namespace, Split]:
     args = parser.parse_args()
     split = load_split()
     if args.tiny:
-        n = len(split.X_train) // 10
-        split = Split(split.X_train[:n], split.y_train[:n], split.X_val[:500],
-                      split.y_val[:500], split.X_test[:500], split.y_test[:500])
+        split = tiny_split(split)
         args.rounds = 1
     return args, split
+
+
+def tiny_split(split: Split, part: int = 10, held: int = 500) -> Split:
+    """The first 1/``part`` of the training examples and ``held`` validation and test
+    examples: what --tiny times, in seconds, for the test suite."""
+    n = len(split.X_train) // part
+    return Split(split.X_train[:n], split.y_train[:n], split.X_val[:held], split.y_val[:held],
+                 split.X_test[:held], split.y_test[:held])
+
+
+def steady_epoch_seconds(split: Split, configs: list) -> float:
+    """Seconds of a steady epoch of ``configs`` trained as one batch: the second of a
+    two-epoch run (the first also allocates the run's buffers); setting up and validation
+    are not in it."""
+    from stochopt.train import fit
+
+    for c in configs:
+        c.epochs = 2
+    return fit(configs, split)[0].rows[-1]["batch_seconds"]
 
 
 def write_results(out: str | Path, name: str, rows: list[dict], **extra: object) -> None:

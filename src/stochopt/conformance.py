@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .config import Config
 from .data import epoch_order
 from .errors import StochoptError
-from .model import one_hot, residuals_t, seed_gradient_t, seed_logits_t
+from .model import seed_batch_gradient
 from .optim import RULES, get_rule, markdown_table
 from .optim.base import Reference
 from .settings import Interval, Setting
@@ -94,9 +94,7 @@ def _loop_gradient(W: torch.Tensor, Xb: torch.Tensor, yb: torch.Tensor) -> torch
     a normalising or sign-taking rule amplifies past 1e-6 (Rprop: 0.66; D-Adaptation's
     Adam in float64: 6e-8) within 30 steps."""
     Wt = W.detach().mT.contiguous()[None, None]  # the loop's (S, M, C, d)
-    Ybt = one_hot(yb, W.shape[1], W.dtype).T[None]
-    Rt = residuals_t(seed_logits_t(Wt, Xb[None]), Ybt.unsqueeze(1))
-    return seed_gradient_t(Rt, Xb[None], 1 / len(yb))[0, 0].mT
+    return seed_batch_gradient(Wt, Xb[None], yb[None])[0, 0].mT
 
 
 def _reference_run(rule: type, values: dict[str, Any], data: Any, seed: int

@@ -90,6 +90,15 @@ def seed_gradient_t(Rt: torch.Tensor, Xb: torch.Tensor, scale: float = 1.0) -> t
     return SeedBatch(Xb).gradient(Rt, scale)
 
 
+def seed_batch_gradient(Wt: torch.Tensor, Xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """Each seed's mini-batch gradient ``(1/B) R^T X_B`` (S, M, C, d) at W^T (S, M, C, d),
+    for batches X_B (S, B, d) with labels (S, B): the training step's own arithmetic, bit
+    for bit (its one-hot labels, products and 1/B)."""
+    batch = SeedBatch(Xb)
+    Yt = one_hot(yb, Wt.shape[-2], Xb.dtype).mT.unsqueeze(1)  # (S, 1, C, B)
+    return batch.gradient(residuals_t(batch.logits(Wt), Yt), 1 / batch.size)
+
+
 # A Python number in an in-place kernel is first copied into a tensor of the operand's dtype
 # (a few microseconds, a sizeable share of a K = 1 step); the same number as a ready 0-dim
 # tensor gives the same bits without the copy.

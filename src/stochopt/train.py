@@ -28,7 +28,15 @@ from .data import N_CLASSES, Split, epoch_order
 from .errors import StochoptError
 from .files import atomic_write
 from .gradients import ESTIMATORS
-from .model import SeedBatch, accuracy, cross_entropy, logits, one_hot, residuals_t, seed_logits_t
+from .model import (
+    SeedBatch,
+    accuracy,
+    cross_entropy,
+    logits,
+    one_hot,
+    seed_batch_gradient,
+    seed_logits_t,
+)
 from .noise import full_pass
 from .optim import Hyper, Rule, State
 from .optim.base import StepBatch
@@ -231,9 +239,7 @@ class BatchLoss:
 
     def gradient_at(self, w: torch.Tensor) -> torch.Tensor:
         """The batch's gradient at weights w (S, m, C, d): the step's own arithmetic."""
-        batch = SeedBatch(self.Xb)
-        Yt = one_hot(self.yb, w.shape[-2], self.Xb.dtype).mT.unsqueeze(1)  # (S, 1, C, B)
-        return batch.gradient(residuals_t(batch.logits(w), Yt), 1 / batch.size)
+        return seed_batch_gradient(w, self.Xb, self.yb)
 
 
 def evaluation_weights(Wt: torch.Tensor, updaters: list[Updater]) -> torch.Tensor:

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from .base import Hyper, Reference, Rule, add_, addcdiv_, addcmul_, cautious_, from_package
+from .base import Hyper, Reference, Rule, add_, addcdiv_, addcmul_, cautious_, from_package, sqrt
 from .registry import register
 
 
@@ -82,10 +82,7 @@ class AdEMAMix(Rule):
         m1 = state["m1"].lerp_(g, 1 - self.beta1)
         v = addcmul_(state["v"].mul_(self.beta2), 1 - self.beta2, g, g)
         m2 = state["m2"].lerp_(g, 1 - beta3)
-        correction = 1 - self.beta2**t
-        correction = correction**0.5 if isinstance(correction, torch.Tensor) else \
-            math.sqrt(correction)
-        denom = v.sqrt().div_(correction).add_(self.eps)
+        denom = v.sqrt().div_(sqrt(1 - self.beta2**t)).add_(self.eps)
         if self.cautious:
             step = cautious_(m1.clone(), g).div_(1 - self.beta1**t)
         else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -238,6 +239,12 @@ def sumsq(a: torch.Tensor) -> torch.Tensor:
     if a.dim() == 2:
         return (a * a).sum().double().view(1, 1)
     return (a * a).sum(dim=(-2, -1), keepdim=True, dtype=torch.float64)
+
+
+def sqrt(x: Hyper) -> Hyper:
+    """sqrt of a number (``math.sqrt``, as the references compute their bias corrections)
+    or, elementwise, of a tensor of K values."""
+    return x.sqrt() if isinstance(x, torch.Tensor) else math.sqrt(x)
 
 
 def is_zero(x: Hyper) -> bool:
