@@ -7,6 +7,8 @@ learning-rate schedules.
     sgd.py, adaptive.py, adam.py, sign.py, schedulefree.py, dadapt.py, linesearch.py,
     muon.py        the rules, by family
     adopt.py, ademamix.py, mars.py   a rule each, a family of its own
+    kronecker.py   what the Kronecker-factored rules share (one model's matrix, the models)
+    soap.py        SOAP: Adam in the eigenbasis of Shampoo's preconditioner
 
 A rule lives in the file of its family and is added with ``@register``; nothing else needs
 to know about it: the command line's flags, validation, ``results.csv`` columns and the
@@ -18,7 +20,7 @@ from __future__ import annotations
 # each family registers its rules; this order is the registry's (and --help's) order
 # isort: off
 from . import sgd, adaptive, adam, sign, schedulefree, dadapt, linesearch, muon  # noqa: F401
-from . import adopt, ademamix, mars  # noqa: F401
+from . import adopt, ademamix, mars, soap  # noqa: F401
 # isort: on
 from .base import Hyper, Rule, State
 from .registry import RULES, get_rule, make_optimizer, markdown_table, register
