@@ -8,7 +8,8 @@ registry, so a rule added tomorrow is checked without anyone writing a test:
 - ``matches_reference``: equal to its declared :class:`~stochopt.optim.base.Reference`
   over 30 MNIST mini-batch steps of 64 (the reference stepping on autograd's gradient of
   the same batches), float32 to 1e-6 and float64 to 1e-12, at the defaults and at one
-  non-default value of each setting, both the weights it trains and those it answers with;
+  non-default value of each setting, both the weights it trains and those it answers with
+  (on the images' centre, :func:`crop`, where the reference declares ``features``);
 - ``per_configuration_tensors``: every float setting given as per-configuration tensors in
   one batch of three equals the three runs alone;
 - ``batch_beside_another_rule``: inside a batch of four (two seeds, beside another rule),
@@ -46,12 +47,30 @@ REFERENCE_STEPS, REFERENCE_BATCH = 30, 64
 REFERENCE_TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 
 
-def _small(split: Any) -> Any:
-    """The first mini-batches of the training part, in float64: one epoch is STEPS steps."""
+def _small(split: Any, name: str) -> Any:
+    """The first mini-batches of the training part, in float64: one epoch is STEPS steps
+    (the images cropped as the rule's reference declares)."""
     n = STEPS * BATCH
-    as64 = {f"X_{p}": getattr(split, f"X_{p}")[:n].double() for p in ("train", "val", "test")}
+    ref = get_rule(name).reference
+    features = ref.features if isinstance(ref, Reference) else 0
+    as64 = {f"X_{p}": crop(getattr(split, f"X_{p}")[:n], features).double()
+            for p in ("train", "val", "test")}
     ys = {f"y_{p}": getattr(split, f"y_{p}")[:n] for p in ("train", "val", "test")}
     return replace(split, **as64, **ys, sample_weight=None)
+
+
+def crop(X: torch.Tensor, features: int) -> torch.Tensor:
+    """The centred ``sqrt(features)``-pixel square of square images (the first ``features``
+    columns of other data); ``features`` 0 or at least X's: X as it is."""
+    d = X.shape[1]
+    if not features or features >= d:
+        return X
+    side, keep = math.isqrt(d), math.isqrt(features)
+    if side * side != d:
+        return X[:, :features]
+    start = (side - keep) // 2
+    rows = torch.arange(start, start + keep)
+    return X[:, (rows[:, None] * side + rows[None, :]).flatten()]
 
 
 def _config(name: str, **values: Any) -> Config:
@@ -163,10 +182,13 @@ def matches_reference(name: str) -> Callable[[Any], None]:
                 variants.append({setting_name: value,
                                  **rule.reference.alongside.get(setting_name, {})})
         n = REFERENCE_STEPS * REFERENCE_BATCH
+        features = rule.reference.features
         for dtype, tol in REFERENCE_TOL.items():
-            data = replace(split, X_train=split.X_train[:n].to(dtype),
-                           y_train=split.y_train[:n], X_val=split.X_val[:64].to(dtype),
-                           y_val=split.y_val[:64], X_test=split.X_test[:64].to(dtype),
+            data = replace(split, X_train=crop(split.X_train[:n], features).to(dtype),
+                           y_train=split.y_train[:n],
+                           X_val=crop(split.X_val[:64], features).to(dtype),
+                           y_val=split.y_val[:64],
+                           X_test=crop(split.X_test[:64], features).to(dtype),
                            y_test=split.y_test[:64], sample_weight=None)
             for values in variants:
                 if dtype != torch.float64 and set(values) & set(rule.reference.float64_only):
@@ -220,7 +242,7 @@ def _gap_to_alone(together: torch.Tensor, config: Config, split: Any) -> float:
 
 def per_configuration_tensors(name: str) -> Callable[[Any], None]:
     def check(split: Any) -> None:
-        small = _small(split)
+        small = _small(split, name)
         rule = get_rule(name)
         # three configurations that differ in every float setting at once (the lr too): each
         # setting arrives as an (S, m, 1, 1) tensor, and all of them together
@@ -241,7 +263,7 @@ def per_configuration_tensors(name: str) -> Callable[[Any], None]:
 
 def batch_beside_another_rule(name: str) -> Callable[[Any], None]:
     def check(split: Any) -> None:
-        small = _small(split)
+        small = _small(split, name)
         rule = get_rule(name)
         # another rule that can share its batch (the same gradient estimator), else itself
         # at another lr

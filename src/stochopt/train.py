@@ -156,7 +156,8 @@ class Updater:
         defaults = c0.rule.hyperparameters()
         names = set().union(*(c.hyper for row in configs for c in row))
         rule = c0.rule(**{n: hyper(lambda c, n=n: c.hyper.get(n, defaults[n])) for n in names})
-        rule.context = {**(context or {}), "seed": c0.seed}
+        # the seeds of the block's S rows, for rules that draw random numbers per run (Kron)
+        rule.context = {**(context or {}), "seed": c0.seed, "seeds": [r[0].seed for r in configs]}
         w = Wt[:, block]
         return cls(block, w, rule, rule.init(w), hyper(lambda c: c.base_lr),
                    # each run's decay written out: a default (None) beside an explicit one

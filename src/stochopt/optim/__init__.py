@@ -9,6 +9,7 @@ learning-rate schedules.
     adopt.py, ademamix.py, mars.py   a rule each, a family of its own
     kronecker.py   what the Kronecker-factored rules share (one model's matrix, the models)
     soap.py        SOAP: Adam in the eigenbasis of Shampoo's preconditioner
+    kron.py        PSGD Kron: triangular Kronecker factors fitted to whiten the gradient
 
 A rule lives in the file of its family and is added with ``@register``; nothing else needs
 to know about it: the command line's flags, validation, ``results.csv`` columns and the
@@ -20,7 +21,7 @@ from __future__ import annotations
 # each family registers its rules; this order is the registry's (and --help's) order
 # isort: off
 from . import sgd, adaptive, adam, sign, schedulefree, dadapt, linesearch, muon  # noqa: F401
-from . import adopt, ademamix, mars, soap  # noqa: F401
+from . import adopt, ademamix, mars, soap, kron  # noqa: F401
 # isort: on
 from .base import Hyper, Rule, State
 from .registry import RULES, get_rule, make_optimizer, markdown_table, register

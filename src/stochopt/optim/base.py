@@ -76,7 +76,10 @@ class Reference:
       alone it would change nothing (ADOPT's ``decouple`` needs a weight decay);
     - ``unchecked``: settings the reference cannot take, each with why;
     - ``float64_only``: settings whose non-default value is compared in float64 only, each
-      with why (float32's last digits, amplified by the rule, part the two within 30 steps).
+      with why (float32's last digits, amplified by the rule, part the two within 30 steps);
+    - ``features``: the number of features the kit's images are cropped to, centred (0:
+      all): smaller data for a rule whose factorisations of d x d matrices would make the
+      check take minutes (SOAP, Kron, Shampoo).
     """
 
     label: str
@@ -90,6 +93,7 @@ class Reference:
     alongside: dict[str, dict[str, Any]] = field(default_factory=dict)
     unchecked: dict[str, str] = field(default_factory=dict)
     float64_only: dict[str, str] = field(default_factory=dict)
+    features: int = 0
 
     def __str__(self) -> str:
         return self.label
@@ -126,7 +130,8 @@ class Rule:
     # True when weight_decay shrinks w directly (AdamW) instead of adding (wd/2)|w|^2 to the
     # objective: such a rule does not minimise f + (wd/2)|w|^2, so f - f* means nothing
     decoupled_decay: ClassVar[bool] = False
-    # what the loop knows of the run, set before init: total_steps, n_train, bias, seed
+    # what the loop knows of the run, set before init: total_steps, n_train, bias, seed (and
+    # seeds, one per row of the block: a rule that draws random numbers seeds each run)
     context: dict[str, Any] = {}  # noqa: RUF012  (replaced per instance, never mutated)
     # True when the rule replaces the schedule (schedule-free): only "constant" is accepted
     fixed_schedule: ClassVar[bool] = False

@@ -60,7 +60,7 @@ class SOAP(Rule):
 
     landscape_lr = "scale_free"
     reference = Reference("pytorch_optimizer.SOAP (4.1.0)", _reference,
-                          values={"max_precondition_dim": 100})
+                          values={"max_precondition_dim": 100}, features=196)
     default_schedule = "constant"
     decoupled_decay = True
     lr = Setting(3e-3, POSITIVE, "base learning rate, scaled by the schedule")
