@@ -8,6 +8,7 @@ learning-rate schedules.
     muon.py        the rules, by family
     adopt.py, ademamix.py, mars.py   a rule each, a family of its own
     kronecker.py   what the Kronecker-factored rules share (one model's matrix, the models)
+    shampoo.py     Shampoo: the gradient times inverse fourth roots of its two factors
     soap.py        SOAP: Adam in the eigenbasis of Shampoo's preconditioner
     kron.py        PSGD Kron: triangular Kronecker factors fitted to whiten the gradient
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 # each family registers its rules; this order is the registry's (and --help's) order
 # isort: off
 from . import sgd, adaptive, adam, sign, schedulefree, dadapt, linesearch, muon  # noqa: F401
-from . import adopt, ademamix, mars, soap, kron  # noqa: F401
+from . import adopt, ademamix, mars, shampoo, soap, kron  # noqa: F401
 # isort: on
 from .base import Hyper, Rule, State
 from .registry import RULES, get_rule, make_optimizer, markdown_table, register
