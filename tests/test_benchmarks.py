@@ -231,3 +231,22 @@ def test_bench_newton_tables_each_method_from_its_own_curve(tmp_path, data_dir):
     assert all(len(curves[m]) == 5 for m in ("gradient descent", "soap"))
     assert all(0 < curves[m][0] < math.log(10) for m in ("gradient descent", "soap"))
     assert (tmp_path / "newton.png").stat().st_size > 1000
+
+
+def test_bench_natives_equal_their_references_and_ratios_are_quotients(tmp_path, data_dir):
+    """SOAP and Shampoo (--tiny: 5 steps, the images' centre) equal their references within
+    the kit's tolerances; each timing is the median of its rounds, each ratio their
+    quotient."""
+    proc = _run("bench_natives.py", tmp_path, data_dir)
+    result = json.loads((tmp_path / "bench_natives.json").read_text())
+    assert [(r["native"], r["K"]) for r in result["rows"]] == [
+        ("soap", 1), ("soap", 2), ("shampoo", 1), ("shampoo", 2)]
+    for r in result["rows"]:
+        assert r["gap_float32"] <= 1e-6 and r["gap_float64"] <= 1e-12
+        for who in ("native", "plugin"):
+            rounds = [float(x) for x in r[f"{who}_all"].split()]
+            assert f"{r[f'{who}_seconds_per_model_epoch']:.3f}" == \
+                f"{statistics.median(rounds):.3f}"
+        assert r["plugin_over_native"] == pytest.approx(
+            r["plugin_seconds_per_model_epoch"] / r["native_seconds_per_model_epoch"])
+    assert "pytorch_optimizer:Shampoo" in proc.stdout
