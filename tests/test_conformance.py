@@ -16,20 +16,8 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "optimisers.md"
 NAMES = sorted(RULES)  # at collection: the registry as the package declares it
 
 
-# Known shortfalls, each with why (strict: one that starts passing fails, to be removed).
-# SOAP's first eigenbasis spans the null space of G G^T with vectors eigh picks at will, and
-# Adam's per-coordinate v in that basis turns float64's last digits of the gradient into
-# 5e-2 of the weights within 10 steps; the loop's batched products give a model in a batch
-# of three other last digits than alone. Given the same gradient bits, each model of a
-# batch equals itself alone exactly (tests/test_optim.py).
-SHORTFALLS = {(name, check): "SOAP's eigenbasis turns the batched gradient's last digits "
-              "into visible differences" for name in ("soap",)
-              for check in ("per_configuration_tensors", "batch_beside_another_rule")}
-
-
-@pytest.mark.parametrize("name,check", [
-    pytest.param(n, c, marks=pytest.mark.xfail(strict=True, reason=SHORTFALLS[n, c]))
-    if (n, c) in SHORTFALLS else (n, c) for n in NAMES for c in CHECKS])
+@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("name", NAMES)
 def test_every_rule_passes_the_kit(name, check, split):
     if check == "table_row":
         table_row(name, PAGE.read_text())(split)

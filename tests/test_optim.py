@@ -333,9 +333,9 @@ def test_cautious_false_is_the_plain_rule_bit_for_bit_and_true_masks(name, split
 @pytest.mark.parametrize("name", ["soap"])
 def test_kronecker_rules_treat_each_model_of_a_batch_as_alone(name, split):
     """A Kronecker-factored rule's models in one batch of three, each with its own beta1
-    and lr and its own gradients, equal the three runs alone bit for bit, given the same
-    gradient bits (the loop's batched products differ from a lone model's in the last
-    digits, which SOAP's eigenbasis amplifies: tests/test_conformance.py's SHORTFALLS)."""
+    and lr and its own gradients, equal the three runs alone bit for bit (the rule's own
+    arithmetic, model by model; the kit checks the same through the loop, where SOAP takes
+    each model's gradient again as it is alone)."""
     from stochopt.conformance import _loop_gradient
     from stochopt.optim import get_rule
 

@@ -542,7 +542,8 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
         Wt.copy_(carry["Wt"])
     steps = math.ceil(len(X) / c0.batch_size)
     context = {"total_steps": steps * c0.epochs, "n_train": len(X),
-               "bias": bool(split.source.get("bias", False))}
+               "bias": bool(split.source.get("bias", False)),
+               "weighted": split.sample_weight is not None}
     updaters = [Updater.build([[configs[i] for i in row[b]] for row in layout.index], b, Wt,
                               context) for b in layout.blocks(configs)]
     if carry and "states" in carry:

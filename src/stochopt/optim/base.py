@@ -130,8 +130,9 @@ class Rule:
     # True when weight_decay shrinks w directly (AdamW) instead of adding (wd/2)|w|^2 to the
     # objective: such a rule does not minimise f + (wd/2)|w|^2, so f - f* means nothing
     decoupled_decay: ClassVar[bool] = False
-    # what the loop knows of the run, set before init: total_steps, n_train, bias, seed (and
-    # seeds, one per row of the block: a rule that draws random numbers seeds each run)
+    # what the loop knows of the run, set before init: total_steps, n_train, bias, weighted
+    # (sample weights), seed (and seeds, one per row of the block: a rule that draws random
+    # numbers seeds each run)
     context: dict[str, Any] = {}  # noqa: RUF012  (replaced per instance, never mutated)
     # True when the rule replaces the schedule (schedule-free): only "constant" is accepted
     fixed_schedule: ClassVar[bool] = False

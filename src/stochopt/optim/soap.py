@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
+from ..model import seed_batch_gradient
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Interval, Setting
-from .base import Reference, Rule, from_package, is_zero, with_betas
+from .base import Reference, Rule, StepBatch, from_package, is_zero, with_betas
 from .kronecker import matrix, models, value
 from .registry import register
 
@@ -26,6 +27,14 @@ def project(x: torch.Tensor, Q: list[torch.Tensor | None], back: bool = False
         x = torch.tensordot(x, q, dims=[[0], [1 if back else 0]]) if q is not None \
             else x.permute(1, 0)
     return x
+
+
+def alone_gradient(w: torch.Tensor, batch: StepBatch, index: tuple[int, ...]) -> torch.Tensor:
+    """Model ``index`` = (s, j)'s gradient on its seed's batch, as the loop computes it for
+    that model alone, in the reference's (d, C) orientation (a transposed view)."""
+    s, j = index
+    return seed_batch_gradient(w[s:s + 1, j:j + 1], batch.X[s:s + 1],
+                               batch.y[s:s + 1])[0, 0].mT
 
 
 def eigenbasis(m: torch.Tensor) -> torch.Tensor:
@@ -83,14 +92,27 @@ class SOAP(Rule):
         # products return), since the layout of a product's operands sets its last digits
         return {"t": 0, "models": []}
 
+    # the step's examples (a StepBatch), for each model's gradient as it is alone (update)
+    needs_loss = True
+
     def step(self, w, g, state, lr, batch=None):
         state["t"] += 1
-        self.update(w, g, state, lr)  # the decay is decoupled: it goes in inside
+        self.update(w, g, state, lr, batch)  # the decay is decoupled: it goes in inside
 
-    def update(self, w, g, state, lr):
+    def update(self, w, g, state, lr, batch=None):
         t = state["t"] - 1  # the reference's step: 0 at the first gradient, which moves nothing
+        # In a batch of models the loop's batched products give each model's gradient other
+        # last digits than the model has alone, and SOAP's first eigenbasis (of a statistic
+        # of rank at most C - 1, its null space's vectors as eigh picks them) turns those
+        # into 5e-2 of the weights within 10 steps. So each model's gradient is taken again,
+        # as the loop takes it for one model alone (a (B, d) x (d, C) product pair: little
+        # beside SOAP's d x d work), and a run in a batch equals the run alone. Sample
+        # weights are in the loop's gradient only: with them, its gradient is used.
+        again = (batch is not None and batch.X is not None and w.dim() == 4
+                 and w.shape[0] * w.shape[1] > 1 and not self.context.get("weighted"))
         for k, index in models(w):
-            G = matrix(g, index)  # the loop's (C, d) row transposed, as a reference's p.grad
+            # the loop's (C, d) row transposed, as a reference's p.grad
+            G = alone_gradient(w, batch, index) if again else matrix(g, index)
             if t == 0:
                 state["models"].append(self._start(G, k))
             own = state["models"][k]
