@@ -4,7 +4,7 @@ ranked by final f - f* and by validation accuracy, each with its 95% interval an
 verdict against the best (Holm-corrected over the comparisons with it).
 
     python benchmarks/leaderboard.py [--out runs/leaderboard] [--max-epoch-seconds 20]
-                                     [--engine ray --ray-address HOST:PORT]
+                                     [--engine ray --ray-address HOST:PORT --jobs 2]
 
 Every stage is a stochopt command (printed as it starts) writing its own folder under
 --out, so the same command after an interruption keeps what finished:
@@ -31,8 +31,10 @@ import csv
 import math
 import os
 import shlex
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from stochopt.cli import main as stochopt_main
@@ -50,8 +52,10 @@ COLUMNS = ["rank_subopt", "rank_val_acc", *KEPT[:1], "source", "tuned", *KEPT[1:
            "status", "reason", "seconds_per_step"]
 
 
-def stochopt(args: argparse.Namespace, command: str, out: Path, *extra: str) -> Path:
-    """Run one stochopt command into ``out`` (kept if it finished before), in this process."""
+def stochopt(args: argparse.Namespace, command: str, out: Path, *extra: str,
+             alone: bool = False, group: int = 0) -> Path:
+    """Run one stochopt command into ``out`` (kept if it finished before): in this process,
+    or (``alone``) in a process of its own, so that several can run at once."""
     argv = [command, *extra, "--out", str(out), "--quiet", "--epochs", str(args.epochs),
             "--batch-size", "64", "--weight-decay", str(args.weight_decay),
             "--target-subopt", "1e-2", "--optimum", "solve"]
@@ -59,11 +63,16 @@ def stochopt(args: argparse.Namespace, command: str, out: Path, *extra: str) -> 
         argv += ["--data-dir", args.data_dir]
     if args.dataset != "mnist":
         argv += ["--dataset", args.dataset]
-    if args.engine != "local":  # zoo, tune and compare train their groups on the cluster
+    if args.engine != "local":  # zoo, tune and compare train their groups on the cluster,
+        # each optimiser's runs a group of their own (not one batch of every native: a slow
+        # one would hold up the rest on one node)
         argv += ["--engine", args.engine, "--ray-cpus-per-task", "1"]
         argv += ["--ray-address", args.ray_address] if args.ray_address else []
+        argv += ["--group-size", str(group)] if group else []
     print("+ stochopt " + " ".join(shlex.quote(a) for a in argv), flush=True)
-    code = stochopt_main(argv)  # 1: some runs failed or diverged, which the table shows
+    # exit 1: some runs failed or diverged, which the table shows
+    code = subprocess.run([sys.executable, "-m", "stochopt", *argv]).returncode if alone \
+        else stochopt_main(argv)
     if code not in (0, 1) or not (out / "summary.csv").is_file():
         raise SystemExit(f"leaderboard: stochopt {command} failed (exit {code})")
     return out
@@ -203,6 +212,9 @@ def main() -> int:
                         "step is Python-bound: two single-CPU workers train two groups at once "
                         "where the local engine's two threads train one)")
     p.add_argument("--ray-address", default=None, help="the cluster (default: Ray's own)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="stage 3's compare commands run this many at once, each in its own "
+                        "process (with --engine ray: as many as the cluster has nodes)")
     p.add_argument("--results", default=str(HERE / "results" / "leaderboard.csv"))
     p.add_argument("--page", default=str(HERE.parent / "docs" / "leaderboard.md"))
     args = p.parse_args()
@@ -233,7 +245,8 @@ def build(args: argparse.Namespace, out: Path, started: float) -> int:
                            *seeds)]
     else:
         stage1 = [stochopt(args, "zoo", out / f"defaults-{m}", m, *seeds,
-                           "--max-epoch-seconds", str(args.max_epoch_seconds))
+                           "--max-epoch-seconds", str(args.max_epoch_seconds),
+                           group=len(args.seeds.split(",")))
                   for m in args.modules.split(",")]
     defaults = [r for f in stage1 for r in table(f / "summary.csv")]
     natives = [r["optimizer"] for r in defaults if ":" not in r["optimizer"]]
@@ -242,10 +255,16 @@ def build(args: argparse.Namespace, out: Path, started: float) -> int:
     chosen = natives + [r["optimizer"] for r in plugins[:args.top]]
     tune = stochopt(args, "tune", out / "tune", "--optimizers", ",".join(chosen),
                     "--seeds", args.tune_seeds, "--lr-points", str(args.lr_points),
-                    "--lr-decades", str(args.lr_decades))
-    final = [stochopt(args, "compare", out / "tuned" / safe_name(row["optimizer"]),
-                      "--optimizers", row["optimizer"], "--lr", row["chosen_lr"], *seeds)
-             for row in table(tune / "tuning.csv")]
+                    "--lr-decades", str(args.lr_decades),
+                    group=len(args.tune_seeds.split(",")) * args.lr_points)
+
+    def compare(row: dict[str, str]) -> Path:
+        return stochopt(args, "compare", out / "tuned" / safe_name(row["optimizer"]),
+                        "--optimizers", row["optimizer"], "--lr", row["chosen_lr"], *seeds,
+                        alone=args.jobs > 1)
+
+    with ThreadPoolExecutor(args.jobs) as pool:  # each command its own process when > 1
+        final = list(pool.map(compare, table(tune / "tuning.csv")))
     rows = assemble(stage1, final)
     write_csv(Path(args.results), rows, COLUMNS)
     given, skip = [], False

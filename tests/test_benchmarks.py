@@ -162,16 +162,18 @@ def test_bench_cost_splits_a_mixed_batch_and_its_ratios_are_quotients(tmp_path, 
 
 
 def test_leaderboard_ranks_two_tuned_optimizers_with_paired_verdicts(tmp_path, data_dir):
-    """The leaderboard on a tiny budget (two optimisers, one epoch, the digits): one row
-    each with the columns that let it be rerun and checked, ranked by the means, its
-    verdict against the best a paired t-test over the seeds (scipy's) at the lr tune chose."""
+    """The leaderboard on a tiny budget (two optimisers, one epoch, the digits; its last
+    stage's two compare commands at once, each in its own process): one row each with the
+    columns that let it be rerun and checked, ranked by the means, its verdict against the
+    best a paired t-test over the seeds (scipy's) at the lr tune chose."""
     from scipy.stats import ttest_rel
 
     out, csv_path, page = tmp_path / "lb", tmp_path / "leaderboard.csv", tmp_path / "lb.md"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "leaderboard.py"), "--optimizers", "sgd,adam",
          "--epochs", "1", "--seeds", "0,1,2", "--tune-seeds", "0,1", "--lr-points", "2",
-         "--lr-decades", "1", "--dataset", "digits", "--out", str(out), "--results",
+         "--lr-decades", "1", "--dataset", "digits", "--jobs", "2", "--out", str(out),
+         "--results",
          str(csv_path), "--page", str(page)], capture_output=True, text=True, timeout=900,
         env={**os.environ, "STOCHOPT_DATA": str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-2000:]
