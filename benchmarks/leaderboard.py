@@ -31,6 +31,7 @@ import csv
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -220,6 +221,8 @@ def main() -> int:
     args = p.parse_args()
     started = time.perf_counter()
     out = Path(args.out)
+    # a kill (SIGTERM) ends the study as an interruption does, its hours recorded
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return build(args, out, started)
     finally:  # an interrupted study's hours count when the same command resumes it
