@@ -218,6 +218,14 @@ def test_leaderboard_ranks_two_tuned_optimizers_with_paired_verdicts(tmp_path, d
     shown = [line.split("`")[1] for line in text.splitlines() if line.startswith("| 1 |")
              or line.startswith("| 2 |")]
     assert shown == [r["optimizer"] for r in best_first]
+    again = tmp_path / "again.md"  # --tables-only: the same page from leaderboard.csv alone
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "leaderboard.py"), "--tables-only",
+         "--dataset", "digits", "--out", str(out), "--results", str(csv_path), "--page",
+         str(again), "--readme", str(readme)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = [line for line in page.read_text().splitlines() if line.startswith("|")]
+    assert body == [line for line in again.read_text().splitlines() if line.startswith("|")]
 
 
 def test_bench_newton_tables_each_method_from_its_own_curve(tmp_path, data_dir):
