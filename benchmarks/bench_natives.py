@@ -21,7 +21,7 @@ import torch
 from benchmark_args import args_and_split, steady_epoch_seconds, write_results
 
 from stochopt import Config, fit
-from stochopt.conformance import REFERENCE_BATCH, _reference_run, crop
+from stochopt.conformance import REFERENCE_BATCH, _reference_run, crop, reference_data
 from stochopt.optim import get_rule
 
 PAIRS = [("adopt", "adopt:ADOPT"), ("ademamix", "pytorch_optimizer:AdEMAMix"),
@@ -32,11 +32,7 @@ EPOCH_STEPS = 48_000 // 64
 
 def reference_gap(name: str, split, steps: int, dtype: torch.dtype) -> float:
     """The largest |native - reference| of the weights after ``steps`` steps of 64."""
-    n = steps * REFERENCE_BATCH
-    data = replace(split, X_train=split.X_train[:n].to(dtype), y_train=split.y_train[:n],
-                   X_val=split.X_val[:64].to(dtype), y_val=split.y_val[:64],
-                   X_test=split.X_test[:64].to(dtype), y_test=split.y_test[:64],
-                   sample_weight=None)
+    data = reference_data(split, dtype, steps)
     carry: dict = {}
     fit([Config(name, epochs=1, batch_size=REFERENCE_BATCH, schedule="constant", seed=3)],
         data, carry=carry)

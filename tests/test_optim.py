@@ -307,16 +307,11 @@ def test_cautious_false_is_the_plain_rule_bit_for_bit_and_true_masks(name, split
     """``cautious=False`` runs the rule's own arithmetic (in float64, 0 from its torch /
     lion-pytorch reference stepping on the same gradients); ``cautious=True`` moves other
     weights (the mask is applied), which the kit checks against its own reference."""
-    from dataclasses import replace
-
-    from stochopt.conformance import REFERENCE_BATCH, _reference_run
+    from stochopt.conformance import REFERENCE_BATCH, _reference_run, reference_data
     from stochopt.optim import get_rule
     from stochopt.train import Config, fit
 
-    n = 20 * REFERENCE_BATCH
-    data = replace(split, X_train=split.X_train[:n].double(), y_train=split.y_train[:n],
-                   X_val=split.X_val[:64].double(), y_val=split.y_val[:64],
-                   X_test=split.X_test[:64].double(), y_test=split.y_test[:64])
+    data = reference_data(split, torch.float64, steps=20)
 
     def run(**hyper):
         carry: dict = {}

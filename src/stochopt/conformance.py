@@ -73,6 +73,18 @@ def crop(X: torch.Tensor, features: int) -> torch.Tensor:
     return X[:, (rows[:, None] * side + rows[None, :]).flatten()]
 
 
+def reference_data(split: Any, dtype: torch.dtype, steps: int = REFERENCE_STEPS,
+                   features: int = 0) -> Any:
+    """What a rule and its reference train on: the first ``steps`` mini-batches of
+    REFERENCE_BATCH, 64 validation and test examples, in ``dtype``, unweighted, the images
+    cropped to their centre (:func:`crop`) when ``features``."""
+    n = steps * REFERENCE_BATCH
+    return replace(split, X_train=crop(split.X_train[:n], features).to(dtype),
+                   y_train=split.y_train[:n], X_val=crop(split.X_val[:64], features).to(dtype),
+                   y_val=split.y_val[:64], X_test=crop(split.X_test[:64], features).to(dtype),
+                   y_test=split.y_test[:64], sample_weight=None)
+
+
 def _config(name: str, **values: Any) -> Config:
     settings = {k: values.pop(k) for k in ("lr", "seed") if k in values}
     return Config(name, epochs=1, batch_size=BATCH, hyper=values, **settings)
@@ -181,15 +193,8 @@ def matches_reference(name: str) -> Callable[[Any], None]:
             if value is not None:
                 variants.append({setting_name: value,
                                  **rule.reference.alongside.get(setting_name, {})})
-        n = REFERENCE_STEPS * REFERENCE_BATCH
-        features = rule.reference.features
         for dtype, tol in REFERENCE_TOL.items():
-            data = replace(split, X_train=crop(split.X_train[:n], features).to(dtype),
-                           y_train=split.y_train[:n],
-                           X_val=crop(split.X_val[:64], features).to(dtype),
-                           y_val=split.y_val[:64],
-                           X_test=crop(split.X_test[:64], features).to(dtype),
-                           y_test=split.y_test[:64], sample_weight=None)
+            data = reference_data(split, dtype, features=rule.reference.features)
             for values in variants:
                 if dtype != torch.float64 and set(values) & set(rule.reference.float64_only):
                     continue  # declared, with why: float32 cannot hold 1e-6 here

@@ -1,4 +1,4 @@
-"""What the Kronecker-factored rules (SOAP, Shampoo) share: one model's matrix in the
+"""What the Kronecker-factored rules (SOAP, Shampoo, Kron) share: one model's matrix in the
 reference's orientation, and a walk over the K models of a block.
 
 Softmax regression's Hessian is ``E[(diag p - p p^T) (x) x x^T]``, a Kronecker product in
@@ -33,12 +33,6 @@ def matrix(x: torch.Tensor, index: tuple[int, ...]) -> torch.Tensor:
     """Model ``index``'s matrix in the reference's (d, C) orientation: of a 2-D (d, C)
     ``x``, itself; of the loop's (..., C, d), its transpose (a view)."""
     return x if x.dim() == 2 else x[index].mT
-
-
-def shape(w: torch.Tensor) -> tuple[int, ...]:
-    """The shape of ``w``'s models' matrices in the reference's orientation, after the
-    leading (model) axes: ``(*lead, d, C)``."""
-    return tuple(w.shape) if w.dim() == 2 else (*w.shape[:-2], w.shape[-1], w.shape[-2])
 
 
 def value(h: Hyper, k: int) -> float:
