@@ -10,10 +10,16 @@ with ``nsenter``; the cluster is stopped by killing every process of the namespa
     subprocess.run(cluster.command(["stochopt", "sweep", "--engine", "ray",
                                     "--ray-address", cluster.address]), env=cluster.env)
     cluster.stop()
+
+As a command, it runs one command in such a cluster (``RAY_ADDRESS`` names it) and stops
+the cluster when that command ends, with its exit status (the leaderboard so):
+
+    python benchmarks/loopback_cluster.py --nodes 2 -- python benchmarks/leaderboard.py --engine ray
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -122,3 +128,38 @@ def can_make_namespace() -> str | None:
         return "unshare/nsenter (util-linux) are not installed"
     done = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
     return None if done.returncode == 0 else f"unshare -n failed: {done.stderr.strip()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Run COMMAND in a Ray cluster of single-CPU nodes "
+                                "on this machine, in a network namespace with only loopback "
+                                "(as root); RAY_ADDRESS names the cluster.")
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--cpus", type=int, default=1, help="CPUs of each node")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
+    args = p.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        p.error("no command: give one after --")
+    if args.nodes < 1 or args.cpus < 1:
+        p.error("--nodes and --cpus must be at least 1")
+    if (why := can_make_namespace()) is not None:
+        p.exit(2, f"loopback_cluster: {why}\n")
+    try:
+        cluster = LoopbackCluster(nodes=args.nodes, cpus=args.cpus)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        p.exit(2, f"loopback_cluster: {str(e).splitlines()[0]}\n")
+    # a kill of this process stops the cluster too (the command is in its namespace)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        done = subprocess.run(cluster.command(command),
+                              env={**cluster.env, "RAY_ADDRESS": cluster.address})
+        return done.returncode
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -311,3 +311,29 @@ def test_an_address_nothing_answers_at_is_one_line_not_a_hang(cluster, data_dir,
     assert "no Ray cluster answers at --ray-address 127.0.0.1:1 (Connection refused)" \
         in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@needs_ray
+def test_the_loopback_cluster_command_runs_one_command_in_a_cluster_and_stops_it(tmp_path):
+    """``python benchmarks/loopback_cluster.py --nodes 2 -- CMD`` (the leaderboard's documented
+    form): CMD runs in a network namespace that is not this one, RAY_ADDRESS names a cluster
+    of two CPUs, CMD's exit status is the command's, and nothing of the cluster is left."""
+    probe = ("import os, ray; ray.init(logging_level='ERROR'); "
+             "print(os.readlink('/proc/self/ns/net'), os.environ['RAY_ADDRESS'], "
+             "ray.cluster_resources()['CPU']); ray.shutdown(); raise SystemExit(3)")
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks"
+                             / "loopback_cluster.py"), "--nodes", "2", "--",
+         sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr[-2000:]
+    ns, address, cpus = done.stdout.split()[-3:]
+    assert ns != os.readlink("/proc/self/ns/net") and address == "127.0.0.1:6379"
+    assert float(cpus) == 2.0
+    left = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "ns" / "net") == ns:
+                left.append(entry.name)
+        except OSError:
+            continue
+    assert not left
