@@ -63,18 +63,28 @@ def step_seconds(spec: str, split: Any, batch_size: int, steps: int = 30) -> flo
     return difference if difference > 0 else t2 / s2
 
 
+REPEATS = 3  # timings of an optimiser that looks too slow, the fastest kept
+
+
 def too_slow(runnable: Sequence[str], split: Any, batch_size: int, cap: float
              ) -> tuple[dict[str, str], dict[str, float]]:
     """The optimisers whose epoch at ``batch_size`` would take longer than ``cap`` seconds
     here, with why, and every one's measured seconds per step (one that raises while timed
-    is left to fail in its own group)."""
+    is left to fail in its own group). One that looks over the cap is timed again, up to
+    twice, and judged by its fastest time: a loaded machine only adds time (a plug-in timed while
+    another process trained measured 2.3x its step time of another run)."""
     slow: dict[str, str] = {}
     measured: dict[str, float] = {}
     per_epoch = math.ceil(len(split.X_train) / batch_size)
     for spec in runnable:
         try:
             measured[spec] = step_seconds(spec, split, batch_size)
+            for _ in range(REPEATS - 1):
+                if measured[spec] * per_epoch <= cap:
+                    break
+                measured[spec] = min(measured[spec], step_seconds(spec, split, batch_size))
         except Exception:  # its own group will fail with its reason
+            measured.pop(spec, None)
             continue
         if measured[spec] * per_epoch > cap:
             slow[spec] = (f"too slow here: {measured[spec] * 1e3:.3g} ms per step, "
