@@ -27,10 +27,13 @@ ZOO_COLUMNS = ["name", "optimizer", "status", "reason", "source", "lr", "final_v
                "test_acc_mean", "n_diverged", "seconds_per_epoch", "seconds_per_step"]
 
 
-def step_seconds(spec: str, split: Any, batch_size: int, steps: int = 30) -> float:
+def step_seconds(spec: str, split: Any, batch_size: int, steps: int = 30,
+                 repeats: int = 1) -> float:
     """The seconds of one training step of ``spec`` at ``batch_size`` here, one model: the
     difference of two short runs (``steps`` and a third of it, after one to warm up), so
-    that setting up a run and evaluating it cancel; always positive."""
+    that setting up a run and evaluating it cancel; always positive. With ``repeats``, each
+    run is timed that many times and its fastest kept: a busy machine only adds time, and a
+    slow short run would make the difference too small, a slow long one too large."""
     import time
     from dataclasses import replace
 
@@ -55,7 +58,8 @@ def step_seconds(spec: str, split: Any, batch_size: int, steps: int = 30) -> flo
 
     few = max(1, steps // 3)
     timed(few)  # imports, first calls
-    (t1, s1), (t2, s2) = timed(few), timed(steps)
+    runs = [(timed(few), timed(steps)) for _ in range(repeats)]
+    (t1, s1), (t2, s2) = min(r[0] for r in runs), min(r[1] for r in runs)
     difference = (t2 - t1) / (s2 - s1) if s2 > s1 else 0.0
     # on a loaded machine (or a tiny data set) the two runs' noise can exceed the steps
     # between them and make the difference negative: then the longer run's seconds per
@@ -63,26 +67,25 @@ def step_seconds(spec: str, split: Any, batch_size: int, steps: int = 30) -> flo
     return difference if difference > 0 else t2 / s2
 
 
-REPEATS = 3  # timings of an optimiser that looks too slow, the fastest kept
+REPEATS = 3  # timings of each run of an optimiser that looks too slow, the fastest kept
 
 
 def too_slow(runnable: Sequence[str], split: Any, batch_size: int, cap: float
              ) -> tuple[dict[str, str], dict[str, float]]:
     """The optimisers whose epoch at ``batch_size`` would take longer than ``cap`` seconds
     here, with why, and every one's measured seconds per step (one that raises while timed
-    is left to fail in its own group). One that looks over the cap is timed again, up to
-    twice, and judged by its fastest time: a loaded machine only adds time (a plug-in timed while
-    another process trained measured 2.3x its step time of another run)."""
+    is left to fail in its own group). One that looks over the cap is timed again, each of
+    its two runs :data:`REPEATS` times and the fastest kept, and judged by that: a busy
+    machine only adds time (a plug-in timed while another process trained measured 2.3x its
+    step time of another run)."""
     slow: dict[str, str] = {}
     measured: dict[str, float] = {}
     per_epoch = math.ceil(len(split.X_train) / batch_size)
     for spec in runnable:
         try:
             measured[spec] = step_seconds(spec, split, batch_size)
-            for _ in range(REPEATS - 1):
-                if measured[spec] * per_epoch <= cap:
-                    break
-                measured[spec] = min(measured[spec], step_seconds(spec, split, batch_size))
+            if measured[spec] * per_epoch > cap:
+                measured[spec] = step_seconds(spec, split, batch_size, repeats=REPEATS)
         except Exception:  # its own group will fail with its reason
             measured.pop(spec, None)
             continue
