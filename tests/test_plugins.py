@@ -272,6 +272,19 @@ def test_with_a_bias_the_plugin_sees_w_and_b_as_two_parameters(split):
     assert (ours - joined.detach()).abs().max().item() > 1e-6
 
 
+def capped_zoo(tmp_path) -> dict[str, dict[str, str]]:
+    """``stochopt zoo torch.optim`` for one epoch of the digits at batch 512 (3 steps) with a
+    1 s epoch cap: its zoo.csv rows by name."""
+    import csv
+
+    out = tmp_path / "zoo"
+    assert main(["zoo", "torch.optim", "--epochs", "1", "--batch-size", "512", "--seeds", "0",
+                 "--dataset", "digits", "--optimum", "skip", "--out", str(out), "--quiet",
+                 "--max-epoch-seconds", "1"]) in (0, 1)
+    with open(out / "zoo.csv") as f:
+        return {r["name"]: r for r in csv.DictReader(f)}
+
+
 def test_the_zoo_lists_an_optimizer_over_the_epoch_cap_with_its_step_time(tmp_path,
                                                                           monkeypatch):
     """--max-epoch-seconds: each optimiser's step is timed first; one whose projected epoch
@@ -279,7 +292,6 @@ def test_the_zoo_lists_an_optimizer_over_the_epoch_cap_with_its_step_time(tmp_pa
     trained, the rest train. The timing is replaced by fixed numbers (Muon's step 1 s, the
     others' 1 ms), so that the decision is checked, not this machine's speed; the real
     timing is checked to be a positive number of seconds."""
-    import csv
     import math
 
     from stochopt.data import load_split
@@ -291,12 +303,7 @@ def test_the_zoo_lists_an_optimizer_over_the_epoch_cap_with_its_step_time(tmp_pa
     monkeypatch.setattr(zoo, "step_seconds", lambda spec, split, batch, repeats=1:
                         1.0 if spec.endswith(":Muon") else 1e-3)
     per_epoch = math.ceil(len(split.X_train) / 512)  # 3 steps: Muon 3 s, the others 3 ms
-    out = tmp_path / "zoo"
-    assert main(["zoo", "torch.optim", "--epochs", "1", "--batch-size", "512", "--seeds", "0",
-                 "--dataset", "digits", "--optimum", "skip", "--out", str(out), "--quiet",
-                 "--max-epoch-seconds", "1"]) in (0, 1)
-    with open(out / "zoo.csv") as f:
-        rows = {r["name"]: r for r in csv.DictReader(f)}
+    rows = capped_zoo(tmp_path)
     muon = rows["Muon"]
     assert muon["status"] == "unsupported" and float(muon["seconds_per_step"]) == 1.0
     assert f"{per_epoch:g} s per epoch projected" in muon["reason"]
@@ -312,8 +319,6 @@ def test_the_zoo_times_an_optimizer_over_the_cap_again_and_keeps_its_fastest_run
     kept), and judged by that: Adam, over the cap at first (1 s) and under it then (1 ms),
     trains; Muon, over it both times, is listed with its second time; SGD, under it at once,
     is timed once. The timings are fixed numbers, as above."""
-    import csv
-
     from stochopt.study import zoo
 
     given = {"Adam": [1.0, 1e-3], "Muon": [1.0, 2.0]}
@@ -325,12 +330,7 @@ def test_the_zoo_times_an_optimizer_over_the_cap_again_and_keeps_its_fastest_run
         return given[name][len(calls[name]) - 1] if name in given else 1e-3
 
     monkeypatch.setattr(zoo, "step_seconds", timing)
-    out = tmp_path / "zoo"
-    assert main(["zoo", "torch.optim", "--epochs", "1", "--batch-size", "512", "--seeds", "0",
-                 "--dataset", "digits", "--optimum", "skip", "--out", str(out), "--quiet",
-                 "--max-epoch-seconds", "1"]) in (0, 1)
-    with open(out / "zoo.csv") as f:
-        rows = {r["name"]: r for r in csv.DictReader(f)}
+    rows = capped_zoo(tmp_path)
     assert rows["Adam"]["status"] == "trained" and float(rows["Adam"]["seconds_per_step"]) == 1e-3
     assert rows["Muon"]["status"] == "unsupported"
     assert float(rows["Muon"]["seconds_per_step"]) == 2.0 and "2e+03 ms per step" in \
