@@ -35,7 +35,7 @@ import jax_loop  # the benchmarks' own JAX loop, beside this file
 import numpy as np
 import torch
 import torch.nn.functional as F
-from benchmark_args import steady_epoch_seconds, tiny_split, write_results
+from benchmark_args import machine, steady_epoch_seconds, tiny_split, write_results
 
 from stochopt.data import load_split
 from stochopt.model import logits, one_hot, residuals, xt_r
@@ -182,7 +182,7 @@ def main() -> int:
         rows.append({"what": name, "seconds": seconds, "note": note})
         print(f"{name:<52} {seconds:10.4f} s  {note}", flush=True)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    print(f"{machine()['cpu']}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{len(split.X_train)} train examples\n")
     add("(a) exercise DataLoader loop, epoch @64",
         statistics.median(exercise_loop(split, 64, args.steps) for _ in range(args.rounds)),

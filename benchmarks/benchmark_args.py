@@ -5,6 +5,8 @@ steady epoch's seconds and how they write their results."""
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 from pathlib import Path
 
 from stochopt import load_split
@@ -45,12 +47,29 @@ def steady_epoch_seconds(split: Split, configs: list) -> float:
     return fit(configs, split)[0].rows[-1]["batch_seconds"]
 
 
+def machine() -> dict[str, object]:
+    """What the timings ran on. The ratios depend on it: on one 2-core machine (Intel) a
+    jitted JAX loop beat one stochopt run at batch 32, on another (AMD EPYC) it did not."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    blas = "MKL" if torch.backends.mkl.is_available() else "other"
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "blas": blas, "torch": torch.__version__, "python": platform.python_version()}
+
+
 def write_results(out: str | Path, name: str, rows: list[dict], **extra: object) -> None:
-    """``name``.csv (the rows, their keys as columns) and ``name``.json (the rows and
-    ``extra``) in the folder ``out``."""
+    """``name``.csv (the rows, their keys as columns) and ``name``.json (the rows,
+    ``extra`` and :func:`machine`) in the folder ``out``."""
     from stochopt.files import write_csv, write_json
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(folder / f"{name}.csv", rows, list(rows[0]))
-    write_json(folder / f"{name}.json", {"rows": rows, **extra})
+    write_json(folder / f"{name}.json", {"rows": rows, **extra, "machine": machine()})

@@ -28,6 +28,12 @@ def _run(script, tmp_path, data_dir):
 def test_bench_epoch_runs_and_writes_its_table(tmp_path, data_dir):
     proc = _run("bench_epoch.py", tmp_path, data_dir)
     result = json.loads((tmp_path / "bench_epoch.json").read_text())
+    # what it ran on, since the ratios depend on it
+    import torch
+
+    assert result["machine"]["cores"] == os.cpu_count()
+    assert result["machine"]["threads"] == torch.get_num_threads()
+    assert result["machine"]["cpu"] and result["machine"]["torch"] == torch.__version__
     names = [r["what"] for r in result["rows"]]
     for prefix in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"):
         assert any(n.startswith(prefix) for n in names), prefix
