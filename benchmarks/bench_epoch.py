@@ -182,7 +182,8 @@ def main() -> int:
         rows.append({"what": name, "seconds": seconds, "note": note})
         print(f"{name:<52} {seconds:10.4f} s  {note}", flush=True)
 
-    print(f"{machine()['cpu']}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    ran_on = machine()
+    print(f"{ran_on['cpu']}, torch {ran_on['torch']}, {ran_on['threads']} threads, "
           f"{len(split.X_train)} train examples\n")
     add("(a) exercise DataLoader loop, epoch @64",
         statistics.median(exercise_loop(split, 64, args.steps) for _ in range(args.rounds)),
@@ -275,7 +276,7 @@ def main() -> int:
     for name, r in ratios.items():
         print(f"{name:<52} {r:10.2f}x")
     write_results(args.out, "bench_epoch", rows, ratios=ratios, rounds=times,
-                  torch=torch.__version__, jax=no_jax or "yes", threads=torch.get_num_threads())
+                  jax=no_jax or "yes")
     return 0
 
 

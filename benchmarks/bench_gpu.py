@@ -172,7 +172,7 @@ def main() -> int:
     for what, r in ratios.items():
         print(f"{what:<50} {r:9.2f}x")
     print(f"(4) projected study: {projected / 60:.1f} min (goal on one H100: under 10 min)")
-    write_results(args.out, "bench_gpu", rows, device=name, torch=torch.__version__,
+    write_results(args.out, "bench_gpu", rows, device=name,
                   ratios=ratios, study_runs=runs, study_rules=rules)
     return 0
 
