@@ -120,8 +120,11 @@ def test_gradient_derivation_equals_autograd_and_central_differences(split):
 @pytest.mark.parametrize("S", [1, 3])
 @pytest.mark.parametrize("B", [64, 100, 7])
 def test_seed_batch_products_equal_plain_products_bit_for_bit(dtype, S, B):
-    """The step's products (views made once, 1/B put on R when that is exact) give the bits
-    of the plain per-seed products ``W X_B^T`` and ``(R X_B) * (1/B)``."""
+    """The step's products (views made once, 1/B inside the product when that is exact) give
+    the bits of the plain products ``W X_B^T`` and ``(R X_B) * (1/B)``: per seed's ``mm``
+    for one seed; for several, the same batched ``bmm`` call (MKL's batched kernel may sum
+    in another order than its ``mm`` on some CPUs, so a seed in a batch of seeds equals
+    itself alone to rounding, not bit for bit)."""
     g = torch.Generator().manual_seed(B)
     M, C, d = 4, 10, 784
     Xb = torch.rand(S, B, d, generator=g, dtype=dtype)
@@ -129,7 +132,35 @@ def test_seed_batch_products_equal_plain_products_bit_for_bit(dtype, S, B):
     Rt = torch.randn(S, M, C, B, generator=g, dtype=dtype)
     batch = SeedBatch(Xb)
     Z, G = batch.logits(Wt), batch.gradient(Rt, 1 / B)
-    for s in range(S):
-        assert torch.equal(Z[s], torch.mm(Wt[s].reshape(M * C, d), Xb[s].T).view(M, C, B))
-        plain = torch.mm(Rt[s].reshape(M * C, B), Xb[s]).mul_(1 / B).view(M, C, d)
-        assert torch.equal(G[s], plain)
+    if S == 1:
+        assert torch.equal(Z[0], torch.mm(Wt[0].reshape(M * C, d), Xb[0].T).view(M, C, B))
+        plain = torch.mm(Rt[0].reshape(M * C, B), Xb[0]).mul_(1 / B).view(M, C, d)
+    else:
+        assert torch.equal(Z, torch.bmm(Wt.reshape(S, M * C, d), Xb.mT).view(S, M, C, B))
+        plain = torch.bmm(Rt.reshape(S, M * C, B), Xb).mul_(1 / B).view(S, M, C, d)
+    assert torch.equal(G, plain.view_as(G))
+    for s in range(S):  # each seed's own product, within the rounding bound of a d-term sum
+        alone = torch.mm(Wt[s].reshape(M * C, d), Xb[s].T).view(M, C, B)
+        bound = d * torch.finfo(dtype).eps * (Wt[s].abs() @ Xb[s].abs().T)
+        assert ((Z[s] - alone).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("B", [32, 128, 256])
+def test_one_models_products_run_on_one_thread_up_to_batch_128(B):
+    """One model's products at B <= 128 are those of torch.mm on one thread, bit for bit,
+    while the process keeps two; larger batches keep the threads (and their bits)."""
+    g = torch.Generator().manual_seed(B)
+    Xb = torch.rand(1, B, 784, generator=g)
+    Wt = torch.randn(1, 1, 10, 784, generator=g)
+    Rt = torch.randn(1, 1, 10, B, generator=g)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        Z, G = SeedBatch(Xb).logits(Wt), SeedBatch(Xb).gradient(Rt, 1 / B)
+        assert torch.get_num_threads() == 2
+        expected_threads = 1 if B <= 128 else 2
+        torch.set_num_threads(expected_threads)
+        assert torch.equal(Z[0, 0], torch.mm(Wt[0, 0], Xb[0].T))
+        assert torch.equal(G[0, 0], torch.mm(Rt[0, 0], Xb[0]).mul_(1 / B))
+    finally:
+        torch.set_num_threads(threads)

@@ -364,3 +364,25 @@ def test_time_to_target_at_eval_every_equals_a_brute_force_recomputation(split):
     assert row["steps_to_target"] == first
     hit = next(r for r in record.timeline() if r["steps"] == first)
     assert row["seconds_to_target"] == hit["elapsed"] and hit["epoch_end"] == 0
+
+
+@pytest.mark.parametrize("batch_size", [32, 128])
+def test_one_run_trains_to_the_same_bits_on_one_thread_and_on_two(split, batch_size):
+    """A one-model run at batch <= 128 does its products on one thread (faster there, see
+    ONE_THREAD_BATCH): its weights and per-step metrics are then the same bit for bit
+    whatever torch's thread count, which a product split between threads does not give."""
+    small = Split(split.X_train[:4000], split.y_train[:4000], split.X_val[:500],
+                  split.y_val[:500], split.X_test[:10], split.y_test[:10])
+    config = Config(optimizer="momentum", batch_size=batch_size, epochs=2)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            runs.append(fit(config, small)[0])
+    finally:
+        torch.set_num_threads(threads)
+    two, one = runs
+    assert (two.weights == one.weights).all()
+    assert [r["train_loss"] for r in two.rows] == [r["train_loss"] for r in one.rows]
+    assert torch.get_num_threads() == threads  # the loop gives the threads back

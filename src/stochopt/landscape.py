@@ -337,6 +337,15 @@ def convergence_table(tol: float = 1e-6) -> str:
         elif p.diverged:
             cell = f"diverges (|x| > 1e6 after {len(p.values) - 1} steps)"
         else:
-            cell = f"not reached in {fn.steps} steps (f - f* = {p.values[-1]:.2g} at the end)"
+            tail = p.values[-100:]
+            low, high = float(np.min(tail)), float(np.max(tail))
+            if high > 10 * low:  # still circling: its last value is the luck of the phase,
+                # which the last digits of the machine's arithmetic decide (Kron's is 1e-3
+                # on one CPU and 1e-2 on another); the decades it moves between are not
+                cell = (f"not reached in {fn.steps} steps (f - f* moves between "
+                        f"1e{math.floor(math.log10(low))} and 1e{math.ceil(math.log10(high))} "
+                        "in its last 100)")
+            else:
+                cell = f"not reached in {fn.steps} steps (f - f* = {p.values[-1]:.2g} at the end)"
         lines.append(f"| `{name}` | {p.lr:g} | {cell} |")
     return "\n".join(lines) + "\n"

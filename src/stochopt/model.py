@@ -57,6 +57,8 @@ class SeedBatch:
         self.X = Xb
         self.size = Xb.shape[1]
         self.one = Xb.shape[0] == 1
+        # one model's products at this batch size run on one thread (see ONE_THREAD_BATCH)
+        self.serial = self.one and self.size <= ONE_THREAD_BATCH and Xb.device.type == "cpu"
         if self.one:  # one seed: a plain product, a few microseconds cheaper than bmm
             self._x, self._xt = Xb[0], Xb[0].T
         else:
@@ -67,22 +69,56 @@ class SeedBatch:
         S, M, C, d = Wt.shape
         if self.one:  # matmul folds (1, M, C, d) into one (M*C, d) product itself: the same
             # mm call without two Python-level views, a few microseconds of a K = 1 step
+            if self.serial and M == 1:
+                return _one_thread(torch.matmul, Wt, self._xt)
             return torch.matmul(Wt, self._xt)
         return torch.bmm(Wt.reshape(S, M * C, d), self._xt).view(S, M, C, -1)
 
     def gradient(self, Rt: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """``scale * R^T X_B`` (S, M, C, d) for R^T (S, M, C, B)."""
         S, M, C, B = Rt.shape
-        # 1/B for a power of two B scales exactly, so it may go on the smaller factor, R
-        # (B columns, not d): the same bits, and one pass over a K-model gradient fewer
-        early = scale != 1 and self._x.shape[-1] > B and math.frexp(scale)[0] == 0.5
-        if early:
-            Rt = Rt * _number(scale, Rt)
-        if self.one:  # as in logits: one (M*C, B) product, folded by matmul
-            G = torch.matmul(Rt, self._x)
+        # 1/B for a power of two B scales exactly, so it may go into the product as BLAS's
+        # alpha (C = alpha A B): the same bits as scaling R or the result, one kernel fewer
+        alpha = scale if scale != 1 and math.frexp(scale)[0] == 0.5 else 1.0
+        if self.one:  # as in logits: one (M*C, B) product
+            R = Rt.reshape(M * C, B)
+            G = (_one_thread(self._mm, R, alpha) if self.serial and M == 1
+                 else self._mm(R, alpha)).view(1, M, C, -1)
+        elif alpha != 1:
+            G = torch.baddbmm(_number(0.0, Rt), Rt.reshape(S, M * C, B), self._x, beta=0,
+                              alpha=alpha).view(S, M, C, -1)
         else:
             G = torch.bmm(Rt.reshape(S, M * C, B), self._x).view(S, M, C, -1)
-        return G if scale == 1 or early else G.mul_(_number(scale, G))
+        return G if alpha == scale else G.mul_(_number(scale, G))
+
+    def _mm(self, R: torch.Tensor, alpha: float) -> torch.Tensor:
+        """``alpha * R X_B`` for one seed's R (M*C, B)."""
+        if alpha == 1:
+            return torch.mm(R, self._x)
+        return torch.addmm(_number(0.0, R), R, self._x, beta=0, alpha=alpha)
+
+
+# One model's products at a batch of at most this many examples run on one thread. Their
+# output is small (10 x B logits), so MKL splits the long sum over the d pixels between the
+# threads instead: on two cores the threads' meeting costs more than the product (16.7 us
+# against 8.0 us on one thread for the logits at B = 32, 24.5 against 15.3 at 64), the next
+# kernels find the result in the other core's cache, and the split sum rounds differently
+# with every thread count. On one thread a one-model run is 1.1-1.25x faster at B = 32-64
+# and gives the same numbers on any machine's number of cores. Larger products (more models,
+# B > 128) gain from the threads and keep them.
+ONE_THREAD_BATCH = 128
+
+
+def _one_thread(f, *args: torch.Tensor) -> torch.Tensor:
+    """``f(*args)`` with torch's intra-op threads set to one (a sub-microsecond switch)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        return f(*args)
+    torch.set_num_threads(1)
+    try:
+        return f(*args)
+    finally:
+        torch.set_num_threads(n)
 
 
 def seed_logits_t(Wt: torch.Tensor, Xb: torch.Tensor) -> torch.Tensor:

@@ -42,20 +42,24 @@ def full_pass(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, noise: bool = T
     Wt = W.mT
     K, C, _ = Wt.shape
     loss = torch.zeros(K, dtype=torch.float64, device=X.device)
-    G = torch.zeros_like(Wt) if noise else None
+    # G sums N per-example gradients that nearly cancel (|G|^2 is the small term of
+    # B_simple's ratio): in float64, so that its last digits, and B_simple's, do not depend
+    # on how the BLAS splits the sum between threads (a float32 sum moves B_simple by 1e-7
+    # of itself between one thread and two)
+    G = torch.zeros_like(Wt, dtype=torch.float64) if noise else None
     sq = torch.zeros(K, dtype=torch.float64, device=X.device) if noise else None
     for Xc, yc in zip(X.split(CHUNK), y.split(CHUNK), strict=True):
         Zt = torch.matmul(Wt, Xc.T)  # (K, C, n), classes first
         loss += cross_entropy(Zt.mT, yc).double() * len(Xc)
         if noise:
             Rt = torch.softmax(Zt, dim=-2).sub_(one_hot(yc, C, X.dtype).T)
-            G += torch.matmul(Rt, Xc)
+            G += torch.matmul(Rt.double(), Xc.double())
             sq += ((Rt * Rt).sum(-2) * (Xc * Xc).sum(-1)).sum(-1).double()
     n = len(X)
     if not noise:
         return loss / n, None, None
     G /= n
-    return loss / n, (G * G).sum((-2, -1)).double(), sq / n
+    return loss / n, (G * G).sum((-2, -1)), sq / n
 
 
 def noise_scales(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> list[NoiseScale]:
