@@ -49,6 +49,8 @@ def test_heavy_ball_at_polyaks_parameters_contracts_at_the_theoretical_rate():
 def test_every_rule_reaches_the_quadratics_optimum_as_the_docs_document():
     table = landscape.convergence_table()
     assert table in PAGE.read_text(), "docs/landscapes.md's convergence table is stale"
+    # three cells a row: a "|" inside a cell would split it on the rendered page
+    assert all(line.count("|") == 4 for line in table.splitlines())
     rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip()
             for line in table.splitlines()[2:]}
     assert set(rows) == set(landscape.RULES)

@@ -335,7 +335,8 @@ def convergence_table(tol: float = 1e-6) -> str:
         if hit is not None:
             cell = str(hit)
         elif p.diverged:
-            cell = f"diverges (|x| > 1e6 after {len(p.values) - 1} steps)"
+            # no "|" in a cell: Markdown would split the column there
+            cell = f"diverges (a coordinate past 1e6 after {len(p.values) - 1} steps)"
         else:
             tail = p.values[-100:]
             low, high = float(np.min(tail)), float(np.max(tail))
