@@ -110,7 +110,9 @@ ONE_THREAD_BATCH = 128
 
 
 def _one_thread(f, *args: torch.Tensor) -> torch.Tensor:
-    """``f(*args)`` with torch's intra-op threads set to one (a sub-microsecond switch)."""
+    """``f(*args)`` with torch's intra-op threads set to one (a sub-microsecond switch). The
+    setting is the process's: stochopt never trains in two Python threads of one process,
+    and a caller that does should set one thread itself."""
     n = torch.get_num_threads()
     if n == 1:
         return f(*args)
