@@ -4,6 +4,7 @@ writers for the reader's unit tests."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import struct
@@ -91,3 +92,14 @@ def write_idx_set(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool
 
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside, the caller's given back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import torch_threads
 
 from stochopt.model import SeedBatch, accuracy, cross_entropy, gradient, loss, one_hot
 
@@ -153,14 +154,9 @@ def test_one_models_products_run_on_one_thread_up_to_batch_128(B):
     Xb = torch.rand(1, B, 784, generator=g)
     Wt = torch.randn(1, 1, 10, 784, generator=g)
     Rt = torch.randn(1, 1, 10, B, generator=g)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         Z, G = SeedBatch(Xb).logits(Wt), SeedBatch(Xb).gradient(Rt, 1 / B)
         assert torch.get_num_threads() == 2
-        expected_threads = 1 if B <= 128 else 2
-        torch.set_num_threads(expected_threads)
+    with torch_threads(1 if B <= 128 else 2):
         assert torch.equal(Z[0, 0], torch.mm(Wt[0, 0], Xb[0].T))
         assert torch.equal(G[0, 0], torch.mm(Rt[0, 0], Xb[0]).mul_(1 / B))
-    finally:
-        torch.set_num_threads(threads)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from conftest import torch_threads
 
 from stochopt.cli import main
 
@@ -53,12 +53,8 @@ def local(tmp_path_factory, data_dir):
     task): the results every Ray run must give. The thread count is the arithmetic's: on
     some CPUs MKL sums a float32 product in another order on two threads than on one."""
     out = tmp_path_factory.mktemp("local") / "out"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         assert main([*SWEEP, "--data-dir", str(data_dir), "--out", str(out)]) == 0
-    finally:
-        torch.set_num_threads(threads)
     return out
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import torch_threads
 
 from stochopt.data import Split, batch_order, load_split
 from stochopt.model import cross_entropy, gradient
@@ -374,15 +375,11 @@ def test_one_run_trains_to_the_same_bits_on_one_thread_and_on_two(split, batch_s
     small = Split(split.X_train[:4000], split.y_train[:4000], split.X_val[:500],
                   split.y_val[:500], split.X_test[:10], split.y_test[:10])
     config = Config(optimizer="momentum", batch_size=batch_size, epochs=2)
-    threads = torch.get_num_threads()
-    try:
-        runs = []
-        for n in (2, 1):
-            torch.set_num_threads(n)
+    runs = []
+    for n in (2, 1):
+        with torch_threads(n):
             runs.append(fit(config, small)[0])
-    finally:
-        torch.set_num_threads(threads)
+            assert torch.get_num_threads() == n  # the loop gives the threads back
     two, one = runs
     assert (two.weights == one.weights).all()
     assert [r["train_loss"] for r in two.rows] == [r["train_loss"] for r in one.rows]
-    assert torch.get_num_threads() == threads  # the loop gives the threads back
