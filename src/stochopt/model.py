@@ -103,9 +103,9 @@ class SeedBatch:
 # threads instead: on two cores the threads' meeting costs more than the product (16.7 us
 # against 8.0 us on one thread for the logits at B = 32, 24.5 against 15.3 at 64), the next
 # kernels find the result in the other core's cache, and the split sum rounds differently
-# with every thread count. On one thread a one-model run is 1.1-1.25x faster at B = 32-64
-# and gives the same numbers on any machine's number of cores. Larger products (more models,
-# B > 128) gain from the threads and keep them.
+# with every thread count. On one thread a one-model run is 1.21x faster at B = 32 and
+# 1.11x at 64 (2-core Intel) and gives the same numbers on any number of threads. Larger
+# products (more models, B > 128) gain from the threads and keep them.
 ONE_THREAD_BATCH = 128
 
 

@@ -75,12 +75,12 @@ class Reference:
     - ``alongside``: other settings a setting's non-default value is checked with, where
       alone it would change nothing (ADOPT's ``decouple`` needs a weight decay);
     - ``unchecked``: settings the reference cannot take, each with why;
-    - ``float64_only``: settings whose non-default value is compared in float64 only, each
-      with why (float32's last digits, amplified by the rule, part the two within 30 steps);
-      ``"*"``: any float32 run of the rule, where the reference's own float32 run is further
-      than 1e-6 from its float64 run; there the kit checks what float32 can hold, the rule's
-      float32 run within twice that distance of the reference's float64 run (elsewhere it
-      compares the float32 runs to 1e-6 as for every rule);
+    - ``float64_only``: settings whose non-default value float32 cannot compare to 1e-6,
+      each with why (float32's last digits, amplified by the rule, part the two within 30
+      steps); ``"*"``: every float32 run of the rule. Where the reference's own float32 run
+      is further than 1e-6 from its float64 run, the kit checks what float32 can hold: the
+      rule's float32 run within twice that distance of the reference's float64 run;
+      elsewhere it compares the float32 runs to 1e-6 as for every rule;
     - ``features``: the number of features the kit's images are cropped to, centred (0:
       all): smaller data for a rule whose factorisations of d x d matrices would make the
       check take minutes (SOAP, Kron, Shampoo).
