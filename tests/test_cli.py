@@ -113,3 +113,58 @@ def test_report_rebuilds_a_folders_tables_and_page_without_training(tmp_path, ca
     err = capsys.readouterr().err
     assert "meta.json is damaged" in err and err.count("\n") == 1
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_the_progress_page_follows_each_group_but_the_last(tmp_path, capsys, monkeypatch):
+    """A running study rewrites report.html after its groups (at most every 10 s), but not
+    after its last group, whose final report is written at once."""
+    import stochopt.cli.study as study
+    from stochopt.study import artefacts
+
+    clock = iter(range(0, 10_000, 11))  # every reading 11 s after the one before
+    monkeypatch.setattr(study.time, "monotonic", lambda: next(clock))
+    pages = []
+    monkeypatch.setattr(artefacts, "write_progress_page",
+                        lambda out, records, *a, **k: pages.append(len(records)))
+    code = main(["compare", "--dataset", "digits", "--optimizers", "sgd,adam", "--seeds", "0",
+                 "--epochs", "1", "--group-size", "1", "--out", str(tmp_path / "c"),
+                 "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert pages == [1]  # after the first of two groups only
+    assert "running" not in (tmp_path / "c" / "report.html").read_text()
+
+
+def test_the_background_import_of_the_plots_is_silent_when_it_fails(capsys, monkeypatch):
+    """The figures' module is imported on a thread while a study trains; if that import
+    fails, the thread says nothing (the figures report it when they import it)."""
+    import threading
+
+    from stochopt.study import artefacts
+
+    def broken(name):
+        raise RuntimeError("no plotting here")
+
+    raised = []  # what would reach threading's hook: a traceback on stderr
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    monkeypatch.setattr(artefacts.importlib, "import_module", broken)
+    artefacts.import_plots_in_background()
+    for thread in threading.enumerate():
+        if thread.name == "import-plots":
+            thread.join(timeout=30)
+    assert raised == [] and capsys.readouterr().err == ""
+
+
+def test_the_console_entry_returns_mains_code_and_freezes_the_collector(monkeypatch):
+    """``stochopt`` the command is ``main`` and then a frozen collector (a quicker exit);
+    ``main`` alone leaves the collector as it was."""
+    import gc
+
+    import stochopt.cli as cli
+
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    gc.unfreeze()
+    try:
+        assert cli.console() == 3
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

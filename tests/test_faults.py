@@ -157,6 +157,22 @@ def test_flag_faults_in_every_command(tmp_path, capsys, data_dir, command, flags
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["compare", "--bogus"], "unrecognized arguments: --bogus (see stochopt compare --help)"),
+    (["train", "--optimizer", "sgd", "--lrr", "1"],
+     "unrecognized arguments: --lrr 1 (see stochopt train --help)"),
+    (["compare", "--lr", "x"], "--lr must be a number, got 'x' (see stochopt compare --help)"),
+    (["nope"], "invalid choice: 'nope'"),
+    (["--bogus"], "(see stochopt --help)"),
+])
+def test_parser_errors_name_the_command_whose_help_to_read(capsys, argv, message):
+    """argparse's own errors: one line, stochopt's prefix once, and the --help that lists
+    the flags (a subcommand's unknown flag is the subcommand's, not the top parser's)."""
+    err = _one_line_error(capsys, argv)
+    assert message in err
+    assert err.count("stochopt") == err.count("(see stochopt") + 1, err
+
+
 @pytest.mark.parametrize("value", ["-1", "nan", "inf"])
 def test_optimum_weight_decay_faults(tmp_path, capsys, data_dir, value):
     err = _one_line_error(capsys, ["optimum", "--weight-decay", value, "--data-dir",

@@ -32,8 +32,25 @@ LISTED = ("lr", "batch_size", "epochs", "schedule", "lr_decay", "step_size", "wa
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that name the command whose --help tells more."""
+
     def error(self, message: str):  # one line, not argparse's usage block
-        raise StochoptError(f"{self.prog}: {message} (see --help)")
+        raise StochoptError(f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        # argparse reports a subcommand's unknown flag from the top parser, as if it were
+        # stochopt's; here the subcommand's parser reports it, naming its own --help
+        known, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self._command_parser(getattr(known, "command", None)).error(
+                f"unrecognized arguments: {' '.join(extra)}")
+        return known
+
+    def _command_parser(self, command: str | None) -> argparse.ArgumentParser:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                return action.choices[command]
+        return self
 
 
 def _dataset(text: str) -> str:

@@ -38,22 +38,26 @@ def study(args: argparse.Namespace, configs: list[Config]
     remote = args.engine == "ray"
     if remote:
         engine.start()
+    artefacts.import_plots_in_background()
     split = load_data(args, configs, "cpu" if remote else None)
     out = open_out(args.out, split, getattr(engine, "device", None), configs)
     bar, on_epoch = progress(args, sum(c.epochs for c in configs), args.command, lines=False)
     failed = []
 
     last_page = [time.monotonic()]
+    settled = [0]  # runs trained, kept or failed so far
 
     def progress_page() -> None:
-        """At most every 10 s: report.html from the runs stored so far."""
-        if time.monotonic() - last_page[0] < 10:
+        """At most every 10 s: report.html from the runs stored so far; not after the last
+        group, whose final report follows at once."""
+        if time.monotonic() - last_page[0] < 10 or settled[0] == len(configs):
             return
         last_page[0] = time.monotonic()
         done = [r for c in configs if (r := load_run(out / "runs" / f"{c.run_id}.json"))]
         artefacts.write_progress_page(out, done, f"stochopt {args.command}", targets)
 
     def on_group(group: list[Config], status: str) -> None:
+        settled[0] += len(group)
         if status == "trained":
             progress_page()
         if status == "kept":

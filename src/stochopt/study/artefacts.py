@@ -18,7 +18,10 @@ the figures and the report, all rebuilt from the run records.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -165,6 +168,18 @@ def tuning_rows(chosen: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]]
                      # the runs trained side by side: their time is their batch's, not a sum
                      "runs": len(mine), "seconds": max(r["total_seconds"] for r in mine)})
     return rows
+
+
+def import_plots_in_background() -> None:
+    """Start importing matplotlib (about 0.6 s, which the figures at the end would wait for)
+    on a thread, while the data loads and the runs train: numpy's and torch's kernels run
+    outside the GIL, so the import takes little from either. A failing import is left for
+    the figures to report, with the usual one line."""
+    def load() -> None:
+        with contextlib.suppress(Exception):  # reported when the figures import it
+            importlib.import_module(f"{__package__}.plots")
+
+    threading.Thread(target=load, name="import-plots", daemon=True).start()
 
 
 def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
