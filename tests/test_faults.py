@@ -210,9 +210,9 @@ def uninterrupted(data_dir, tmp_path_factory):
     return out
 
 
-# SIGKILL, the hardest stop (Ctrl-C's exit code 130 and clean files are test_sweep's
-# in-process interruption)
-@pytest.mark.parametrize("sig", [signal.SIGKILL], ids=["SIGKILL"])
+# SIGKILL, the hardest stop, and SIGTERM, what kill, a scheduler's time limit and docker
+# stop send (Ctrl-C's exit code 130 and clean files are test_sweep's in-process interruption)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_killed_compare_resumes_to_the_same_results(data_dir, tmp_path, uninterrupted, sig):
     out = tmp_path / "killed"
     argv = [sys.executable, "-m", "stochopt", *CMD, "--data-dir", str(data_dir), "--out",
@@ -225,8 +225,12 @@ def test_a_killed_compare_resumes_to_the_same_results(data_dir, tmp_path, uninte
     _, err = proc.communicate(timeout=60)
     finished = list((out / "runs").glob("*.json"))
     assert 1 <= len(finished) < 4, "the kill must land between the first and the last run"
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "Traceback" not in err
+    if sig == signal.SIGTERM:  # the command's own ending: one line, as Ctrl-C's
+        assert proc.returncode == 143 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == (
+            "stochopt: terminated; finished files are complete, nothing half-written; the "
+            "same command resumes"), err
+        assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     for p in finished:  # every run file there is complete; a kill mid-write leaves a .tmp
         assert json.loads(p.read_text())["history"] and p.with_suffix(".npy").is_file()
     assert not (out / "results.csv").exists()

@@ -257,6 +257,25 @@ def test_a_task_no_node_can_run_is_refused_in_one_line():
                            RayEngine().options("cuda"))
 
 
+def test_joining_ray_keeps_the_commands_sigterm_handler():
+    """ray.init makes SIGTERM a bare sys.exit (what Ray 2.x does in a driver); the engine
+    puts the command's handler back, so that SIGTERM ends a Ray study as it ends a local
+    one (one line, exit code 143: test_faults' killed compare)."""
+    from stochopt.cli import _terminate
+    from stochopt.study.ray_engine import RayEngine
+
+    class Joining:
+        def init(self, **kwargs):
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+
+    before = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        RayEngine().connect(Joining())
+        assert signal.getsignal(signal.SIGTERM) is _terminate
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 @needs_ray
 def test_more_cpus_per_task_than_any_node_has_is_one_line_not_a_hang(cluster, data_dir,
                                                                       tmp_path):

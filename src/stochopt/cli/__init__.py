@@ -9,6 +9,7 @@ as its flag); a diverged ``train`` run writes its complete files and exits with 
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -27,6 +28,20 @@ COMMANDS = {"train": cmd_train, "compare": cmd_many, "sweep": cmd_many, "tune": 
             "zoo": cmd_zoo, "report": cmd_report}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit, ``docker stop``), raised where the
+    command is, so that it ends as Ctrl-C does: every finished file complete, temporary
+    files removed, one line."""
+
+
+_terminated: list[bool] = []  # Ray's wait re-raises a handler's exception as KeyboardInterrupt
+
+
+def _terminate(signum: int, frame: object) -> None:
+    _terminated.append(True)
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -37,10 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StochoptError as e:
         print(f"stochopt: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("stochopt: interrupted; finished files are complete, nothing half-written",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        _close_progress_bars()  # the line below on a line of its own
+        terminated = isinstance(e, Terminated) or bool(_terminated)
+        print(f"stochopt: {'terminated' if terminated else 'interrupted'}; finished files are "
+              "complete, nothing half-written; the same command resumes", file=sys.stderr)
+        return 143 if terminated else 130
     finally:
         release_locks()
 
@@ -49,11 +66,20 @@ __all__ = ["build_parser", "configs_from_args", "hyperparameter_flags", "load_da
 
 
 def console() -> int:
-    """The ``stochopt`` command: :func:`main`, then a quick exit. The collector is frozen
-    first, so that the interpreter's last collections skip torch's hundreds of thousands of
-    objects (about 0.4 s of every command's wall time); every file is already closed and
-    nothing of ours runs at exit. (:func:`main` itself leaves the collector alone: tests
-    and notebooks call it many times in one process.)"""
+    """The ``stochopt`` command: :func:`main`, SIGTERM ending it as Ctrl-C does
+    (:class:`Terminated`), then a quick exit: the collector is frozen first, so that the
+    interpreter's last collections skip torch's hundreds of thousands of objects (about
+    0.4 s of every command's wall time); every file is already closed and nothing of ours
+    runs at exit. (:func:`main` itself leaves signals and the collector alone: tests and
+    notebooks call it many times in one process.)"""
+    signal.signal(signal.SIGTERM, _terminate)
     code = main()
     gc.freeze()
     return code
+
+
+def _close_progress_bars() -> None:
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

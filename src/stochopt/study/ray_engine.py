@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -170,6 +172,9 @@ class RayEngine:
         """Join the cluster at ``address``, or start Ray, or say in one line why not."""
         if self.address not in (None, "auto", "local"):
             reachable(self.address)
+        # ray.init makes SIGTERM a bare sys.exit; the command's own handler (the stochopt
+        # command ends on SIGTERM as on Ctrl-C, with one line) is put back
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False,
                      configure_logging=True)
@@ -178,6 +183,9 @@ class RayEngine:
             raise StochoptError(f"could not join a Ray cluster {where} ({one_line(e)}); start "
                                 "one with `ray start --head`, or leave --ray-address out to "
                                 "start Ray for this command") from None
+        finally:
+            if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+                signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def reachable(address: str, timeout: float = 10.0) -> None:
