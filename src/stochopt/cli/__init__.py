@@ -28,21 +28,20 @@ COMMANDS = {"train": cmd_train, "compare": cmd_many, "sweep": cmd_many, "tune": 
             "zoo": cmd_zoo, "report": cmd_report}
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a scheduler's time limit, ``docker stop``), raised where the
-    command is, so that it ends as Ctrl-C does: every finished file complete, temporary
-    files removed, one line."""
-
-
-_terminated: list[bool] = []  # Ray's wait re-raises a handler's exception as KeyboardInterrupt
+_sigterm: list[int] = []  # set by the command's SIGTERM handler: how main tells it from Ctrl-C
 
 
 def _terminate(signum: int, frame: object) -> None:
-    _terminated.append(True)
-    raise Terminated
+    """SIGTERM (``kill``, a scheduler's time limit, ``docker stop``) ends the command as
+    Ctrl-C does: every finished file complete, temporary files removed, one line. Noted
+    rather than told by the exception's type: Ray's wait re-raises whatever a handler
+    raises as a plain KeyboardInterrupt."""
+    _sigterm.append(signum)
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _sigterm.clear()
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -52,9 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StochoptError as e:
         print(f"stochopt: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:
+    except KeyboardInterrupt:
         _close_progress_bars()  # the line below on a line of its own
-        terminated = isinstance(e, Terminated) or bool(_terminated)
+        terminated = bool(_sigterm)
         print(f"stochopt: {'terminated' if terminated else 'interrupted'}; finished files are "
               "complete, nothing half-written; the same command resumes", file=sys.stderr)
         return 143 if terminated else 130
@@ -62,12 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         release_locks()
 
 
-__all__ = ["build_parser", "configs_from_args", "hyperparameter_flags", "load_data", "main"]
-
-
 def console() -> int:
     """The ``stochopt`` command: :func:`main`, SIGTERM ending it as Ctrl-C does
-    (:class:`Terminated`), then a quick exit: the collector is frozen first, so that the
+    (:func:`_terminate`), then a quick exit: the collector is frozen first, so that the
     interpreter's last collections skip torch's hundreds of thousands of objects (about
     0.4 s of every command's wall time); every file is already closed and nothing of ours
     runs at exit. (:func:`main` itself leaves signals and the collector alone: tests and
@@ -83,3 +79,7 @@ def _close_progress_bars() -> None:
 
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
+
+
+__all__ = ["build_parser", "configs_from_args", "console", "hyperparameter_flags", "load_data",
+           "main"]
