@@ -9,28 +9,60 @@ import os
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import torch_threads
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@dataclass
+class Ran:
+    stdout: str
+
+
+@pytest.fixture
+def bench(tmp_path, data_dir, monkeypatch, capsys):
+    """``bench(script, *flags)`` runs ``benchmarks/<script> --tiny --out tmp_path`` by calling
+    its ``main()`` in this process, as ``python benchmarks/<script>`` would (its own folder on
+    the path, its argv): the suite has imported torch, scikit-learn, torch.optim's compiler
+    and JAX once, which a fresh interpreter per script paid for again (3-8 s each, most of a
+    tiny run). ``bench_cost.py`` runs as a command, for the scripts' entry point."""
+    monkeypatch.setenv("STOCHOPT_DATA", str(data_dir))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+
+    def run(script: str, *flags: str) -> Ran:
+        path = REPO / "benchmarks" / script
+        monkeypatch.setattr(sys, "argv", [str(path), "--tiny", "--out", str(tmp_path), *flags])
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        capsys.readouterr()
+        with torch_threads(torch.get_num_threads()):  # a script that sets them gives them back
+            code = module.main()
+        assert code in (0, None)
+        return Ran(capsys.readouterr().out)
+
+    return run
+
+
 def _run(script, tmp_path, data_dir):
+    """The script as a command, in a fresh interpreter."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--tiny",
                            "--out", str(tmp_path)], capture_output=True, text=True,
-                          env={**__import__("os").environ, "STOCHOPT_DATA": str(data_dir)},
+                          env={**os.environ, "STOCHOPT_DATA": str(data_dir)},
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
 
 
-def test_bench_epoch_runs_and_writes_its_table(tmp_path, data_dir):
-    proc = _run("bench_epoch.py", tmp_path, data_dir)
+def test_bench_epoch_runs_and_writes_its_table(bench, tmp_path):
+    proc = bench("bench_epoch.py")
     result = json.loads((tmp_path / "bench_epoch.json").read_text())
     # what it ran on, since the ratios depend on it
-    import torch
-
     assert result["machine"]["cores"] == os.cpu_count()
     assert result["machine"]["threads"] == torch.get_num_threads()
     assert result["machine"]["cpu"] and result["machine"]["torch"] == torch.__version__
@@ -69,12 +101,8 @@ def test_bench_epoch_runs_and_writes_its_table(tmp_path, data_dir):
     assert (tmp_path / "bench_epoch.csv").is_file() and "(d)/(e)" in proc.stdout
 
 
-def test_bench_gpu_runs_on_the_cpu_and_projects_the_study(tmp_path, data_dir):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), "--tiny",
-                           "--device", "cpu", "--out", str(tmp_path)], capture_output=True,
-                          text=True, env={**os.environ, "STOCHOPT_DATA": str(data_dir)},
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_bench_gpu_runs_on_the_cpu_and_projects_the_study(bench, tmp_path):
+    proc = bench("bench_gpu.py", "--device", "cpu")
     result = json.loads((tmp_path / "bench_gpu.json").read_text())
     rows = {r["what"]: r for r in result["rows"]}
     for K in (1, 4):
@@ -94,8 +122,8 @@ def test_bench_gpu_runs_on_the_cpu_and_projects_the_study(tmp_path, data_dir):
     assert "projected study" in proc.stdout
 
 
-def test_bench_seeds_runs_and_writes_its_ratio(tmp_path, data_dir):
-    proc = _run("bench_seeds.py", tmp_path, data_dir)
+def test_bench_seeds_runs_and_writes_its_ratio(bench, tmp_path):
+    proc = bench("bench_seeds.py")
     result = json.loads((tmp_path / "bench_seeds.json").read_text())
     assert [r["what"] for r in result["rows"]] == ["stochopt compare --seeds 0",
                                                    "stochopt compare --seeds 0,1,2,3,4"]
@@ -103,8 +131,8 @@ def test_bench_seeds_runs_and_writes_its_ratio(tmp_path, data_dir):
     assert "five seeds / one seed" in proc.stdout
 
 
-def test_bench_optimum_runs_and_writes_its_ratios(tmp_path, data_dir):
-    proc = _run("bench_optimum.py", tmp_path, data_dir)
+def test_bench_optimum_runs_and_writes_its_ratios(bench, tmp_path):
+    proc = bench("bench_optimum.py")
     result = json.loads((tmp_path / "bench_optimum.json").read_text())
     assert {r["what"].split(" (")[0] for r in result["rows"]} == {
         "stochopt newton-cg", "stochopt l-bfgs", "scikit-learn LogisticRegression"}
@@ -118,8 +146,8 @@ def test_bench_optimum_runs_and_writes_its_ratios(tmp_path, data_dir):
     assert "targets >= 5x" in proc.stdout
 
 
-def test_bench_cv_runs_and_writes_its_ratio(tmp_path, data_dir):
-    proc = _run("bench_cv.py", tmp_path, data_dir)
+def test_bench_cv_runs_and_writes_its_ratio(bench, tmp_path):
+    proc = bench("bench_cv.py")
     result = json.loads((tmp_path / "bench_cv.json").read_text())
     assert [r["what"] for r in result["rows"]] == ["SoftmaxRegressionCV (grid at once)",
                                                    "GridSearchCV(SoftmaxRegression)"]
@@ -129,8 +157,8 @@ def test_bench_cv_runs_and_writes_its_ratio(tmp_path, data_dir):
     assert "target >= 4x" in proc.stdout
 
 
-def test_bench_rules_covers_every_optimizer(tmp_path, data_dir):
-    _run("bench_rules.py", tmp_path, data_dir)
+def test_bench_rules_covers_every_optimizer(bench, tmp_path):
+    bench("bench_rules.py")
     result = json.loads((tmp_path / "bench_rules.json").read_text())
     from stochopt.optim import RULES
 
@@ -138,8 +166,8 @@ def test_bench_rules_covers_every_optimizer(tmp_path, data_dir):
     assert all(r["status"] == "ok" and 0 < r["val_acc"] <= 100 for r in result["rows"])
 
 
-def test_bench_plugins_ratios_are_the_medians_quotients(tmp_path, data_dir):
-    proc = _run("bench_plugins.py", tmp_path, data_dir)
+def test_bench_plugins_ratios_are_the_medians_quotients(bench, tmp_path):
+    proc = bench("bench_plugins.py")
     result = json.loads((tmp_path / "bench_plugins.json").read_text())
     seconds = {r["what"]: r["seconds_per_model_epoch"] for r in result["rows"]}
     for k in (1, 8):
@@ -234,15 +262,11 @@ def test_leaderboard_ranks_two_tuned_optimizers_with_paired_verdicts(tmp_path, d
     assert body == [line for line in again.read_text().splitlines() if line.startswith("|")]
 
 
-def test_bench_newton_tables_each_method_from_its_own_curve(tmp_path, data_dir):
+def test_bench_newton_tables_each_method_from_its_own_curve(bench, tmp_path):
     """Steps to each target are read off the method's f - f* curve, the final value is the
     curve's last, Newton-CG's iterates reach 1e-6 (its certified optimum), and the first-order
     methods' curves start at f(0) - f*."""
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_newton.py"),
-                           "--tiny", "--methods", "gradient descent,soap", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "STOCHOPT_DATA": str(data_dir)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    bench("bench_newton.py", "--methods", "gradient descent,soap")
     result = json.loads((tmp_path / "bench_newton.json").read_text())
     curves = result["curves"]
     assert [r["method"] for r in result["rows"]] == ["newton-cg", "gradient descent", "soap"]
@@ -259,11 +283,11 @@ def test_bench_newton_tables_each_method_from_its_own_curve(tmp_path, data_dir):
     assert (tmp_path / "newton.png").stat().st_size > 1000
 
 
-def test_bench_natives_equal_their_references_and_ratios_are_quotients(tmp_path, data_dir):
+def test_bench_natives_equal_their_references_and_ratios_are_quotients(bench, tmp_path):
     """SOAP and Shampoo (--tiny: 5 steps, the images' centre) equal their references within
     the kit's tolerances; each timing is the median of its rounds, each ratio their
     quotient."""
-    proc = _run("bench_natives.py", tmp_path, data_dir)
+    proc = bench("bench_natives.py")
     result = json.loads((tmp_path / "bench_natives.json").read_text())
     assert [(r["native"], r["K"]) for r in result["rows"]] == [
         ("soap", 1), ("soap", 2), ("shampoo", 1), ("shampoo", 2)]
