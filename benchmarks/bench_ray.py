@@ -1,7 +1,7 @@
 """The Ray engine against the local engine, and the numbers of the scaling model.
 
 On this machine: a local two-node Ray cluster (two single-CPU nodes, in a loopback-only
-network namespace: see loopback_cluster.py) against the local engine, on the Ray tests'
+network namespace: see loopback_cluster.py) against the local engine, on a small MNIST
 sweep (2 batch sizes x 3 lrs x 2 seeds, 2 epochs, groups of at most 4 models: 4 groups),
 each a fresh ``stochopt`` process timed from start to end. Then:
 

@@ -30,10 +30,15 @@ HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (it could not be "
                                "installed here): the Ray engine's cluster tests did not run")
 TIMINGS = ["seconds", "batch_seconds", "elapsed"]  # results.csv's clocks, which runs differ in
-SWEEP = ["sweep", "--lrs", "0.01,0.03,0.1", "--batch-sizes", "64,256", "--seeds", "0,1",
-         "--epochs", "2", "--group-size", "4", "--optimum", "skip", "--quiet"]
+EPOCHS = 100
+SWEEP = ["sweep", "--dataset", "digits", "--lrs", "0.01,0.03,0.1", "--batch-sizes", "64,256",
+         "--seeds", "0,1", "--epochs", str(EPOCHS), "--group-size", "4", "--optimum", "skip",
+         "--quiet"]
 # 12 runs in 4 groups (bs 64: 2+1 configurations x 2 seeds, likewise bs 256): two tasks per
-# node, so a worker that held the data for its first task is seen reusing it
+# node, so a worker that held the data for its first task is seen reusing it. scikit-learn's
+# digits: a fraction of a second per group, yet long enough for the killed driver's test to
+# stop the driver between groups; MNIST's 48,000 rows (shipped to each worker) took most of
+# a Ray test's time and check nothing more here
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +53,13 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory, data_dir):
+def local(tmp_path_factory):
     """The sweep on the local engine with one thread, as each Ray task trains (one CPU a
     task): the results every Ray run must give. The thread count is the arithmetic's: on
     some CPUs MKL sums a float32 product in another order on two threads than on one."""
     out = tmp_path_factory.mktemp("local") / "out"
     with torch_threads(1):
-        assert main([*SWEEP, "--data-dir", str(data_dir), "--out", str(out)]) == 0
+        assert main([*SWEEP, "--out", str(out)]) == 0
     return out
 
 
@@ -62,7 +67,7 @@ def results(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "results.csv").drop(columns=TIMINGS)
 
 
-def assert_same_results(out: Path, reference: Path, rows: int = 24) -> None:
+def assert_same_results(out: Path, reference: Path, rows: int = 12 * EPOCHS) -> None:
     a, b = results(out), results(reference)
     assert list(a.columns) == list(b.columns) and len(a) == len(b) == rows
     assert (a.select_dtypes(exclude="number") == b.select_dtypes(exclude="number")).all().all()
@@ -77,10 +82,9 @@ def finish(driver: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
 
 
 @needs_ray
-def test_ray_sweep_equals_the_local_engine_on_both_nodes(cluster, local, data_dir, tmp_path):
+def test_ray_sweep_equals_the_local_engine_on_both_nodes(cluster, local, tmp_path):
     out = tmp_path / "ray"
-    code, err = finish(cluster.stochopt([*SWEEP, "--data-dir", str(data_dir), "--out",
-                                         str(out)]))
+    code, err = finish(cluster.stochopt([*SWEEP, "--out", str(out)]))
     assert code == 0, err
     assert_same_results(out, local)
     assert {p.name for p in out.iterdir()} == {p.name for p in local.iterdir()}
@@ -93,10 +97,9 @@ def test_ray_sweep_equals_the_local_engine_on_both_nodes(cluster, local, data_di
 
 
 @needs_ray
-def test_a_killed_driver_resumes_without_retraining_finished_groups(cluster, local, data_dir,
-                                                                     tmp_path):
+def test_a_killed_driver_resumes_without_retraining_finished_groups(cluster, local, tmp_path):
     out = tmp_path / "ray"
-    args = [*SWEEP, "--data-dir", str(data_dir), "--out", str(out)]
+    args = [*SWEEP, "--out", str(out)]
     driver = cluster.stochopt(args)
     deadline = time.time() + 120
     # 4 stored runs hold a whole group: the driver writes one group at a time, and a group
@@ -177,13 +180,12 @@ sys.exit(main(sys.argv[1:]))
 
 
 @needs_ray
-def test_a_task_that_raises_fails_its_group_only(cluster, local, data_dir, tmp_path):
+def test_a_task_that_raises_fails_its_group_only(cluster, local, tmp_path):
     out = tmp_path / "ray"
     script = tmp_path / "flaky.py"
     script.write_text(FLAKY)
-    cmd = cluster.command([sys.executable, str(script), *SWEEP, "--data-dir", str(data_dir),
-                           "--out", str(out), "--engine", "ray", "--ray-address",
-                           cluster.address])
+    cmd = cluster.command([sys.executable, str(script), *SWEEP, "--out", str(out),
+                           "--engine", "ray", "--ray-address", cluster.address])
     done = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
     lines = [line for line in done.stderr.splitlines() if "injected failure" in line]
@@ -205,19 +207,17 @@ def test_a_task_that_raises_fails_its_group_only(cluster, local, data_dir, tmp_p
     assert "2 run(s) failed" in (out / "report.md").read_text()
 
 
-def test_engine_ray_without_ray_is_one_line(monkeypatch, capsys, data_dir, tmp_path):
+def test_engine_ray_without_ray_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
-    code = main([*SWEEP, "--data-dir", str(data_dir), "--out", str(tmp_path / "out"),
-                 "--engine", "ray"])
+    code = main([*SWEEP, "--out", str(tmp_path / "out"), "--engine", "ray"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "Ray, which is not installed" in err and 'pip install -e ".[ray]"' in err
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-def test_ray_flags_need_engine_ray(capsys, data_dir, tmp_path):
-    code = main([*SWEEP, "--data-dir", str(data_dir), "--out", str(tmp_path / "out"),
-                 "--ray-address", "auto"])
+def test_ray_flags_need_engine_ray(capsys, tmp_path):
+    code = main([*SWEEP, "--out", str(tmp_path / "out"), "--ray-address", "auto"])
     assert code == 2 and "--ray-address applies to --engine ray only" in capsys.readouterr().err
 
 
@@ -277,11 +277,9 @@ def test_joining_ray_keeps_the_commands_sigterm_handler():
 
 
 @needs_ray
-def test_more_cpus_per_task_than_any_node_has_is_one_line_not_a_hang(cluster, data_dir,
-                                                                      tmp_path):
-    code, output = finish(cluster.stochopt([*SWEEP, "--data-dir", str(data_dir), "--out",
-                                            str(tmp_path / "out"), "--ray-cpus-per-task",
-                                            "2"]), timeout=120)
+def test_more_cpus_per_task_than_any_node_has_is_one_line_not_a_hang(cluster, tmp_path):
+    code, output = finish(cluster.stochopt([*SWEEP, "--out", str(tmp_path / "out"),
+                                            "--ray-cpus-per-task", "2"]), timeout=120)
     lines = [line for line in output.splitlines() if line.startswith("stochopt:")]
     assert code == 2 and len(lines) == 1 and "no node of the Ray cluster has 2 CPU(s)" in lines[0]
     assert "Traceback" not in output
@@ -325,10 +323,10 @@ def _cmdline(proc: Path) -> bytes:
 
 
 @needs_ray
-def test_an_address_nothing_answers_at_is_one_line_not_a_hang(cluster, data_dir, tmp_path):
+def test_an_address_nothing_answers_at_is_one_line_not_a_hang(cluster, tmp_path):
     done = subprocess.run(cluster.command([
-        sys.executable, "-m", "stochopt", *SWEEP, "--data-dir", str(data_dir), "--out",
-        str(tmp_path / "out"), "--engine", "ray", "--ray-address", "127.0.0.1:1"]),
+        sys.executable, "-m", "stochopt", *SWEEP, "--out", str(tmp_path / "out"),
+        "--engine", "ray", "--ray-address", "127.0.0.1:1"]),
         env=cluster.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "no Ray cluster answers at --ray-address 127.0.0.1:1 (Connection refused)" \
