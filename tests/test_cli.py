@@ -134,6 +134,31 @@ def test_the_progress_page_follows_each_group_but_the_last(tmp_path, capsys, mon
     assert "running" not in (tmp_path / "c" / "report.html").read_text()
 
 
+def test_an_interrupted_commands_bar_ends_before_its_one_line(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the second of two groups, the progress bar showing: the bar is closed where
+    it stood and the interruption's line stands on a line of its own, the last of stderr."""
+    from stochopt.study import experiment
+
+    real_fit, calls = experiment.fit, []
+
+    def interrupted_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "fit", interrupted_fit)
+    code = main(["compare", "--dataset", "digits", "--optimizers", "sgd,adam", "--seeds", "0",
+                 "--epochs", "2", "--group-size", "1", "--optimum", "skip", "--out",
+                 str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    lines = err.replace("\r", "\n").splitlines()
+    assert code == 130 and len(calls) == 2
+    assert lines[-1] == ("stochopt: interrupted; finished files are complete, nothing "
+                         "half-written; the same command resumes"), err
+    assert "2/4" in lines[-2] and "epoch" in lines[-2]  # the bar, closed at the first group
+
+
 def test_the_background_import_of_the_plots_is_silent_when_it_fails(capsys, monkeypatch):
     """The figures' module is imported on a thread while a study trains; if that import
     fails, the thread says nothing (the figures report it when they import it)."""

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from ..errors import SettingError, StochoptError
 from ..files import release_locks
-from .common import configs_from_args, load_data
+from .common import close_progress_bars, configs_from_args, load_data
 from .parser import build_parser, hyperparameter_flags
 from .report import cmd_report
 from .study import cmd_many
@@ -52,12 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stochopt: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        _close_progress_bars()  # the line below on a line of its own
+        close_progress_bars()  # the line below on a line of its own
         terminated = bool(_sigterm)
         print(f"stochopt: {'terminated' if terminated else 'interrupted'}; finished files are "
               "complete, nothing half-written; the same command resumes", file=sys.stderr)
         return 143 if terminated else 130
     finally:
+        close_progress_bars()
         release_locks()
 
 
@@ -72,13 +73,6 @@ def console() -> int:
     code = main()
     gc.freeze()
     return code
-
-
-def _close_progress_bars() -> None:
-    from tqdm import tqdm
-
-    for bar in list(getattr(tqdm, "_instances", ())):
-        bar.close()
 
 
 __all__ = ["build_parser", "configs_from_args", "console", "hyperparameter_flags", "load_data",

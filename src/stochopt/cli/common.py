@@ -113,10 +113,15 @@ def load_data(args: argparse.Namespace, configs: Sequence[Config] = (),
     return split
 
 
+# the progress bars this process's commands opened, for close_progress_bars
+_bars: list[Any] = []
+
+
 def progress(args: argparse.Namespace, total: int, desc: str, lines: bool):
     from tqdm import tqdm  # here: --help need not import it
 
     bar = tqdm(total=total, desc=desc, unit="epoch", disable=args.quiet, file=sys.stderr)
+    _bars.append(bar)
 
     def on_epoch(epoch: int, records) -> None:
         bar.update(len(records))
@@ -128,6 +133,13 @@ def progress(args: argparse.Namespace, total: int, desc: str, lines: bool):
                       f"acc {r['val_acc']:.2f}%{sub}  {r['seconds']:.2f}s")
 
     return bar, on_epoch
+
+
+def close_progress_bars() -> None:
+    """Close the bars a command left open (an interrupted one's): its last line ends, so
+    what is printed next stands on a line of its own. Closing a closed bar does nothing."""
+    while _bars:
+        _bars.pop().close()
 
 
 def load_weights(path: str, shape: tuple[int, int]):
