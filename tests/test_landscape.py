@@ -68,6 +68,27 @@ def test_every_rule_reaches_the_quadratics_optimum_as_the_docs_document():
     assert int(rows["sgd"]) == math.ceil(math.log(1e-6 / (x0**2 / 2)) / math.log(0.81))
 
 
+# matplotlib's first three cycle colours (tab10), the three paths' (and legend samples')
+PATH_COLOURS = np.array([[0x1F, 0x77, 0xB4], [0xFF, 0x7F, 0x0E], [0x2C, 0xA0, 0x2C]])
+
+
+def _the_paths_grow_in_their_colours(gif: Path) -> None:
+    """The animation's frames, read back by Pillow: each path's colour is kept (within a few
+    levels) and covers more of the last frame than of the first, where only the legend
+    shows it."""
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        assert im.n_frames > 10
+        im.seek(0)
+        first = np.asarray(im.convert("RGB")).astype(int)
+        im.seek(im.n_frames - 1)
+        last = np.asarray(im.convert("RGB")).astype(int)
+    for colour in PATH_COLOURS:
+        near = [int((np.abs(f - colour).max(-1) <= 12).sum()) for f in (first, last)]
+        assert near[0] > 0 and near[1] > near[0], (gif, colour, near)
+
+
 def test_the_landscape_command_writes_three_files_for_every_function(tmp_path, capsys):
     for name in landscape.FUNCTIONS:
         out = tmp_path / name
@@ -76,6 +97,7 @@ def test_the_landscape_command_writes_three_files_for_every_function(tmp_path, c
         for f in ("paths.png", "loss.png", "paths.gif"):
             assert (out / f).stat().st_size > 1000
         assert (out / "paths.gif").read_bytes()[:6] == b"GIF89a"
+        _the_paths_grow_in_their_colours(out / "paths.gif")
     printed = capsys.readouterr().out
     assert printed.count("sgd ") >= 4 and "heavy ball at Polyak's" in printed
 

@@ -280,6 +280,7 @@ def write(land: Landscape, out: str | Path, frames: int = 60) -> list[Path]:
     import io
 
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
     from PIL import Image
 
     from .files import atomic_write, prepare_out, save_figure
@@ -298,7 +299,7 @@ def write(land: Landscape, out: str | Path, frames: int = 60) -> list[Path]:
         artist.set_animated(True)  # left out of the background, drawn per frame
     fig.canvas.draw()
     background = fig.canvas.copy_from_bbox(fig.bbox)
-    images = []
+    frames_rgb = []
     for step in steps:
         fig.canvas.restore_region(background)
         for line, p in zip(lines, land.paths, strict=True):
@@ -308,8 +309,18 @@ def write(land: Landscape, out: str | Path, frames: int = 60) -> list[Path]:
         clock.set_text(f"step {step}")
         ax.draw_artist(clock)
         rgba = np.asarray(fig.canvas.buffer_rgba())
-        images.append(Image.fromarray(rgba[..., :3].copy()).quantize(64))
+        frames_rgb.append(Image.fromarray(rgba[..., :3].copy()))
     plt.close(fig)
+    # One palette of 64 colours for every frame: the paths' own colours, then the rest chosen
+    # from the last frame (median cut). A palette chosen from the pixels alone has no entry
+    # for a thin line's colour (the contours outnumber it), so the paths came out in a
+    # neighbour's; and mapping a frame to a given palette is about 30x quicker than choosing
+    # each frame's own (1 against 32 ms).
+    own = [round(255 * v) for line in lines[:32] for v in to_rgb(line.get_color())]
+    rest = frames_rgb[-1].quantize(64 - len(own) // 3).getpalette()
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(own + rest[: 192 - len(own)])
+    images = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames_rgb]
     buf = io.BytesIO()
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=80,
                    loop=0)
