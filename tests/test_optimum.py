@@ -15,7 +15,7 @@ from stochopt.optimum import cached_optimum, objective_and_gradient, solve
 
 @pytest.fixture(scope="module")
 def subset(split):
-    n = 3000  # a real subset keeps scikit-learn's tight solve to seconds
+    n = 1500  # a real subset keeps scikit-learn's tight solve (tol 1e-12) to seconds
     return Split(split.X_train[:n].double(), split.y_train[:n], split.X_val.double(),
                  split.y_val, split.X_test.double(), split.y_test)
 
