@@ -320,7 +320,8 @@ def write(land: Landscape, out: str | Path, frames: int = 60) -> list[Path]:
     rest = frames_rgb[-1].quantize(64 - len(own) // 3).getpalette()
     palette = Image.new("P", (1, 1))
     palette.putpalette(own + rest[: 192 - len(own)])
-    images = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames_rgb]
+    none = getattr(Image, "Dither", Image).NONE  # Pillow before 9.1 has no Image.Dither
+    images = [f.quantize(palette=palette, dither=none) for f in frames_rgb]
     buf = io.BytesIO()
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=80,
                    loop=0)
