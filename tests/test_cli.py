@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from stochopt.cli import main
+from stochopt.errors import StochoptError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -134,9 +135,19 @@ def test_the_progress_page_follows_each_group_but_the_last(tmp_path, capsys, mon
     assert "running" not in (tmp_path / "c" / "report.html").read_text()
 
 
+def _two_groups_stopped(tmp_path, capsys) -> tuple[int, list[str], str]:
+    """A compare of two groups with its progress bar showing, stopped in the second (by
+    what the test injected): its exit code and stderr, as lines and whole."""
+    code = main(["compare", "--dataset", "digits", "--optimizers", "sgd,adam", "--seeds", "0",
+                 "--epochs", "2", "--group-size", "1", "--optimum", "skip", "--out",
+                 str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    return code, err.replace("\r", "\n").splitlines(), err
+
+
 def test_an_interrupted_commands_bar_ends_before_its_one_line(tmp_path, capsys, monkeypatch):
-    """Ctrl-C in the second of two groups, the progress bar showing: the bar is closed where
-    it stood and the interruption's line stands on a line of its own, the last of stderr."""
+    """Ctrl-C in the second of two groups: the bar is closed where it stood and the
+    interruption's line stands on a line of its own, the last of stderr."""
     from stochopt.study import experiment
 
     real_fit, calls = experiment.fit, []
@@ -148,15 +159,33 @@ def test_an_interrupted_commands_bar_ends_before_its_one_line(tmp_path, capsys, 
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(experiment, "fit", interrupted_fit)
-    code = main(["compare", "--dataset", "digits", "--optimizers", "sgd,adam", "--seeds", "0",
-                 "--epochs", "2", "--group-size", "1", "--optimum", "skip", "--out",
-                 str(tmp_path / "c")])
-    err = capsys.readouterr().err
-    lines = err.replace("\r", "\n").splitlines()
+    code, lines, err = _two_groups_stopped(tmp_path, capsys)
     assert code == 130 and len(calls) == 2
     assert lines[-1] == ("stochopt: interrupted; finished files are complete, nothing "
                          "half-written; the same command resumes"), err
     assert "2/4" in lines[-2] and "epoch" in lines[-2]  # the bar, closed at the first group
+
+
+def test_a_failed_write_mid_run_ends_the_bar_before_its_one_line(tmp_path, capsys,
+                                                                monkeypatch):
+    """The disk full at the second group's run file: the bar is closed where it stood and
+    the error stands on a line of its own, the last of stderr."""
+    from stochopt.study import experiment
+
+    real_write, runs = experiment.write_json, []
+
+    def full_disk(path, *args, **kwargs):
+        if path.parent.name == "runs":
+            runs.append(path)
+            if len(runs) == 2:
+                raise StochoptError(f"cannot write {path}: No space left on device")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "write_json", full_disk)
+    code, lines, err = _two_groups_stopped(tmp_path, capsys)
+    assert code == 2 and len(runs) == 2
+    assert lines[-1] == f"stochopt: error: cannot write {runs[1]}: No space left on device", err
+    assert "4/4" in lines[-2] and "epoch" in lines[-2]  # the bar, closed where it stood
 
 
 def test_the_background_import_of_the_plots_is_silent_when_it_fails(capsys, monkeypatch):

@@ -46,20 +46,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except SettingError as e:
-        print(f"stochopt: error: {e.flags()}", file=sys.stderr)
+        _say(f"stochopt: error: {e.flags()}")
         return 2
     except StochoptError as e:
-        print(f"stochopt: error: {e}", file=sys.stderr)
+        _say(f"stochopt: error: {e}")
         return 2
     except KeyboardInterrupt:
-        close_progress_bars()  # the line below on a line of its own
         terminated = bool(_sigterm)
-        print(f"stochopt: {'terminated' if terminated else 'interrupted'}; finished files are "
-              "complete, nothing half-written; the same command resumes", file=sys.stderr)
+        _say(f"stochopt: {'terminated' if terminated else 'interrupted'}; finished files are "
+             "complete, nothing half-written; the same command resumes")
         return 143 if terminated else 130
     finally:
         close_progress_bars()
         release_locks()
+
+
+def _say(line: str) -> None:
+    """The command's last line on stderr, after the progress bars it left open are closed:
+    an error or an interruption in the middle of a run stands on a line of its own."""
+    close_progress_bars()
+    print(line, file=sys.stderr)
 
 
 def console() -> int:
