@@ -145,6 +145,19 @@ def test_a_failed_write_in_a_fresh_folder_leaves_the_finished_run_files(
     assert len(list((out / "runs").glob("*.json"))) == 2  # the runs themselves are kept
 
 
+@pytest.mark.parametrize("figure", ["curves.png", "weights_adam.png"])  # drawn here; by the
+def test_a_failed_figure_ends_in_one_line_and_leaves_no_temporary_file(  # forked child
+        tmp_path, data_dir, capsys, monkeypatch, figure):
+    out = tmp_path / "o"
+    _fail_renames_to(monkeypatch, figure, errno.ENOSPC, "No space left on device")
+    code, err = _err(capsys, ["compare", *TINY, "--data-dir", str(data_dir), "--out",
+                              str(out)])
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot write {out / figure}: No space left on device" in err
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not (out / figure).exists() and (out / "summary.csv").is_file()
+
+
 def test_library_messages_name_settings():
     with pytest.raises(SettingError, match=r"^step_size must be at least 1, got 0$"):
         Config(schedule="step", step_size=0).validate()

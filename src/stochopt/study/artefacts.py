@@ -24,6 +24,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,15 @@ import torch
 
 from ..config import FStar, RunRecord
 from ..data import Split
-from ..files import prepare_out, safe_name, save_figure, write_csv, write_json, write_npy
+from ..files import (
+    Drawing,
+    prepare_out,
+    safe_name,
+    save_figures,
+    write_csv,
+    write_json,
+    write_npy,
+)
 from ..noise import noise_scales
 from ..optim import Rule
 from ..optimum import Optimum, cached_optimum, rates
@@ -239,6 +248,7 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
 
     sections: dict[str, str] = {}
     figures = ["curves.png"]
+    drawings: list[Drawing] = []  # the figures, drawn together at the end
     n_test = data.get("n_test")
     # tune: the answers are about the chosen lrs; the whole grid stays in the tables
     if tuned:
@@ -265,14 +275,14 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
         sections["What changes with the batch size?"] = (
             batch_size_accuracy(focus_summary) + " "
             + batch_size_sentences(found.batch_sizes, found.noise0))
-        save_figure(out / "batch_sizes.png", plots.batch_sizes(found.batch_sizes,
-                                                               found.noise0, focus_summary))
+        drawings.append(Drawing(out / "batch_sizes.png", partial(
+            plots.batch_sizes, found.batch_sizes, found.noise0, focus_summary), 2))
         figures.append("batch_sizes.png")
     profile = None
     if focus and (len(sizes) > 1 or len({r.config.seed for r in records}) > 1):
         profile = {"taus": list(analysis.TAUS), "fractions": analysis.profile(focus)}
-        save_figure(out / "profile.png", plots.profile(profile["fractions"],
-                                                       analysis.TAUS, "steps"))
+        drawings.append(Drawing(out / "profile.png", partial(
+            plots.profile, profile["fractions"], analysis.TAUS, "steps")))
         figures.append("profile.png")
     many_lrs = len({(r["optimizer"], r["batch_size"], r["lr"]) for r in summary}) > len(
         {(r["optimizer"], r["batch_size"]) for r in summary})
@@ -282,7 +292,8 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
             f"{top['batch_size']}): loss {top['final_val_loss_mean']:.4f}, accuracy "
             f"{top['final_val_acc_mean']:.2f}%.")
     if many_lrs:
-        save_figure(out / "lr_sensitivity.png", plots.lr_sensitivity(summary, found.chosen))
+        drawings.append(Drawing(out / "lr_sensitivity.png",
+                                partial(plots.lr_sensitivity, summary, found.chosen)))
         figures.append("lr_sensitivity.png")
 
     shown = {r["config"] for r in focus}  # tune: the chosen configurations' curves
@@ -290,8 +301,8 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
              if r["config"] in shown] or list(zip(records, [r["config"] for r in runs],
                                                   strict=True))
     reference, extra = full_batch_rates(records, split, optima or {})
-    save_figure(out / "curves.png", plots.curves([d[0] for d in drawn], [d[1] for d in drawn],
-                                                 reference))
+    drawings.append(Drawing(out / "curves.png", partial(
+        plots.curves, [d[0] for d in drawn], [d[1] for d in drawn], reference), 5))
     image = tuple(data["image_shape"]) if data.get("image_shape") else (
         (28, 28) if not data else None)  # no description: the exercise's MNIST
     drawn = list(dict.fromkeys(r.config.optimizer for r in records)) if image else []
@@ -305,10 +316,13 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
         first = next((rec for rec, r in zip(records, runs, strict=True)
                       if top is not None and r["config"] == top["config"]),
                      next(r for r in records if r.config.optimizer == optimizer))
-        save_figure(out / f"weights_{safe_name(optimizer)}.png", plots.weights(
-            first.load_weights(out), f"{optimizer}: columns of W ({first.run})", image[0]))
-        figures.append(f"weights_{safe_name(optimizer)}.png")
         images[optimizer] = first.load_weights(out)
+        name = f"weights_{safe_name(optimizer)}.png"
+        drawings.append(Drawing(out / name, partial(
+            plots.weights, images[optimizer], f"{optimizer}: columns of W ({first.run})",
+            image[0])))
+        figures.append(name)
+    save_figures(drawings)
     if failed:
         extra["Failed runs"] = (f"{failed} run(s) failed: their group raised an error (the "
                                 "command printed it; tasks.csv keeps it). They are listed in "
@@ -390,14 +404,14 @@ def write_train(out: str | Path, record: RunRecord, split: Split, f_star: FStar 
     recorded = [k for k in (record.rows[0] if record.rows else {}) if k not in HISTORY_COLUMNS]
     write_csv(out / "history.csv", _blank(record.timeline()), HISTORY_COLUMNS + recorded)
     write_npy(out / "weights.npy", record.weights.astype(np.float32))
-    save_figure(out / "curves.png", plots.curves([record], [c.optimizer]))
+    drawings = [Drawing(out / "curves.png", partial(plots.curves, [record], [c.optimizer]), 4)]
     if split.image_shape:
         side = split.image_shape[0]
-        save_figure(out / "weights.png", plots.weights(record.weights,
-                                                       f"{c.optimizer}: columns of W", side))
-        save_figure(out / "samples.png", plots.samples(split.X_train[:32].cpu().numpy(),
-                                                       split.y_train[:32].cpu().numpy(),
-                                                       side=side))
+        X, y = split.X_train[:32].cpu().numpy(), split.y_train[:32].cpu().numpy()
+        drawings += [Drawing(out / "weights.png", partial(
+                         plots.weights, record.weights, f"{c.optimizer}: columns of W", side)),
+                     Drawing(out / "samples.png", partial(plots.samples, X, y, side=side))]
+    save_figures(drawings)
     summary = {"config": asdict(c.resolved()), "status": record.status,
                "diverged_epoch": record.diverged_epoch, "test_loss": record.test_loss,
                "test_acc": record.test_acc, "final": record.rows[-1] if record.rows else {},
