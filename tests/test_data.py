@@ -1,6 +1,7 @@
 """The IDX reader, its checks, the exercise's split and the batch order."""
 
 import gzip
+import hashlib
 import os
 import stat
 
@@ -11,9 +12,11 @@ from conftest import idx_bytes, write_idx_set
 
 from stochopt.data import (
     FILES,
+    MNIST_DATA_MD5,
     batch_order,
     exercise_split_indices,
     load_idx_dir,
+    load_split,
     make_split,
     parse_idx,
     resolve_data_dir,
@@ -44,6 +47,26 @@ def test_split_equals_the_exercise_recipe(data_dir):
     img = arrays["train_images"]
     assert torch.equal(s.X_val[5], torch.from_numpy(img[val_ref[5]].reshape(-1) / np.float32(255)))
     assert s.y_train[7].item() == arrays["train_labels"][train_ref[7]]
+
+
+def _data_md5(directory):
+    """Each file's MD5 over its bytes after the IDX header (4 + 4 x ndim bytes), read with
+    gzip and hashlib alone."""
+    found = {}
+    for key, stem in FILES.items():
+        path = next(p for p in (directory / stem, directory / f"{stem}.gz") if p.is_file())
+        raw = path.read_bytes()
+        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        found[key] = hashlib.md5(raw[4 + 4 * raw[3]:]).hexdigest()
+    return dict(sorted(found.items()))
+
+
+def test_the_fingerprints_checksums_are_those_of_the_files_data_bytes(data_dir, split,
+                                                                       tmp_path):
+    """MNIST's, given instead of hashed on each load, and another data set's, hashed."""
+    assert MNIST_DATA_MD5 == _data_md5(data_dir) == split.source["md5"]
+    other = write_idx_set(tmp_path / "other", gz=True)
+    assert load_split(other, dataset="idx").source["md5"] == _data_md5(other)
 
 
 def test_plain_and_gzipped_files_read_the_same(tmp_path):

