@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,24 +189,34 @@ def test_a_failed_write_mid_run_ends_the_bar_before_its_one_line(tmp_path, capsy
     assert "4/4" in lines[-2] and "epoch" in lines[-2]  # the bar, closed where it stood
 
 
-def test_the_background_import_of_the_plots_is_silent_when_it_fails(capsys, monkeypatch):
-    """The figures' module is imported on a thread while a study trains; if that import
-    fails, the thread says nothing (the figures report it when they import it)."""
-    import threading
+@pytest.mark.parametrize("argv, expected", [
+    (["compare", "--data-dir", "D"], [("D", "mnist")]),
+    (["train", "--epochs", "2", "--data-dir=D", "--dataset", "idx"], [("D", "idx")]),
+    (["sweep", "--lrs", "0.1,0.2"], [("ENV", "mnist")]),  # $STOCHOPT_DATA
+    (["compare", "--data-dir", "D", "--help"], []),
+    (["compare", "--data-dir"], []),  # the parser will say what is wrong
+    (["landscape"], []), (["report", "runs/compare"], []), ([], []),
+])
+def test_the_command_reads_ahead_the_folder_its_flags_name(argv, expected, monkeypatch,
+                                                           tmp_path):
+    from stochopt import cli
+    from stochopt.data import idx
 
-    from stochopt.study import artefacts
+    monkeypatch.setenv("STOCHOPT_DATA", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(idx, "read_ahead", lambda d, dataset: calls.append((d, dataset)))
+    cli.read_ahead(argv)
+    assert calls == [(tmp_path if d == "ENV" else Path(d), s) for d, s in expected]
 
-    def broken(name):
-        raise RuntimeError("no plotting here")
 
-    raised = []  # what would reach threading's hook: a traceback on stderr
-    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
-    monkeypatch.setattr(artefacts.importlib, "import_module", broken)
-    artefacts.import_plots_in_background()
-    for thread in threading.enumerate():
-        if thread.name == "import-plots":
-            thread.join(timeout=30)
-    assert raised == [] and capsys.readouterr().err == ""
+def test_the_commands_read_ahead_are_those_with_a_data_dir_flag():
+    from stochopt import cli
+    from stochopt.cli.parser import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(cli.COMMANDS) == set(commands)
+    assert set(cli.READS_DATA) == {name for name, p in commands.items()
+                                   if "--data-dir" in p._option_string_actions}
 
 
 def test_the_console_entry_returns_mains_code_and_freezes_the_collector(monkeypatch):

@@ -15,6 +15,7 @@ from stochopt.data import (
     MNIST_DATA_MD5,
     batch_order,
     exercise_split_indices,
+    idx,
     load_idx_dir,
     load_split,
     make_split,
@@ -186,3 +187,61 @@ def test_batch_order_is_a_seeded_permutation_keeping_the_last_partial_batch():
 def test_bias_appends_a_constant_feature(tmp_path):
     s = make_split(load_idx_dir(write_idx_set(tmp_path), "idx"), bias=True)
     assert s.X_train.shape == (48, 785) and torch.all(s.X_test[:, -1] == 1)
+
+
+def _read_ahead_and_wait(directory, dataset="idx"):
+    idx.read_ahead(directory, dataset)
+    thread, _ = idx._ahead[(directory.resolve(), dataset)]
+    thread.join(timeout=60)
+
+
+def test_the_arrays_read_ahead_are_the_ones_loaded_without_reading_again(tmp_path,
+                                                                         monkeypatch):
+    directory = write_idx_set(tmp_path / "d", seed=3)
+    fresh = load_idx_dir(directory, dataset="idx")
+    _read_ahead_and_wait(directory)
+
+    def no_more_reading(path):
+        raise AssertionError(f"{path} read again")
+
+    monkeypatch.setattr(idx, "_read_bytes", no_more_reading)
+    ahead = load_idx_dir(directory, dataset="idx")
+    assert ahead.keys() == fresh.keys()
+    assert all(np.array_equal(ahead[k], fresh[k]) for k in fresh)
+    with pytest.raises(AssertionError, match="read again"):  # taken once: the next load reads
+        load_idx_dir(directory, dataset="idx")
+
+
+def test_arrays_read_ahead_for_another_folder_or_data_set_are_not_taken(tmp_path):
+    guessed, asked = write_idx_set(tmp_path / "a", seed=1), write_idx_set(tmp_path / "b", seed=2)
+    _read_ahead_and_wait(guessed)
+    got = load_idx_dir(asked, dataset="idx")
+    assert np.array_equal(got["train_images"], load_idx_dir(asked, "idx")["train_images"])
+    assert not np.array_equal(got["train_images"],
+                              load_idx_dir(guessed, "idx")["train_images"])
+    _read_ahead_and_wait(guessed, "idx")
+    with pytest.raises(StochoptError, match="does not match MNIST's checksum"):
+        load_idx_dir(guessed, dataset="mnist")  # the idx read skipped MNIST's checksums
+
+
+def test_a_failed_read_ahead_is_silent_and_the_load_reports_it(tmp_path, capsys, monkeypatch):
+    import threading
+
+    directory = write_idx_set(tmp_path / "d")
+    (directory / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b damaged")
+    raised = []  # what would reach threading's hook: a traceback on stderr
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    _read_ahead_and_wait(directory)
+    assert raised == [] and capsys.readouterr().err == ""
+    with pytest.raises(StochoptError, match=r"t10k-labels-idx1-ubyte\.gz is a damaged gzip"):
+        load_idx_dir(directory, dataset="idx")
+
+
+def test_nothing_is_read_ahead_from_a_folder_without_the_four_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(idx, "_ahead", {})
+    directory = write_idx_set(tmp_path / "d")
+    (directory / "train-labels-idx1-ubyte.gz").unlink()
+    idx.read_ahead(directory, "idx")
+    idx.read_ahead(tmp_path / "nowhere", "idx")
+    idx.read_ahead(directory, "digits")  # not a four-file data set
+    assert idx._ahead == {}

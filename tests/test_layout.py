@@ -4,7 +4,12 @@ the top, and ``from stochopt import ...`` keeping every name it has exported."""
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import stochopt
 
@@ -126,3 +131,42 @@ def test_every_name_stochopt_exported_is_still_there():
     assert before <= set(stochopt.__all__)
     for name in stochopt.__all__:
         assert getattr(stochopt, name) is not None
+
+
+LAZY_PACKAGES = ["stochopt", "stochopt.data", "stochopt.cli"]
+
+
+def _lazy_names(package: str) -> dict[str, str]:
+    """The names a package's ``if TYPE_CHECKING:`` block imports -> the module it names."""
+    path = PACKAGE.parent / package.replace(".", "/") / "__init__.py"
+    found = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for imp in (n for n in ast.walk(node) if isinstance(n, ast.ImportFrom)):
+                module = ".".join([package, *([imp.module] if imp.module else [])])
+                found.update({a.name: module for a in imp.names})
+    return found
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_each_name_loaded_when_first_used_is_the_one_its_module_defines(package):
+    """The packages load their names on first use; each is the object its module (named in
+    the package's TYPE_CHECKING block, which readers and the docs see) defines, and the
+    block and ``__all__`` list the same names."""
+    names = _lazy_names(package)
+    module = importlib.import_module(package)
+    assert set(names) <= set(module.__all__) and len(names) >= 4
+    for name, home in names.items():
+        assert getattr(module, name) is getattr(importlib.import_module(home), name), name
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        module.nothing_here  # noqa: B018
+
+
+def test_the_command_and_the_mnist_reader_import_without_torch():
+    """What ``stochopt`` runs before it reads MNIST ahead (the package, the command's module,
+    the IDX reader) imports no torch, so the read runs while torch imports."""
+    code = ("import sys, stochopt, stochopt.cli, stochopt.data.idx; "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

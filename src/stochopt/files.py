@@ -100,12 +100,11 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
 
 
 def save_figure(path: str | Path, fig: Any) -> None:
-    import matplotlib.pyplot as plt
-
     fmt = Path(path).suffix.lstrip(".") or "png"
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"),
                  binary=True)
-    plt.close(fig)
+    if pyplot := sys.modules.get("matplotlib.pyplot"):  # a figure pyplot made: let go of it
+        pyplot.close(fig)
 
 
 class Drawing(NamedTuple):

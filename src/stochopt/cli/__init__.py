@@ -8,24 +8,32 @@ as its flag); a diverged ``train`` run writes its complete files and exits with 
 
 from __future__ import annotations
 
+import argparse
 import gc
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SettingError, StochoptError
-from ..files import release_locks
-from .common import close_progress_bars, configs_from_args, load_data
-from .parser import build_parser, hyperparameter_flags
-from .report import cmd_report
-from .study import cmd_many
-from .tools import cmd_landscape, cmd_noise_scale, cmd_optimum
-from .train import cmd_train
-from .zoo import cmd_zoo
 
-COMMANDS = {"train": cmd_train, "compare": cmd_many, "sweep": cmd_many, "tune": cmd_many,
-            "optimum": cmd_optimum, "noise-scale": cmd_noise_scale, "landscape": cmd_landscape,
-            "zoo": cmd_zoo, "report": cmd_report}
+if TYPE_CHECKING:  # imported when first used (torch comes with them): see console()
+    from .common import configs_from_args, load_data
+    from .parser import build_parser, hyperparameter_flags
+
+# each command's function, "module:function", imported when the command runs
+COMMANDS = {"train": "train:cmd_train", "compare": "study:cmd_many", "sweep": "study:cmd_many",
+            "tune": "study:cmd_many", "optimum": "tools:cmd_optimum",
+            "noise-scale": "tools:cmd_noise_scale", "landscape": "tools:cmd_landscape",
+            "zoo": "zoo:cmd_zoo", "report": "report:cmd_report"}
+# the commands with --data-dir and --dataset (a test holds this to the parser)
+READS_DATA = ("train", "compare", "sweep", "tune", "zoo", "optimum", "noise-scale")
+
+
+def command(name: str) -> Callable[[argparse.Namespace], int]:
+    module, _, function = COMMANDS[name].partition(":")
+    return getattr(import_module(f".{module}", __name__), function)
 
 
 _sigterm: list[int] = []  # set by the command's SIGTERM handler: how main tells it from Ctrl-C
@@ -43,8 +51,10 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _sigterm.clear()
     try:
+        from .parser import build_parser
+
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        return command(args.command)(args)
     except SettingError as e:
         _say(f"stochopt: error: {e.flags()}")
         return 2
@@ -58,7 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 143 if terminated else 130
     finally:
         close_progress_bars()
+        from ..files import release_locks
+
         release_locks()
+
+
+def close_progress_bars() -> None:
+    """The bars the command left open, closed (none before a command has run)."""
+    if common := sys.modules.get(f"{__name__}.common"):
+        common.close_progress_bars()
 
 
 def _say(line: str) -> None:
@@ -76,10 +94,39 @@ def console() -> int:
     runs at exit. (:func:`main` itself leaves signals and the collector alone: tests and
     notebooks call it many times in one process.)"""
     signal.signal(signal.SIGTERM, _terminate)
+    read_ahead(sys.argv[1:])
     code = main()
     gc.freeze()
     return code
 
 
+def read_ahead(argv: Sequence[str]) -> None:
+    """Start reading the MNIST-format files that ``argv``'s command will load, on a thread,
+    while torch imports (about 2 s; the read, 0.5 s of gunzip and MD5, runs outside the GIL:
+    :func:`stochopt.data.idx.read_ahead`). ``argv`` is only glanced at here (--data-dir,
+    --dataset); the command's parser reads it properly after. A wrong guess costs the read
+    alone: the arrays are taken only by a load of the same folder and data set."""
+    if not argv or argv[0] not in READS_DATA or {"-h", "--help"} & set(argv):
+        return
+    glance = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    glance.add_argument("--data-dir")
+    glance.add_argument("--dataset", default="mnist")
+    try:
+        flags, _ = glance.parse_known_args(argv[1:])
+        from ..data import idx
+
+        idx.read_ahead(idx.resolve_data_dir(flags.data_dir, download=False), flags.dataset)
+    except (Exception, SystemExit):  # nothing the command itself would not say better
+        return
+
+
+_LAZY = {"build_parser": "parser", "hyperparameter_flags": "parser",
+         "configs_from_args": "common", "load_data": "common"}
 __all__ = ["build_parser", "configs_from_args", "console", "hyperparameter_flags", "load_data",
            "main"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

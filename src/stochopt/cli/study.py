@@ -38,7 +38,6 @@ def study(args: argparse.Namespace, configs: list[Config]
     remote = args.engine == "ray"
     if remote:
         engine.start()
-    artefacts.import_plots_in_background()
     split = load_data(args, configs, "cpu" if remote else None)
     out = open_out(args.out, split, getattr(engine, "device", None), configs)
     bar, on_epoch = progress(args, sum(c.epochs for c in configs), args.command, lines=False)

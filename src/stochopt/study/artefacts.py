@@ -18,10 +18,7 @@ the figures and the report, all rebuilt from the run records.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -177,21 +174,6 @@ def tuning_rows(chosen: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]]
                      # the runs trained side by side: their time is their batch's, not a sum
                      "runs": len(mine), "seconds": max(r["total_seconds"] for r in mine)})
     return rows
-
-
-def import_plots_in_background() -> None:
-    """Start importing matplotlib and scipy.special (about 0.6 and 0.3 s, which the figures
-    and the intervals at the end would wait for) on a thread, while the data loads: zlib,
-    MD5 and numpy's copies run outside the GIL, so the imports take little from them, and
-    they are done about when the runs start training. (Not later: each torch call of a
-    training step lets the importing thread in, and the step then waits for the GIL.) A
-    failing import is left for the figures or the tables to report, with the usual line."""
-    def load() -> None:
-        with contextlib.suppress(Exception):  # reported when the figures import it
-            importlib.import_module(f"{__package__}.plots")
-            importlib.import_module("scipy.special")  # the intervals' t quantiles
-
-    threading.Thread(target=load, name="import-plots", daemon=True).start()
 
 
 def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
