@@ -87,12 +87,13 @@ def _say(line: str) -> None:
 
 
 def console() -> int:
-    """The ``stochopt`` command: :func:`main`, SIGTERM ending it as Ctrl-C does
-    (:func:`_terminate`), then a quick exit: the collector is frozen first, so that the
-    interpreter's last collections skip torch's hundreds of thousands of objects (about
-    0.4 s of every command's wall time); every file is already closed and nothing of ours
-    runs at exit. (:func:`main` itself leaves signals and the collector alone: tests and
-    notebooks call it many times in one process.)"""
+    """The ``stochopt`` command: :func:`main`, with the data's files read ahead while torch
+    imports (:func:`read_ahead`), SIGTERM ending it as Ctrl-C does (:func:`_terminate`),
+    then a quick exit: the collector is frozen first, so that the interpreter's last
+    collections skip torch's hundreds of thousands of objects (about 0.4 s of every
+    command's wall time); every file is already closed and nothing of ours runs at exit.
+    (:func:`main` itself leaves signals and the collector alone: tests and notebooks call it
+    many times in one process.)"""
     signal.signal(signal.SIGTERM, _terminate)
     read_ahead(sys.argv[1:])
     code = main()
