@@ -60,6 +60,7 @@ def test_two_processes_write_the_same_figures_as_one(tmp_path, monkeypatch):
 @pytest.mark.parametrize("error, raised, message", [
     (StochoptError("the data ran out"), StochoptError, "^the data ran out$"),
     (ValueError("a bug"), RuntimeError, "^drawing a figure failed: ValueError: a bug$"),
+    (KeyboardInterrupt(), KeyboardInterrupt, None),  # Ctrl-C reaches the child too
 ])
 def test_an_error_in_the_child_is_raised_here(tmp_path, error, raised, message):
     out, pids = tmp_path / "out", tmp_path / "pids"
