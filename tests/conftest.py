@@ -103,3 +103,16 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def fail_renames_to(monkeypatch, name, code, message):
+    """Every atomic write ends in a rename: make the one onto ``name`` fail as a full or
+    read-only disk would."""
+    real_replace = os.replace
+
+    def failing(src, dst, *args, **kwargs):
+        if str(dst).endswith(name):
+            raise OSError(code, message)
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing)

@@ -3,10 +3,9 @@ that fails ending in one line with every earlier file intact, and seeds in one b
 
 import csv
 import errno
-import os
 
 import pytest
-from conftest import write_idx_set
+from conftest import fail_renames_to, write_idx_set
 
 from stochopt.cli import main
 from stochopt.config import Config
@@ -104,26 +103,13 @@ def test_a_flag_that_applies_to_some_is_applied_to_those_and_named(tmp_path, dat
     assert rows["momentum"]["momentum"] == "0.5" and rows["adam"]["momentum"] == ""
 
 
-def _fail_renames_to(monkeypatch, name, code, message):
-    """Every atomic write ends in a rename: make the one onto ``name`` fail as a full or
-    read-only disk would."""
-    real_replace = os.replace
-
-    def failing(src, dst, *args, **kwargs):
-        if str(dst).endswith(name):
-            raise OSError(code, message)
-        return real_replace(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", failing)
-
-
 def test_a_failed_write_ends_in_one_line_and_earlier_files_stay_intact(
         tmp_path, data_dir, capsys, monkeypatch):
     out = tmp_path / "full"
     argv = ["compare", *TINY, "--data-dir", str(data_dir), "--out", str(out)]
     assert main(argv) == 0
     before = _snapshot(out)
-    _fail_renames_to(monkeypatch, "summary.csv", errno.ENOSPC, "No space left on device")
+    fail_renames_to(monkeypatch, "summary.csv", errno.ENOSPC, "No space left on device")
     code, err = _err(capsys, argv)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"cannot write {out / 'summary.csv'}: No space left on device" in err
@@ -137,7 +123,7 @@ def test_a_failed_write_ends_in_one_line_and_earlier_files_stay_intact(
 def test_a_failed_write_in_a_fresh_folder_leaves_the_finished_run_files(
         tmp_path, data_dir, capsys, monkeypatch):
     out = tmp_path / "fresh"
-    _fail_renames_to(monkeypatch, "results.csv", errno.EROFS, "Read-only file system")
+    fail_renames_to(monkeypatch, "results.csv", errno.EROFS, "Read-only file system")
     code, err = _err(capsys, ["compare", *TINY, "--data-dir", str(data_dir), "--out",
                               str(out)])
     assert code == 2 and "cannot write" in err and "results.csv" in err
@@ -149,7 +135,7 @@ def test_a_failed_write_in_a_fresh_folder_leaves_the_finished_run_files(
 def test_a_failed_figure_ends_in_one_line_and_leaves_no_temporary_file(  # forked child
         tmp_path, data_dir, capsys, monkeypatch, figure):
     out = tmp_path / "o"
-    _fail_renames_to(monkeypatch, figure, errno.ENOSPC, "No space left on device")
+    fail_renames_to(monkeypatch, figure, errno.ENOSPC, "No space left on device")
     code, err = _err(capsys, ["compare", *TINY, "--data-dir", str(data_dir), "--out",
                               str(out)])
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err

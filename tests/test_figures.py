@@ -7,6 +7,7 @@ import os
 
 import matplotlib.pyplot as plt
 import pytest
+from conftest import fail_renames_to
 
 from stochopt import files
 from stochopt.errors import StochoptError
@@ -77,14 +78,8 @@ def test_a_full_disk_on_either_side_is_one_message_and_no_temporary_file(
         tmp_path, monkeypatch, failing):
     out, pids = tmp_path / "out", tmp_path / "pids"
     out.mkdir(), pids.mkdir()
-    real_replace = os.replace
-
-    def full(src, dst, *args, **kwargs):
-        if str(dst).endswith(failing):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_replace(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", full)  # the child has this process's memory
+    # the child has this process's memory: the patched rename too
+    fail_renames_to(monkeypatch, failing, errno.ENOSPC, "No space left on device")
     with pytest.raises(StochoptError, match=f"^cannot write {out / failing}: No space left"):
         save_figures(_drawings(out, pids))
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

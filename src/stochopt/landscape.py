@@ -316,10 +316,11 @@ def write(land: Landscape, out: str | Path, frames: int = 60) -> list[Path]:
     # for a thin line's colour (the contours outnumber it), so the paths came out in a
     # neighbour's; and mapping a frame to a given palette is about 30x quicker than choosing
     # each frame's own (1 against 32 ms).
-    own = [round(255 * v) for line in lines[:32] for v in to_rgb(line.get_color())]
-    rest = frames_rgb[-1].quantize(64 - len(own) // 3).getpalette()
+    own = [to_rgb(line.get_color()) for line in lines[:32]]
+    n_rest = 64 - len(own)
+    rest = frames_rgb[-1].quantize(n_rest).getpalette()[: 3 * n_rest]  # flat R, G, B values
     palette = Image.new("P", (1, 1))
-    palette.putpalette(own + rest[: 192 - len(own)])
+    palette.putpalette([round(255 * v) for rgb in own for v in rgb] + rest)
     none = getattr(Image, "Dither", Image).NONE  # Pillow before 9.1 has no Image.Dither
     images = [f.quantize(palette=palette, dither=none) for f in frames_rgb]
     buf = io.BytesIO()

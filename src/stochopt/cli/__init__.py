@@ -121,13 +121,14 @@ def read_ahead(argv: Sequence[str]) -> None:
         return
 
 
-_LAZY = {"build_parser": "parser", "hyperparameter_flags": "parser",
-         "configs_from_args": "common", "load_data": "common"}
 __all__ = ["build_parser", "configs_from_args", "console", "hyperparameter_flags", "load_data",
            "main"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+def __getattr__(name: str) -> Any:  # the names of the TYPE_CHECKING block, as in stochopt's
+    if name in __all__:
+        for module in ("parser", "common"):
+            found = import_module(f".{module}", __name__)
+            if hasattr(found, name):
+                return getattr(found, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

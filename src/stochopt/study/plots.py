@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,10 +20,14 @@ from ..config import RunRecord
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-def _figure(figsize: tuple[float, float]) -> Figure:
+
+def _subplots(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1,
+              **kwargs: Any) -> tuple[Figure, Any]:
+    """pyplot.subplots without pyplot: a Figure and its axes."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=figsize)
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 PANELS = [("train_loss", "train loss"), ("train_acc", "train accuracy (%)"),
@@ -74,8 +78,7 @@ def curves(histories: Sequence[RunRecord], labels: Sequence[str] | None = None,
     panels = [*PANELS, ("suboptimality", suboptimality_label(histories))] if has_sub \
         else PANELS
     ncols = 3 if has_sub else 2
-    fig = _figure((5 * ncols, 7.5))
-    axes = fig.subplots(2, ncols, squeeze=False)
+    fig, axes = _subplots((5 * ncols, 7.5), 2, ncols, squeeze=False)
     flat = axes.T.flatten() if ncols == 2 else axes.flatten()
     order = [0, 1, 3, 4, 2] if has_sub else [0, 2, 1, 3]
     n_seeds = max(len(g) for g in groups.values())
@@ -122,8 +125,7 @@ def _mosaic(tiles: np.ndarray, labels: Sequence[str], cols: int, width: float, c
     gap = max(2, side // 5)
     rows, step = math.ceil(len(tiles) / cols), side + gap
     canvas = np.full((rows * step - gap, cols * step - gap), np.nan)  # NaN: the white gaps
-    fig = _figure((width, width * rows * step / (cols * step) + 0.6))
-    ax = fig.subplots()
+    fig, ax = _subplots((width, width * rows * step / (cols * step) + 0.6))
     colours = matplotlib.colormaps[cmap].with_extremes(bad="white")
     for i, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
         r, c = divmod(i, cols)
@@ -172,8 +174,7 @@ def batch_sizes(fit: dict[str, dict], noise0: float | None, summary: Sequence[di
     """Left: median steps to the accuracy target against the batch size, per solver, with
     McCandlish et al.'s fitted curve ``S = S_min / (1 - E_min / (B S))`` and B_crit, and the
     noise scale B_simple marked. Right: seconds per epoch against the batch size."""
-    fig = _figure((12, 4.5))
-    ax, ax2 = fig.subplots(1, 2)
+    fig, (ax, ax2) = _subplots((12, 4.5), 1, 2)
     for solver, f in fit.items():
         pts = [p for p in f["points"] if p["steps"] is not None]
         (line,) = ax.plot([p["batch_size"] for p in pts], [p["steps"] for p in pts], "o",
@@ -219,8 +220,7 @@ def lr_sensitivity(summary: Sequence[dict], chosen: Sequence[dict] = ()) -> Figu
     """DeepOBS-style: final validation loss against the learning rate, the mean over seeds
     with its 95% interval as a band; a configuration with a diverged seed is an x on the top
     edge, and each chosen lr a star."""
-    fig = _figure((7, 4.5))
-    ax = fig.subplots()
+    fig, ax = _subplots((7, 4.5))
     picked = {c["best"]["config"] for c in chosen if c["best"] is not None}
     finite = [r["final_val_loss_mean"] for r in summary
               if math.isfinite(r["final_val_loss_mean"])]
@@ -253,8 +253,7 @@ def lr_sensitivity(summary: Sequence[dict], chosen: Sequence[dict] = ()) -> Figu
 def profile(fractions: dict[str, list[float]], taus: Sequence[float], unit: str) -> Figure:
     """An AlgoPerf-style performance profile: for each solver, the fraction of problems
     solved within tau times the best solver's cost."""
-    fig = _figure((6.5, 4.5))
-    ax = fig.subplots()
+    fig, ax = _subplots((6.5, 4.5))
     for solver, f in fractions.items():
         ax.step(taus, f, where="post", label=solver)
     ax.set(xlabel=f"tau (x the fewest {unit} to the target on the problem)",
