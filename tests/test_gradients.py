@@ -60,7 +60,7 @@ def test_saga_table_update_equals_naive_per_example_gradients():
         new = {int(i): per_example(W, int(i)) for i in idx}
         naive = sum(new[i] - table[i] for i in new) / len(idx) + sum(table) / n
         ours, Z = saga(one(W.T), idx[None], SeedBatch(X[idx][None]),
-                       one_hot(y[idx], 10, X.dtype).T[None])
+                       one_hot(y[idx], 10, X.dtype).T[None, None])
         ours, Z = ours[0, 0], Z[0, 0]
         assert torch.allclose(ours.T, naive, atol=1e-13)
         assert torch.allclose(Z.T, X[idx] @ W)

@@ -13,7 +13,7 @@ For softmax regression the per-example gradient is ``x_i r_i^T`` with ``r_i = so
 Like the training loop, estimators work on transposes, classes first, for S seeds x M
 configurations (see :mod:`.model`): called with ``W^T`` (S, M, C, d), each seed's batch
 indices ``idx`` (S, B), examples ``X_B`` (S, B, d) as a :class:`~.model.SeedBatch` (which
-makes their products) and one-hot labels ``Y*_B^T`` (S, C, B), they return ``(G^T, Z^T)``:
+makes their products) and one-hot labels ``Y*_B^T`` (S, 1, C, B), they return ``(G^T, Z^T)``:
 the gradient (S, M, C, d) and the batch logits at ``W`` (S, M, C, B), which the loop may
 reuse for the step's metrics.
 """
@@ -54,7 +54,7 @@ class MiniBatch:
     def __call__(self, Wt: torch.Tensor, idx: torch.Tensor, Xb: SeedBatch, Ybt: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         Zt = Xb.logits(Wt)
-        Rt = residuals_t(Zt, Ybt.unsqueeze(1))
+        Rt = residuals_t(Zt, Ybt)
         if self.weight is not None:  # the weighted loss: each example's residual scaled
             Rt.mul_(self.weight[idx].unsqueeze(1).unsqueeze(1))
         return Xb.gradient(Rt, 1 / Xb.size), Zt
@@ -100,7 +100,7 @@ class SAGA(MiniBatch):
 
     def __call__(self, Wt, idx, Xb, Ybt):
         Zt = Xb.logits(Wt)
-        Rt = residuals_t(Zt, Ybt.unsqueeze(1))
+        Rt = residuals_t(Zt, Ybt)
         where = idx[:, None, None, :].expand_as(Rt)  # each seed's examples in its table
         step = Xb.gradient(Rt - self.table.gather(-1, where))
         g = step / idx.shape[1] + self.mean

@@ -605,7 +605,9 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
             clock.reset()
         estimator.epoch_start(Wt)
         order = torch.stack([epoch_order(len(X), int(s), epoch, X.device) for s in seeds])
-        Y_order = Yt.index_select(1, order.flatten()).view(C, S, -1).transpose(0, 1)
+        # each seed's one-hot labels (S, 1, C, N), with a unit axis for the M models, so that
+        # the residuals broadcast against them without a view per step
+        Y_order = Yt.index_select(1, order.flatten()).view(C, S, 1, -1).permute(1, 2, 0, 3)
         batches = zip(order.split(B, 1), Y_order.split(B, -1), y[order].split(B, 1),
                       strict=True)
         metrics = StepMetrics(K, B, C)
