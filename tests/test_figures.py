@@ -94,3 +94,168 @@ def test_without_fork_every_figure_is_drawn_here(tmp_path, monkeypatch):
     save_figures(_drawings(out, pids))
     assert {p.read_text() for p in pids.iterdir()} == {str(os.getpid())}
     assert len(list(out.glob("*.png"))) == 4
+
+
+# The command's drawing process (files.start_drawer), forked before torch is imported: one
+# script in a fresh interpreter, as the `stochopt` command starts, through every case.
+DRAWER_SCRIPT = r'''
+import json, os, signal, sys, time
+from functools import partial
+from pathlib import Path
+
+from stochopt import files
+
+
+def draw(n, records, pids, pause=0.0):
+    """A figure that notes which process drew it, and whether that process has torch."""
+    pids.mkdir(exist_ok=True)
+    (pids / str(n)).write_text(json.dumps([os.getpid(), "torch" in sys.modules]))
+    time.sleep(pause)
+    from stochopt.study import plots
+
+    return plots.curves(records)
+
+
+out = Path(sys.argv[1])
+files.start_drawer()  # as the command does: first
+first = files._drawer.pid if files._drawer else None
+import torch  # noqa: E402,F401  (then torch, as the command imports it)
+
+from stochopt.config import Config, RunRecord  # noqa: E402
+from stochopt.errors import StochoptError  # noqa: E402
+from stochopt.files import Drawing, save_figures  # noqa: E402
+
+records = [RunRecord(Config(optimizer=o), rows=[
+    {"epoch": e, "train_loss": 1 / e, "train_acc": 90 + e, "val_loss": 1.1 / e,
+     "val_acc": 89 + e} for e in (1, 2, 3)]) for o in ("sgd", "adam")]
+
+
+def drawings(case, n=4, pause=0.0):
+    (out / case).mkdir()
+    return [Drawing(out / case / f"f{i}.png", partial(draw, i, records[:1 + i % 2],
+                                                      out / case / "pids", pause), 1 + i % 2)
+            for i in range(n)]
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+said = {"parent": os.getpid(), "first": first}
+save_figures(drawings("drawer"))
+said["matplotlib_here"] = "matplotlib" in sys.modules
+files.stop_drawer()
+said["first_alive"] = alive(first)
+save_figures(drawings("here"))  # no drawing process: here and in a forked child
+
+files._drawer = files._Drawer()  # a second one (torch is loaded now: only for the cases)
+try:
+    save_figures([d._replace(path=out / "missing" / "f.png") for d in drawings("error")])
+except StochoptError as e:
+    said["error"] = str(e)
+local = lambda: partial(draw, 0, records, out / "local" / "pids")()  # noqa: E731
+(out / "local").mkdir()
+save_figures([Drawing(out / "local" / "f0.png", local)])  # cannot be pickled: drawn here
+os.kill(files._drawer.pid, signal.SIGKILL)
+save_figures(drawings("killed"))  # its process is gone: drawn here
+said["killed_forgotten"] = files._drawer is None
+
+files._drawer = files._Drawer()
+second = files._drawer.pid
+signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+signal.setitimer(signal.ITIMER_REAL, 1.0)  # Ctrl-C while the slow figure is drawn there
+try:
+    save_figures(drawings("interrupted", n=2, pause=3.0))
+except KeyboardInterrupt:
+    files.stop_drawer()  # what the command does on its way out: waits for the figures
+    said["interrupted"] = True
+said["second_alive"] = alive(second)
+print(json.dumps(said))
+'''
+
+
+@pytest.fixture(scope="module")
+def drawer_cases(tmp_path_factory):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("drawer")
+    (out / "script.py").write_text(DRAWER_SCRIPT)
+    done = subprocess.run([sys.executable, str(out / "script.py"), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return out, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _drawn_by(folder):
+    import json
+
+    return {p.name: json.loads(p.read_text()) for p in (folder / "pids").iterdir()}
+
+
+@needs_fork
+def test_the_drawing_process_draws_without_torch_the_same_bytes_and_ends(drawer_cases):
+    out, said = drawer_cases
+    assert said["first"] and not said["matplotlib_here"]  # not imported by the command
+    drawn_by = _drawn_by(out / "drawer")
+    pids = {pid for pid, _ in drawn_by.values()}
+    # the drawing process and its own child, two at a time; neither has torch
+    assert len(pids) == 2 and said["parent"] not in pids and said["first"] in pids
+    assert not any(torch for _, torch in drawn_by.values())
+    for n in range(4):
+        assert (out / "drawer" / f"f{n}.png").read_bytes() == \
+            (out / "here" / f"f{n}.png").read_bytes()
+    assert said["parent"] in {pid for pid, _ in _drawn_by(out / "here").values()}
+    assert said["first_alive"] is False  # stopped: killed while idle, and reaped
+
+
+@needs_fork
+def test_an_error_in_the_drawing_process_is_the_same_one_line(drawer_cases):
+    out, said = drawer_cases
+    assert said["error"].startswith(f"cannot write {out / 'missing' / 'f.png'}: No such file")
+    assert said["parent"] not in {pid for pid, _ in _drawn_by(out / "error").values()}
+
+
+@needs_fork
+def test_what_cannot_go_to_the_drawing_process_is_drawn_here(drawer_cases):
+    out, said = drawer_cases
+    # a local function cannot be pickled; a killed process draws nothing more
+    assert [pid for pid, _ in _drawn_by(out / "local").values()] == [said["parent"]]
+    assert said["parent"] in {pid for pid, _ in _drawn_by(out / "killed").values()}
+    assert sorted(p.name for p in (out / "killed").glob("*.png")) == [
+        f"f{n}.png" for n in range(4)]
+    assert said["killed_forgotten"]
+
+
+@needs_fork
+def test_interrupted_while_waiting_the_figures_in_hand_are_finished(drawer_cases):
+    out, said = drawer_cases
+    assert said["interrupted"] and said["second_alive"] is False
+    # the figures it was drawing are complete, and no temporary file is left
+    for name in ("f0.png", "f1.png"):
+        assert (out / "interrupted" / name).read_bytes().startswith(b"\x89PNG")
+    assert not [p for p in (out / "interrupted").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_command_starts_a_drawing_process_only_for_commands_that_draw(monkeypatch):
+    from stochopt import cli
+
+    calls = []
+    monkeypatch.setattr(files, "start_drawer", lambda: calls.append("start"))
+    monkeypatch.setattr(files, "stop_drawer", lambda: calls.append("stop"))
+    monkeypatch.setattr(cli, "main", lambda: 0)
+    monkeypatch.setattr(cli, "read_ahead", lambda argv: None)
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(cli.gc, "freeze", lambda: None)
+    for argv, started in ((["compare"], True), (["train", "--epochs", "1"], True),
+                          (["report", "runs/x"], True), (["compare", "--help"], False),
+                          (["optimum"], False), (["landscape"], False), ([], False)):
+        calls.clear()
+        monkeypatch.setattr(cli.sys, "argv", ["stochopt", *argv])
+        assert cli.console() == 0
+        assert calls == (["start", "stop"] if started else ["stop"]), argv

@@ -3,12 +3,17 @@ name in the same folder first and is renamed into place (an atomic step on POSIX
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import io
 import json
 import os
+import pickle
+import signal
 import sys
 import tempfile
+import types
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -118,9 +123,15 @@ class Drawing(NamedTuple):
 
 def save_figures(drawings: Sequence[Drawing]) -> None:
     """Build and write each figure as :func:`save_figure` does, two at a time where that is
-    safe.
+    safe: by the command's drawing process when it has one (:func:`start_drawer`), else here
+    and in a child forked for about half of them (:func:`_draw_in_two`)."""
+    if _drawer is not None and _drawer.draw(drawings):
+        return
+    _draw_in_two(drawings)
 
-    Drawing a figure is single-threaded Python (text layout, ticks), so a thread would not
+
+def _draw_in_two(drawings: Sequence[Drawing]) -> None:
+    """Drawing a figure is single-threaded Python (text layout, ticks), so a thread would not
     help; a forked child builds and writes about half the figures (by their panels) while
     this process does the rest: the main job's five figures take 1.6 s on one core. The
     child touches neither torch nor the files this process writes, and leaves by
@@ -152,7 +163,7 @@ def save_figures(drawings: Sequence[Drawing]) -> None:
                     save_figure(d.path, d.draw())
                 code = 0
             except BaseException as e:  # every error goes back to the parent
-                os.write(write, f"{type(e).__name__}\n{e}".encode()[:4000])
+                os.write(write, _failure(e))
         finally:
             os._exit(code)
     os.close(write)
@@ -173,6 +184,140 @@ def save_figures(drawings: Sequence[Drawing]) -> None:
     if status != 0:
         raise StochoptError(f"the process writing {', '.join(str(d.path) for d in theirs)} "
                             f"ended abnormally (wait status {status}); run the command again")
+
+
+def _failure(e: BaseException) -> bytes:
+    """An error as the drawing processes report it: its type's name, a newline, its text."""
+    return f"{type(e).__name__}\n{e}".encode()[:4000]
+
+
+class _Portable(pickle.Pickler):
+    """Pickles a dataclass instance (a run record, its configuration) as a namespace of its
+    fields, so that the drawing process reads a job without importing the modules that
+    define them (torch comes with those). The figures read fields only."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+            return types.SimpleNamespace, (), fields
+        return NotImplemented
+
+
+def _send(f: Any, data: bytes) -> None:
+    f.write(len(data).to_bytes(8, "little") + data)
+    f.flush()
+
+
+def _receive(f: Any) -> bytes | None:
+    """One message sent by :func:`_send`; None at the end of the pipe."""
+    head = f.read(8)
+    if len(head) < 8:
+        return None
+    data = f.read(int.from_bytes(head, "little"))
+    return data if len(data) == int.from_bytes(head, "little") else None
+
+
+class _Drawer:
+    """The command's drawing process (see :func:`start_drawer`): forked before torch is
+    imported, it imports matplotlib and sets up its fonts while the command imports torch
+    and reads the data, then waits for figures to draw. A job is a list of :class:`Drawing`
+    (pickled by :class:`_Portable`), drawn by :func:`_draw_in_two` there; the answer is
+    empty or the error, as :func:`_failure` writes it."""
+
+    def __init__(self) -> None:
+        jobs_r, jobs_w = os.pipe()
+        answers_r, answers_w = os.pipe()
+        with warnings.catch_warnings():  # Python 3.12+ warns of threads; there are none yet
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                os.close(jobs_w), os.close(answers_r)
+                _serve(os.fdopen(jobs_r, "rb"), os.fdopen(answers_w, "wb"))
+            finally:
+                os._exit(0)
+        os.close(jobs_r), os.close(answers_w)
+        self.jobs, self.answers = os.fdopen(jobs_w, "wb"), os.fdopen(answers_r, "rb")
+        self.busy = False
+
+    def draw(self, drawings: Sequence[Drawing]) -> bool:
+        """Draw and write ``drawings`` there: True when done, False when this process must
+        draw them itself (a figure that cannot be pickled, a bug there, the process gone);
+        a StochoptError there is raised here."""
+        buffer = io.BytesIO()
+        try:
+            _Portable(buffer).dump(list(drawings))
+        except Exception:  # a figure built by a local function, say: drawn here
+            return False
+        self.busy = True
+        try:
+            _send(self.jobs, buffer.getvalue())
+            answer = _receive(self.answers)
+        except OSError:
+            answer = None
+        self.busy = False
+        if answer is None:  # gone (killed): the files it wrote are complete; draw them here
+            stop_drawer()
+            return False
+        kind, _, text = answer.decode(errors="replace").partition("\n")
+        if kind == "StochoptError":
+            raise StochoptError(text)
+        return not kind  # a bug there: drawn again here, where it is raised as it is
+
+    def stop(self) -> None:
+        """End the process: at once when it is idle (it writes nothing then), else after
+        the figures it is writing (this process was interrupted while it waited)."""
+        if not self.busy:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self.jobs.close()
+        self.answers.close()
+        os.waitpid(self.pid, 0)
+
+
+def _serve(jobs: Any, answers: Any) -> None:
+    """The drawing process: Ctrl-C and SIGTERM are the command's to handle (it ends this
+    process after the figures in hand), matplotlib set up, then each job until the
+    command's end of the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.nice(10)  # set up on what torch's import leaves of the cores, not against it
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))  # the first text drawn loads the fonts
+    fig.text(0.5, 0.5, "0")
+    fig.savefig(io.BytesIO(), format="png")
+    while (job := _receive(jobs)) is not None:
+        try:
+            _draw_in_two(pickle.loads(job))
+            answer = b""
+        except BaseException as e:
+            answer = _failure(e)
+        try:
+            _send(answers, answer)
+        except OSError:  # the command is gone
+            return
+
+
+_drawer: _Drawer | None = None
+
+
+def start_drawer() -> None:
+    """Fork the command's drawing process (:class:`_Drawer`) now, so that matplotlib's
+    import and font set-up (about 1 s) run on the second core while torch imports, instead
+    of after training. Only at a command's start: before torch is imported (the process
+    is small, and there is no thread yet), where fork is safe (:func:`_can_fork`)."""
+    global _drawer
+    if _drawer is None and "torch" not in sys.modules and _can_fork():
+        _drawer = _Drawer()
+
+
+def stop_drawer() -> None:
+    """End the drawing process, if there is one (:meth:`_Drawer.stop`)."""
+    global _drawer
+    drawer, _drawer = _drawer, None
+    if drawer is not None:
+        drawer.stop()
 
 
 def _can_fork() -> bool:

@@ -29,6 +29,8 @@ COMMANDS = {"train": "train:cmd_train", "compare": "study:cmd_many", "sweep": "s
             "zoo": "zoo:cmd_zoo", "report": "report:cmd_report"}
 # the commands with --data-dir and --dataset (a test holds this to the parser)
 READS_DATA = ("train", "compare", "sweep", "tune", "zoo", "optimum", "noise-scale")
+# the commands that write figures (through stochopt.files.save_figures)
+DRAWS = ("train", "compare", "sweep", "tune", "zoo", "report")
 
 
 def command(name: str) -> Callable[[argparse.Namespace], int]:
@@ -88,15 +90,25 @@ def _say(line: str) -> None:
 
 def console() -> int:
     """The ``stochopt`` command: :func:`main`, with the data's files read ahead while torch
-    imports (:func:`read_ahead`), SIGTERM ending it as Ctrl-C does (:func:`_terminate`),
+    imports (:func:`read_ahead`) and, for a command that draws, matplotlib set up in a
+    drawing process forked first (:func:`stochopt.files.start_drawer`), which is ended when
+    the command ends; SIGTERM ending it as Ctrl-C does (:func:`_terminate`),
     then a quick exit: the collector is frozen first, so that the interpreter's last
     collections skip torch's hundreds of thousands of objects (about 0.4 s of every
     command's wall time); every file is already closed and nothing of ours runs at exit.
     (:func:`main` itself leaves signals and the collector alone: tests and notebooks call it
     many times in one process.)"""
+    from ..files import start_drawer, stop_drawer
+
+    argv = sys.argv[1:]
+    if argv and argv[0] in DRAWS and not {"-h", "--help"} & set(argv):
+        start_drawer()  # first: matplotlib imports there while torch imports here
     signal.signal(signal.SIGTERM, _terminate)
-    read_ahead(sys.argv[1:])
-    code = main()
+    read_ahead(argv)
+    try:
+        code = main()
+    finally:
+        stop_drawer()
     gc.freeze()
     return code
 

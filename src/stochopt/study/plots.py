@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..config import RunRecord
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported for the annotations alone: the drawing process has no torch
     from matplotlib.figure import Figure
+
+    from ..config import RunRecord
 
 
 def _subplots(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1,
