@@ -259,3 +259,22 @@ def test_the_command_starts_a_drawing_process_only_for_commands_that_draw(monkey
         monkeypatch.setattr(cli.sys, "argv", ["stochopt", *argv])
         assert cli.console() == 0
         assert calls == (["start", "stop"] if started else ["stop"]), argv
+
+
+def test_a_drawing_process_that_cannot_start_leaves_the_figures_to_the_command(
+        tmp_path, monkeypatch):
+    import sys
+
+    def no_fork():
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.delitem(sys.modules, "torch")  # as at a command's start
+    monkeypatch.setattr(files, "_can_fork", lambda: True)
+    monkeypatch.setattr(os, "fork", no_fork)
+    files.start_drawer()
+    assert files._drawer is None
+    monkeypatch.undo()
+    out, pids = tmp_path / "out", tmp_path / "pids"
+    out.mkdir(), pids.mkdir()
+    save_figures(_drawings(out, pids))
+    assert len(list(out.glob("*.png"))) == 4

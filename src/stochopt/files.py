@@ -272,7 +272,13 @@ class _Drawer:
                 os.kill(self.pid, signal.SIGKILL)
         self.jobs.close()
         self.answers.close()
-        os.waitpid(self.pid, 0)
+        # the figures in hand take a second or two: a second Ctrl-C does not cut them short
+        handlers = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            os.waitpid(self.pid, 0)
+        finally:
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
 
 
 def _serve(jobs: Any, answers: Any) -> None:
@@ -309,7 +315,8 @@ def start_drawer() -> None:
     is small, and there is no thread yet), where fork is safe (:func:`_can_fork`)."""
     global _drawer
     if _drawer is None and "torch" not in sys.modules and _can_fork():
-        _drawer = _Drawer()
+        with contextlib.suppress(OSError):  # no process to spare: the command draws them
+            _drawer = _Drawer()
 
 
 def stop_drawer() -> None:
