@@ -267,11 +267,13 @@ class _Drawer:
     def stop(self) -> None:
         """End the process: at once when it is idle (it writes nothing then), else after
         the figures it is writing (this process was interrupted while it waited)."""
+        self.jobs.close()
+        self.answers.close()
         if not self.busy:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-        self.jobs.close()
-        self.answers.close()
+            os.waitpid(self.pid, 0)
+            return
         # the figures in hand take a second or two: a second Ctrl-C does not cut them short
         handlers = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -287,7 +289,9 @@ def _serve(jobs: Any, answers: Any) -> None:
     command's end of the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.nice(10)  # set up on what torch's import leaves of the cores, not against it
+    # set up on what torch's import leaves of the cores, not against it (the figures are
+    # drawn at this priority too, while the command waits for them)
+    os.nice(10)
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(1, 1))  # the first text drawn loads the fonts
