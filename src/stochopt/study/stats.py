@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,11 +20,70 @@ from typing import Any
 import numpy as np
 
 
-def t_quantile(q: float, df: int) -> float:
-    """The q-quantile of Student's t with ``df`` degrees of freedom."""
-    from scipy.special import stdtrit  # scipy.special, not scipy.stats: 10x faster to import
+# Student's t for an integer number of degrees of freedom (the seeds less one), in closed
+# form: importing scipy.special for it took 0.3-0.45 s of every study's wall time.
+def t_two_sided(t: float, df: int) -> float:
+    """``P(|T| > t)`` for Student's T with ``df`` (a positive integer) degrees of freedom.
 
-    return float(stdtrit(df, q))
+    With ``x = df / (df + t^2)`` it is ``I_x(df/2, 1/2)``, whose series for an integer df
+    are finite (Abramowitz & Stegun 26.7.3-4): for df = 2m, ``1 - sqrt(1-x) sum_{k<m} a_k
+    x^k`` with ``a_k = prod_{j<=k} (2j-1)/(2j)``; for df = 2m+1, ``(2/pi) (asin(sqrt x) -
+    sqrt(x(1-x)) sum_{k<m} b_k x^k)`` with ``b_k = prod_{j<=k} 2j/(2j+1)``. Both sums are
+    the first m terms of ``1/sqrt(1-x)`` and of ``asin(sqrt x)/sqrt(x(1-x))``, so in the
+    tail (where the difference would lose digits) it is summed as the series' remaining
+    terms instead, all positive: no cancellation, however small the probability."""
+    if df < 1 or df != int(df):
+        raise ValueError(f"degrees of freedom must be a positive integer, not {df}")
+    df, t = int(df), abs(t)
+    if math.isinf(t):
+        return 0.0
+    r = math.hypot(math.sqrt(df), t)  # x and 1 - x as ratios, not one from the other
+    x, c, s = df / (r * r), math.sqrt(df) / r, t / r  # x = c^2, 1 - x = s^2
+    m, odd = df // 2, df % 2 == 1
+    coef = 1.0  # a_k (even) or b_k (odd), from k = 0
+    head = 0.0
+    for k in range(m):
+        head += coef * x**k
+        coef *= (2 * k + 1) / (2 * k + 2) if not odd else (2 * k + 2) / (2 * k + 3)
+    front = c * s * 2 / math.pi if odd else s
+    # asin(sqrt x) = atan2(sqrt df, t), well conditioned near x = 1
+    whole = 2 / math.pi * math.atan2(math.sqrt(df), t) if odd else 1.0
+    if (direct := whole - front * head) > 0.1:  # cancels away at most a digit
+        return direct
+    tail, k, term = 0.0, m, coef * x**m
+    # each term is less than x times the one before, so what is left after a term is less
+    # than term * x / (1 - x)
+    while term > tail * 1e-17 * (1 - x):
+        tail += term
+        coef *= (2 * k + 1) / (2 * k + 2) if not odd else (2 * k + 2) / (2 * k + 3)
+        k += 1
+        term = coef * x**k
+    return front * tail
+
+
+@functools.cache  # a study asks for a few (q, df) pairs, thousands of times
+def t_quantile(q: float, df: int) -> float:
+    """The q-quantile of Student's t with ``df`` (a positive integer) degrees of freedom:
+    the t where ``P(T <= t) = q``, by Newton's method on :func:`t_two_sided` in the tail's
+    own terms (so that q near 0 or 1 keeps its relative precision)."""
+    if not 0 < q < 1:
+        return -math.inf if q == 0 else math.inf if q == 1 else math.nan
+    if q == 0.5:
+        return 0.0
+    p = 2 * min(q, 1 - q)  # the two-sided tail the quantile leaves, P(|T| > t)
+    log_density = (math.lgamma((df + 1) / 2) - math.lgamma(df / 2)
+                   - 0.5 * math.log(df * math.pi))
+    t = 1.0  # P(|T| > t) falls from 1 at 0 and is convex there: Newton's steps from the
+    for _ in range(200):  # left never overshoot; from the right they are halved if they do
+        tail = t_two_sided(t, df)
+        density = math.exp(log_density - (df + 1) / 2 * math.log1p(t * t / df))
+        step = (tail - p) / (2 * density)
+        if t + step <= 0:
+            step = -t / 2
+        t += step
+        if abs(step) <= 4 * math.ulp(t):
+            break
+    return t if q > 0.5 else -t
 
 
 @dataclass(frozen=True)
@@ -69,10 +129,7 @@ def p_value(diff: Interval) -> float:
         return math.nan
     if diff.sd == 0:
         return 1.0 if diff.mean == 0 else 0.0
-    from scipy.special import stdtr
-
-    t = abs(diff.mean) / (diff.sd / math.sqrt(diff.n))
-    return float(2 * stdtr(diff.n - 1, -t))
+    return t_two_sided(abs(diff.mean) / (diff.sd / math.sqrt(diff.n)), diff.n - 1)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
