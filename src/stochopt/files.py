@@ -151,9 +151,7 @@ def _draw_in_two(drawings: Sequence[Drawing]) -> None:
         (mine, theirs)[side].append(d)
         load[side] += d.panels
     read, write = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12+ warns of threads; the child uses none
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
+    pid = _fork()
     if pid == 0:  # the child: its share, then straight out, whatever happens
         code = 1
         try:
@@ -186,6 +184,15 @@ def _draw_in_two(drawings: Sequence[Drawing]) -> None:
                             f"ended abnormally (wait status {status}); run the command again")
 
 
+def _fork() -> int:
+    """``os.fork()``. Python 3.12+ warns of forking a process with threads: the children
+    here run no thread of the parent's (the drawing process is forked before any exists,
+    and a figures' child draws on its own)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
 def _failure(e: BaseException) -> bytes:
     """An error as the drawing processes report it: its type's name, a newline, its text."""
     return f"{type(e).__name__}\n{e}".encode()[:4000]
@@ -213,8 +220,9 @@ def _receive(f: Any) -> bytes | None:
     head = f.read(8)
     if len(head) < 8:
         return None
-    data = f.read(int.from_bytes(head, "little"))
-    return data if len(data) == int.from_bytes(head, "little") else None
+    size = int.from_bytes(head, "little")
+    data = f.read(size)
+    return data if len(data) == size else None
 
 
 class _Drawer:
@@ -227,9 +235,7 @@ class _Drawer:
     def __init__(self) -> None:
         jobs_r, jobs_w = os.pipe()
         answers_r, answers_w = os.pipe()
-        with warnings.catch_warnings():  # Python 3.12+ warns of threads; there are none yet
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.pid = os.fork()
+        self.pid = _fork()
         if self.pid == 0:
             try:
                 os.close(jobs_w), os.close(answers_r)

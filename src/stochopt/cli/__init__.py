@@ -101,7 +101,7 @@ def console() -> int:
     from ..files import start_drawer, stop_drawer
 
     argv = sys.argv[1:]
-    if argv and argv[0] in DRAWS and not {"-h", "--help"} & set(argv):
+    if _runs(argv, DRAWS):
         start_drawer()  # first: matplotlib imports there while torch imports here
     signal.signal(signal.SIGTERM, _terminate)
     read_ahead(argv)
@@ -113,13 +113,18 @@ def console() -> int:
     return code
 
 
+def _runs(argv: Sequence[str], commands: Sequence[str]) -> bool:
+    """Whether ``argv`` runs one of ``commands`` (not only prints its help)."""
+    return bool(argv) and argv[0] in commands and not {"-h", "--help"} & set(argv)
+
+
 def read_ahead(argv: Sequence[str]) -> None:
     """Start reading the MNIST-format files that ``argv``'s command will load, on a thread,
     while torch imports (about 2 s; the read, 0.5 s of gunzip and MD5, runs outside the GIL:
     :func:`stochopt.data.idx.read_ahead`). ``argv`` is only glanced at here (--data-dir,
     --dataset); the command's parser reads it properly after. A wrong guess costs the read
     alone: the arrays are taken only by a load of the same folder and data set."""
-    if not argv or argv[0] not in READS_DATA or {"-h", "--help"} & set(argv):
+    if not _runs(argv, READS_DATA):
         return
     glance = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     glance.add_argument("--data-dir")

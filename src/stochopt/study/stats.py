@@ -40,11 +40,15 @@ def t_two_sided(t: float, df: int) -> float:
     r = math.hypot(math.sqrt(df), t)  # x and 1 - x as ratios, not one from the other
     x, c, s = df / (r * r), math.sqrt(df) / r, t / r  # x = c^2, 1 - x = s^2
     m, odd = df // 2, df % 2 == 1
-    coef = 1.0  # a_k (even) or b_k (odd), from k = 0
+
+    def ratio(k: int) -> float:  # a_{k+1} / a_k (even df) or b_{k+1} / b_k (odd)
+        return (2 * k + 2) / (2 * k + 3) if odd else (2 * k + 1) / (2 * k + 2)
+
+    coef = 1.0  # a_k or b_k, from k = 0
     head = 0.0
     for k in range(m):
         head += coef * x**k
-        coef *= (2 * k + 1) / (2 * k + 2) if not odd else (2 * k + 2) / (2 * k + 3)
+        coef *= ratio(k)
     front = c * s * 2 / math.pi if odd else s
     # asin(sqrt x) = atan2(sqrt df, t), well conditioned near x = 1
     whole = 2 / math.pi * math.atan2(math.sqrt(df), t) if odd else 1.0
@@ -55,7 +59,7 @@ def t_two_sided(t: float, df: int) -> float:
     # than term * x / (1 - x)
     while term > tail * 1e-17 * (1 - x):
         tail += term
-        coef *= (2 * k + 1) / (2 * k + 2) if not odd else (2 * k + 2) / (2 * k + 3)
+        coef *= ratio(k)
         k += 1
         term = coef * x**k
     return front * tail
