@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import dump_svmlight_file, load_breast_cancer, load_digits
 
 from stochopt.cli import main
@@ -31,6 +34,30 @@ def test_digits_compare_trains_every_seed_and_draws_8x8_weight_images(tmp_path):
     assert len(split.X_train) == n - 2 * round(0.2 * n)
     assert split.image_shape == (8, 8) and split.n_classes == 10
     assert float(split.X_train.max()) == 1.0  # pixels / 16
+
+
+def test_digits_are_scikit_learns_bundled_digits_read_without_importing_it(monkeypatch):
+    from stochopt.data import arrays
+
+    X, y = load_digits(return_X_y=True)
+    split = load_split(dataset="digits", dtype=torch.float64)
+    rest, val = exercise_split_indices(len(X))
+    test, train = rest[:len(val)], rest[len(val):]  # the recipe's test: the next fifth
+    # the Split's rows are scikit-learn's own pixels / 16 and labels, in the recipe's order
+    for part, index in (("train", train), ("val", val), ("test", test)):
+        np.testing.assert_array_equal(getattr(split, f"X_{part}").numpy(), X[index] / 16.0)
+        np.testing.assert_array_equal(getattr(split, f"y_{part}").numpy(), y[index])
+    # where the bundled file is not what it was, scikit-learn's reader gives the same arrays
+    monkeypatch.setattr(arrays, "DIGITS_SHAPE", (1, 1))
+    X2, y2 = arrays._digits()
+    np.testing.assert_array_equal(X2, X)
+    np.testing.assert_array_equal(y2, y)
+    done = subprocess.run([sys.executable, "-c", (
+        "import sys; from stochopt.data import load_split; s = load_split(dataset='digits'); "
+        "print(len(s.X_train), sorted(m for m in sys.modules if m.startswith('sklearn')))")],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(train)), "[]"]
 
 
 def test_npz_with_its_own_test_set_and_string_labels(tmp_path):
