@@ -278,3 +278,56 @@ def test_a_drawing_process_that_cannot_start_leaves_the_figures_to_the_command(
     out.mkdir(), pids.mkdir()
     save_figures(_drawings(out, pids))
     assert len(list(out.glob("*.png"))) == 4
+
+
+def _records(sub_low: float) -> list:
+    """Three configurations of three seeds over 10 epochs; f - f* from 2 down to sub_low
+    (below 0: the symmetric log axis and its wider tick labels)."""
+    from stochopt.config import Config, FStar, RunRecord
+
+    records = []
+    for name in ("momentum", "nesterov", "adam"):
+        for seed in range(3):
+            rows = [{"epoch": e, "train_loss": 2 / e, "train_acc": 80 + e, "val_loss": 2.2 / e,
+                     "val_acc": 79 + e, "suboptimality": 2 * (sub_low / 2) ** (e / 10)
+                     if sub_low > 0 else 2 - e * (2 - sub_low) / 10} for e in range(1, 11)]
+            records.append(RunRecord(Config(optimizer=name, seed=seed), rows=rows,
+                                     f_star=FStar(0.25, attained=sub_low > 0)))
+    return records
+
+
+@pytest.mark.parametrize("name", ["curves", "curves_log", "curves_symlog", "lr_sensitivity",
+                                  "batch_sizes", "profile"])
+def test_laid_out_figures_keep_every_text_inside_and_their_panels_apart(name):
+    """The figures with fixed margins (drawn once, not measured and cropped) must still fit
+    their tick labels, axis labels and titles, for the widest labels they carry."""
+    from stochopt.study import plots
+
+    summary = [{"optimizer": "momentum", "batch_size": b, "lr": lr, "config": f"m{b}{lr}",
+                "final_val_loss_mean": 0.3 / lr ** 0.2, "final_val_loss_ci95_low": 0.25,
+                "final_val_loss_ci95_high": 0.9, "seconds_per_epoch": 1e-3 * b ** 0.5}
+               for b in (32, 128, 512) for lr in (1e-3, 1e-2, 1e-1)]
+    fit = {"momentum": {"points": [{"batch_size": b, "steps": 10_000 // b ** 0.5,
+                                    "noise_scale_end": 300.0} for b in (32, 128, 512)],
+                        "b_crit": 250.0, "s_min": 100.0, "e_min": 8000.0}}
+    fig = {"curves": lambda: plots.curves(_records(0)[:3]),  # no f*: 2 x 2
+           "curves_log": lambda: plots.curves(_records(1e-4)),
+           "curves_symlog": lambda: plots.curves(_records(-3e-3)),
+           "lr_sensitivity": lambda: plots.lr_sensitivity(summary),
+           "batch_sizes": lambda: plots.batch_sizes(fit, 64.5, summary),
+           "profile": lambda: plots.profile({"sgd": [0.1, 0.5, 1.0], "adam": [0.4, 0.8, 1.0]},
+                                            [1.0, 2.0, 4.0], "steps")}[name]()
+    assert getattr(fig, "laid_out", False)  # saved as drawn: nothing crops it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # as saving draws it
+    renderer = canvas.get_renderer()
+    page = fig.bbox
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.get_visible() and ax.axison]
+    for box in boxes:  # titles, tick labels and axis labels inside the figure
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 <= box.y1 <= page.y1
+    for i, a in enumerate(boxes):  # and no panel's texts run into another's
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    plt.close("all")

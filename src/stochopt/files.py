@@ -106,7 +106,10 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
 
 def save_figure(path: str | Path, fig: Any) -> None:
     fmt = Path(path).suffix.lstrip(".") or "png"
-    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"),
+    # a figure with its margins set (plots._margins) is drawn once; others are cropped
+    # to what they hold, which draws them twice
+    crop = None if getattr(fig, "laid_out", False) else "tight"
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches=crop),
                  binary=True)
     if pyplot := sys.modules.get("matplotlib.pyplot"):  # a figure pyplot made: let go of it
         pyplot.close(fig)
