@@ -21,6 +21,7 @@ def test_exercise_notebook_executes(data_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("STOCHOPT_DATA", str(data_dir))
     monkeypatch.setenv("STOCHOPT_NB_EPOCHS", "1")
     monkeypatch.setenv("STOCHOPT_NB_SEEDS", "2")
+    monkeypatch.setenv("STOCHOPT_NB_ROWS", "6000")  # an eighth of the training rows
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -35,6 +36,7 @@ def test_exercise_notebook_executes(data_dir, monkeypatch, tmp_path):
     fd_line = next(line for line in text.splitlines() if "central differences" in line)
     assert float(fd_line.split("=")[1]) < 1e-6
     assert "validation accuracy" in text
+    assert "torch.Size([6000, 784])" in text  # the first cell's shapes: the rows asked for
     assert shown.count("**Answer.**") == 3  # questions 4, 5 and 6, from the run
     assert "Final validation accuracy by batch size" in shown and "adam" in shown
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 8
