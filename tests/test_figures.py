@@ -296,8 +296,12 @@ def _records(sub_low: float) -> list:
     return records
 
 
+LANDSCAPES = [f"{kind}_{fn}" for fn in ("rosenbrock", "beale", "himmelblau", "quadratic")
+              for kind in ("paths", "loss")]
+
+
 @pytest.mark.parametrize("name", ["curves", "curves_log", "curves_symlog", "lr_sensitivity",
-                                  "batch_sizes", "profile"])
+                                  "batch_sizes", "profile", *LANDSCAPES])
 def test_laid_out_figures_keep_every_text_inside_and_their_panels_apart(name):
     """The figures with fixed margins (drawn once, not measured and cropped) must still fit
     their tick labels, axis labels and titles, for the widest labels they carry."""
@@ -310,6 +314,14 @@ def test_laid_out_figures_keep_every_text_inside_and_their_panels_apart(name):
     fit = {"momentum": {"points": [{"batch_size": b, "steps": 10_000 // b ** 0.5,
                                     "noise_scale_end": 300.0} for b in (32, 128, 512)],
                         "b_crit": 250.0, "s_min": 100.0, "e_min": 8000.0}}
+    if name in LANDSCAPES:  # with gradient noise: the longest titles
+        from stochopt import landscape
+
+        kind, fn = name.split("_")
+        land = landscape.run(fn, ["sgd", "momentum", "adam"], steps=30, noise=0.1)
+        fig = (landscape.paths_figure if kind == "paths" else landscape.loss_figure)(land)
+        _inside_and_apart(fig)
+        return
     fig = {"curves": lambda: plots.curves(_records(0)[:3]),  # no f*: 2 x 2
            "curves_log": lambda: plots.curves(_records(1e-4)),
            "curves_symlog": lambda: plots.curves(_records(-3e-3)),
@@ -317,6 +329,10 @@ def test_laid_out_figures_keep_every_text_inside_and_their_panels_apart(name):
            "batch_sizes": lambda: plots.batch_sizes(fit, 64.5, summary),
            "profile": lambda: plots.profile({"sgd": [0.1, 0.5, 1.0], "adam": [0.4, 0.8, 1.0]},
                                             [1.0, 2.0, 4.0], "steps")}[name]()
+    _inside_and_apart(fig)
+
+
+def _inside_and_apart(fig) -> None:
     assert getattr(fig, "laid_out", False)  # saved as drawn: nothing crops it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

@@ -106,7 +106,7 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
 
 def save_figure(path: str | Path, fig: Any) -> None:
     fmt = Path(path).suffix.lstrip(".") or "png"
-    # a figure with its margins set (plots._margins) is drawn once; others are cropped
+    # a figure with its margins set (plots.fixed_margins) is drawn once; others are cropped
     # to what they hold, which draws them twice
     crop = None if getattr(fig, "laid_out", False) else "tight"
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches=crop),

@@ -241,6 +241,8 @@ def _contours(ax, fn: Function) -> None:
 def paths_figure(land: Landscape, upto: int | None = None):
     import matplotlib.pyplot as plt
 
+    from .study.plots import fixed_margins
+
     fig, ax = plt.subplots(figsize=(7, 6))
     _contours(ax, land.fn)
     for p in land.paths:
@@ -250,12 +252,14 @@ def paths_figure(land: Landscape, upto: int | None = None):
     noise = f", gradient noise {land.noise:g}" if land.noise else ""
     ax.set_title(f"{land.fn.name}: paths from {land.fn.start} (star: minimum{noise})")
     ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
+    fixed_margins(fig, bottom=0.55)  # drawn once, not measured and cropped
     return fig
 
 
 def loss_figure(land: Landscape):
     import matplotlib.pyplot as plt
+
+    from .study.plots import fixed_margins
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for p in land.paths:
@@ -269,7 +273,7 @@ def loss_figure(land: Landscape):
         ax.set_ylim(max(1e-16, values.min() / 3), values.max() * 3)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fixed_margins(fig, bottom=0.55)
     return fig
 
 

@@ -30,8 +30,8 @@ def _subplots(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1,
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
-def _margins(fig: Figure, left: float = 0.75, right: float = 0.2, bottom: float = 0.6,
-             top: float = 0.4, wgap: float = 0.75, hgap: float = 0.8) -> None:
+def fixed_margins(fig: Figure, left: float = 0.75, right: float = 0.2, bottom: float = 0.6,
+                  top: float = 0.4, wgap: float = 0.75, hgap: float = 0.8) -> None:
     """Fixed margins and gaps between panels, in inches, enough for the tick labels, axis
     labels and titles these figures carry, so that saving draws the figure once: matplotlib's
     tight_layout measured every text first (0.25-0.5 s of the curves figure) and cropping on
@@ -129,7 +129,7 @@ def curves(histories: Sequence[RunRecord], labels: Sequence[str] | None = None,
         axes[1, 2].axis("off")
     flat[0].legend(fontsize=8)
     # no axis labels: tick labels alone, the widest the f - f* panel's (2 x 10^-1)
-    _margins(fig, left=0.6, wgap=0.95 if has_sub else 0.6)
+    fixed_margins(fig, left=0.6, wgap=0.95 if has_sub else 0.6)
     return fig
 
 
@@ -230,7 +230,7 @@ def batch_sizes(fit: dict[str, dict], noise0: float | None, summary: Sequence[di
         a.grid(alpha=0.3, which="both")
         a.set_xticks(sizes, [str(b) for b in sizes])  # the batch sizes run, not powers of 10
         a.minorticks_off()
-    _margins(fig)
+    fixed_margins(fig)
     return fig
 
 
@@ -264,7 +264,7 @@ def lr_sensitivity(summary: Sequence[dict], chosen: Sequence[dict] = ()) -> Figu
            title="lr sensitivity (band: 95% CI over seeds; x: diverged; *: chosen)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _margins(fig)
+    fixed_margins(fig)
     return fig
 
 
@@ -279,5 +279,5 @@ def profile(fractions: dict[str, list[float]], taus: Sequence[float], unit: str)
            title="performance profile (problems: batch size x seed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _margins(fig)
+    fixed_margins(fig)
     return fig
