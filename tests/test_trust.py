@@ -160,6 +160,32 @@ def test_noise_scale_equals_a_per_example_autograd_computation(split):
     assert mine.n == 300
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_fits_full_pass_made_once_gives_a_fresh_pass_numbers_at_every_epoch(
+        split, monkeypatch, dtype):
+    """The fit's FullPass keeps its float64 buffer and row norms between epochs: at new
+    weights each call gives a fresh pass's numbers, bit for bit, over several chunks and a
+    short last one (the copy into the buffer, unlike ``.double()``, must not leak a chunk
+    into the next)."""
+    import stochopt.noise as noise
+
+    monkeypatch.setattr(noise, "CHUNK", 700)  # 2,000 rows: chunks of 700, 700 and 600
+    X, y = split.X_train[:2000].to(dtype), split.y_train[:2000]
+    once = noise.FullPass(X, y)
+    torch.manual_seed(1)
+    for epoch in range(3):
+        W = 0.01 * (epoch + 1) * torch.randn(4, X.shape[1], 10, dtype=dtype)
+        loss, gsq, sq = once(W, noise=epoch != 1)  # a loss-only pass between two
+        fresh = noise.FullPass(X, y)(W, noise=epoch != 1)
+        assert torch.equal(loss, fresh[0])
+        if epoch != 1:
+            assert torch.equal(gsq, fresh[1]) and torch.equal(sq, fresh[2])
+            # and the per-example sum straight from its definition, one chunk-free pass
+            R = torch.softmax(X @ W, -1) - torch.nn.functional.one_hot(y, 10).to(dtype)
+            direct = ((R * R).sum(-1) * (X * X).sum(-1)).double().mean(-1)
+            torch.testing.assert_close(sq, direct, rtol=1e-5, atol=0)
+
+
 def test_noise_scale_command_prints_and_writes_the_zero_models_and_a_weight_files(
         data_dir, tmp_path, capsys, split):
     assert main(["noise-scale", "--data-dir", str(data_dir), "--out", str(tmp_path)]) == 0
@@ -311,6 +337,23 @@ def test_a_difference_significant_alone_is_not_after_holm():
     assert ac["p_value"] == pytest.approx(alone) and 0.0167 < alone < 0.05
     assert ac["ci95_low"] > 0  # unadjusted, the interval excludes 0
     assert ac["p_holm"] >= 0.05 and ac["verdict"] == "indistinguishable"
+
+
+def test_the_bootstraps_median_of_a_few_runs_is_numpys_median():
+    """The bootstrap's sorting median gives numpy's number exactly: odd and even counts,
+    runs that never reached the target (None, counted as infinite) and a median that is
+    infinite (None)."""
+    from stochopt.study.analysis import _small_median
+
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        n = int(rng.integers(1, 12))
+        values = [None if rng.random() < 0.2 else float(rng.integers(1, 10**6)) / 7
+                  for _ in range(n)]
+        expected = float(np.median([math.inf if v is None else v for v in values]))
+        got = _small_median(values)
+        assert (got is None and not math.isfinite(expected)) or got == expected, values
+    assert _small_median([]) is None
 
 
 def test_the_bootstrap_intervals_agree_with_scipys_bootstrap():

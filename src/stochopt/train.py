@@ -37,7 +37,7 @@ from .model import (
     seed_batch_gradient,
     seed_logits_t,
 )
-from .noise import full_pass
+from .noise import FullPass
 from .optim import Hyper, Rule, State
 from .optim.base import StepBatch
 from .optim.schedules import Schedule
@@ -583,13 +583,14 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
     # one block: every model's update is the same work, its seconds the wall time / K
     clock = UpdateClock(len(updaters), X.device) if len(updaters) > 1 else None
     eval_at = set(c0.eval_steps(steps))
+    full_pass = FullPass(X, y)  # the data's part of each epoch's pass, made once
 
     def measure(W: torch.Tensor) -> tuple[list, list, list, list]:
         """Validation loss and accuracy, f - f* and B_simple (when asked) of the K models."""
         val_loss, val_acc = evaluate(W, split.X_val, split.y_val)
         sub, b_simple = [math.nan] * K, [math.nan] * K
         if noise_scale or any(s is not None for s in stars):
-            loss, gsq, sq = full_pass(W, X, y, noise=noise_scale)
+            loss, gsq, sq = full_pass(W, noise=noise_scale)
             f = (loss + penalty(W, wd)).tolist()
             sub = [math.nan if s is None else fk - s.value for fk, s in zip(f, stars,
                                                                             strict=True)]

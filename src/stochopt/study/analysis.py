@@ -148,6 +148,18 @@ def _median(values: list[float | None]) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _small_median(values: list[float | None]) -> float | None:
+    """:func:`_median` of a few finite values or None, by sorting them: the same number as
+    numpy's median (the middle value, or the two middle ones' sum halved), about 20x
+    quicker on a handful of values, which the bootstrap's thousands of draws add up."""
+    if not values:
+        return None
+    s = sorted(math.inf if v is None else float(v) for v in values)
+    n = len(s)
+    x = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+    return x if math.isfinite(x) else None
+
+
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per configuration: for each of :data:`METRICS` the mean, sample sd and
     Student-t 95% interval over its seeds (empty where a seed diverged), the fraction of
@@ -309,10 +321,16 @@ def bootstrap_fit(steps: dict[int, list[float | None]], resamples: int = 2000,
     infinite, so the interval says when the answer is fragile."""
     rng = np.random.default_rng(seed)
     drawn: dict[str, list[float]] = {"s_min": [], "e_min": [], "b_crit": []}
+    # each size's median is one of its few runs' values (or the mean of two), so the
+    # resamples repeat a few hundred sets of medians at most: each is fitted once
+    fits: dict[tuple[float | None, ...], tuple[float, float]] = {}
     for _ in range(resamples):
-        medians = {b: _median([v[i] for i in rng.integers(0, len(v), len(v))])
+        medians = {b: _small_median([v[i] for i in rng.integers(0, len(v), len(v))])
                    for b, v in steps.items()}
-        s_min, e_min = _fit(medians)
+        key = tuple(medians.values())
+        if key not in fits:
+            fits[key] = _fit(medians)
+        s_min, e_min = fits[key]
         valid = math.isfinite(s_min) and s_min > 0 and e_min > 0
         drawn["s_min"].append(s_min if valid else math.inf)
         drawn["e_min"].append(e_min if valid else math.inf)
