@@ -11,6 +11,7 @@ from conftest import torch_threads
 
 from stochopt.data import Split, batch_order, load_split
 from stochopt.model import cross_entropy, gradient
+from stochopt.optim import RULES
 from stochopt.train import Config, StepMetrics, fit, plan_groups
 
 
@@ -383,3 +384,67 @@ def test_one_run_trains_to_the_same_bits_on_one_thread_and_on_two(split, batch_s
     two, one = runs
     assert (two.weights == one.weights).all()
     assert [r["train_loss"] for r in two.rows] == [r["train_loss"] for r in one.rows]
+
+
+
+def _subnormals(state) -> int:
+    """Nonzero values below the smallest normal number, over a rule state's tensors."""
+    tensors = [v for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    return sum(int(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).sum()) for t in tensors)
+
+
+def _one_epoch(split, monkeypatch, optimizer, flushing):
+    """One epoch at batch 32 (long enough for a buffer to decay into the subnormal range)
+    and the rule's state after it; ``flushing=False``: the loop's flushing turned off."""
+    import contextlib
+
+    import stochopt.train as train
+
+    with monkeypatch.context() as m:
+        if not flushing:
+            m.setattr(train, "flushed_subnormals", lambda *a: contextlib.nullcontext())
+        carry: dict = {}
+        (r,) = fit(Config(optimizer=optimizer, epochs=1, batch_size=32), split, carry=carry)
+    assert not train._flushing()  # the caller's mode is given back
+    timing = {"seconds", "batch_seconds"}
+    return r.weights, [{k: v for k, v in row.items() if k not in timing} for row in r.rows], \
+        carry["states"][0]
+
+
+@pytest.mark.parametrize("optimizer", sorted(n for n, r in RULES.items() if r.linear))
+def test_a_linear_rule_trains_to_the_same_numbers_with_subnormals_flushed(
+        split, monkeypatch, optimizer):
+    """Rule.linear: the loop flushes subnormal values to zero (faster), and the weights,
+    losses and accuracies are those of the same run keeping them, bit for bit; a momentum
+    buffer of a pixel the batches rarely light decays into that range within an epoch."""
+    flushed, rows, state = _one_epoch(split, monkeypatch, optimizer, flushing=True)
+    kept, kept_rows, kept_state = _one_epoch(split, monkeypatch, optimizer, flushing=False)
+    assert _subnormals(state) == 0
+    if "m" in kept_state:  # a buffer: it did decay into the range, and was flushed
+        assert _subnormals(kept_state) > 0
+    assert (flushed == kept).all() and rows == kept_rows
+
+
+def test_a_batch_with_a_rule_that_is_not_linear_keeps_its_subnormals(split, monkeypatch):
+    """Adam divides by sqrt(v) (eps may be 0) and Rprop takes signs: a subnormal is a
+    step for them, so a batch holding one is trained as torch.optim trains, subnormals
+    and all."""
+    _, _, state = _one_epoch(split, monkeypatch, "adam", flushing=True)
+    assert not RULES["adam"].linear and _subnormals(state) > 0
+
+
+def test_data_with_subnormal_features_is_not_flushed():
+    """DAZ would read a subnormal feature as 0: such data trains with the CPU's default."""
+    from stochopt.train import _flushing, flushed_subnormals
+
+    X = torch.ones(50, 4)
+    configs = [Config(optimizer="momentum")]
+    with flushed_subnormals(configs, X):
+        assert _flushing()
+    X[3, 2] = 1e-40
+    with flushed_subnormals(configs, X):
+        assert not _flushing()
+    with flushed_subnormals([Config(optimizer="momentum"), Config(optimizer="adam")],
+                            torch.ones(50, 4)):
+        assert not _flushing()
+    assert not _flushing()

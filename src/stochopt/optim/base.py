@@ -147,6 +147,13 @@ class Rule:
     # "scale_free" (it divides by a running RMS or takes a sign: an lr on the scale of the
     # moves) or "lr_free" (lr multiplies its own estimate or caps the step it finds: 1)
     landscape_lr: ClassVar[str] = "gradient"
+    # True when each update is a fixed linear combination of the gradient, the weights and
+    # the rule's own buffers (SGD, heavy ball, Nesterov): a subnormal value (below 1e-38 in
+    # float32) then moves no weight larger than about 1e-30, so the loop may flush such
+    # values to zero, which is faster (train.flushed_subnormals). Not for a rule that takes
+    # a sign (a subnormal gradient is a whole step of Rprop or Lion) or divides by a
+    # running statistic (Adam's m / sqrt(v), with eps 0)
+    linear: ClassVar[bool] = False
     # True for someone else's optimiser (MODULE:NAME, stochopt.optim.plugin)
     plugin: ClassVar[bool] = False
     source: ClassVar[str] = ""  # a plug-in's package and version, or its file's sha256

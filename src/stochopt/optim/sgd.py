@@ -21,6 +21,7 @@ class SGD(Rule):
 
     name = "sgd"
     reference = Reference("torch.optim.SGD", torch.optim.SGD)
+    linear = True
 
     def update(self, w, g, state, lr):
         add_(w, -lr, g)
@@ -37,6 +38,7 @@ class Momentum(Rule):
 
     name = "momentum"
     reference = Reference("torch.optim.SGD(momentum=0.9)", torch.optim.SGD)
+    linear = True
     nesterov: ClassVar[bool] = False
     momentum = Setting(0.9, UNIT, "momentum factor mu")
     dampening = Setting(0.0, UNIT, "dampening of the gradient in the buffer")
