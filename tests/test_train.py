@@ -434,7 +434,8 @@ def test_a_batch_with_a_rule_that_is_not_linear_keeps_its_subnormals(split, monk
 
 
 def test_data_with_subnormal_features_is_not_flushed():
-    """DAZ would read a subnormal feature as 0: such data trains with the CPU's default."""
+    """DAZ would read a subnormal feature as 0: such data, sparse rows (not looked into) and
+    a batch with a rule that is not linear train with the CPU's default."""
     from stochopt.train import _flushing, flushed_subnormals
 
     X = torch.ones(50, 4)
@@ -443,6 +444,8 @@ def test_data_with_subnormal_features_is_not_flushed():
         assert _flushing()
     X[3, 2] = 1e-40
     with flushed_subnormals(configs, X):
+        assert not _flushing()
+    with flushed_subnormals(configs, torch.ones(50, 4).to_sparse()):  # rows not looked into
         assert not _flushing()
     with flushed_subnormals([Config(optimizer="momentum"), Config(optimizer="adam")],
                             torch.ones(50, 4)):
