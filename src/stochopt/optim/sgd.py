@@ -87,6 +87,7 @@ class ASGD(Rule):
     reference = Reference("torch.optim.ASGD", torch.optim.ASGD,
                           answer=lambda opt, p: opt.state[p]["ax"], values={"t0": 5.0})
     default_schedule = "constant"
+    linear = True
     lr = Setting(0.01, POSITIVE, "initial step size eta_0 (and the lr in eta_t's decay)")
     lambd = Setting(1e-4, NON_NEGATIVE, "decay term: w shrinks by lambd eta_t per step, and "
                     "eta_t decays with it")
