@@ -339,21 +339,23 @@ def test_a_difference_significant_alone_is_not_after_holm():
     assert ac["p_holm"] >= 0.05 and ac["verdict"] == "indistinguishable"
 
 
-def test_the_bootstraps_median_of_a_few_runs_is_numpys_median():
-    """The bootstrap's sorting median gives numpy's number exactly: odd and even counts,
-    runs that never reached the target (None, counted as infinite) and a median that is
-    infinite (None)."""
-    from stochopt.study.analysis import _small_median
+def test_the_median_over_seeds_is_numpys_median():
+    """The tables' and the bootstrap's median (by sorting) gives numpy's number exactly: odd
+    and even counts, runs that never reached the target (None, counted as infinite), a
+    median that is infinite or a NaN value (None)."""
+    from stochopt.study.analysis import _median
 
     rng = np.random.default_rng(7)
     for _ in range(2000):
         n = int(rng.integers(1, 12))
         values = [None if rng.random() < 0.2 else float(rng.integers(1, 10**6)) / 7
                   for _ in range(n)]
+        if rng.random() < 0.05:
+            values[int(rng.integers(0, n))] = math.nan
         expected = float(np.median([math.inf if v is None else v for v in values]))
-        got = _small_median(values)
+        got = _median(values)
         assert (got is None and not math.isfinite(expected)) or got == expected, values
-    assert _small_median([]) is None
+    assert _median([]) is None
 
 
 def test_the_bootstrap_intervals_agree_with_scipys_bootstrap():
