@@ -386,6 +386,52 @@ def test_one_run_trains_to_the_same_bits_on_one_thread_and_on_two(split, batch_s
     assert [r["train_loss"] for r in two.rows] == [r["train_loss"] for r in one.rows]
 
 
+@pytest.mark.parametrize("seeds, serial", [(1, True), (4, True), (5, False)])
+def test_adams_square_roots_are_taken_on_one_thread_for_up_to_four_models(
+        split, monkeypatch, seeds, serial):
+    """Adam's roots of v for K = 1 and 4 models (7,840 and 31,360 entries) are taken on one
+    thread, where MKL's vector math does not split them (split, they differed between
+    processes on an Intel CPU); K = 5 keeps torch's two threads; the process keeps its
+    threads, and K = 1's run is the same bit for bit as on a process with one thread."""
+    seen = []
+    root = torch.sqrt
+
+    def spy(x, *args, **kwargs):
+        if x.numel() >= 7840:
+            seen.append(torch.get_num_threads())
+        return root(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "sqrt", spy)
+    small = Split(split.X_train[:640], split.y_train[:640], split.X_val[:100],
+                  split.y_val[:100], split.X_test[:10], split.y_test[:10])
+    configs = [Config(optimizer="adam", batch_size=64, epochs=1, seed=s) for s in range(seeds)]
+    with torch_threads(2):
+        two = fit(configs, small)
+        assert torch.get_num_threads() == 2
+    assert seen == ([1] * 10 if serial else [])  # K = 5: x.sqrt() itself, on two threads
+    if seeds == 1:
+        with torch_threads(1):
+            one = fit(configs, small)
+        assert (two[0].weights == one[0].weights).all()
+
+
+@pytest.mark.parametrize("n", [1, 2047, 2048, 7840, 32767, 32768, 100000])
+def test_the_rules_square_root_is_torchs_bit_for_bit(n):
+    """optim.base.sqrt and sqrt_ give x.sqrt()'s values at every size, on one thread or
+    not, in place for sqrt_; a number's root is math.sqrt's."""
+    from stochopt.optim.base import sqrt, sqrt_
+
+    x = torch.rand(n, generator=torch.Generator().manual_seed(n)) * 10.0 ** torch.randint(
+        -40, 3, (n,), generator=torch.Generator().manual_seed(n + 1))
+    with torch_threads(2):
+        expected = x.sqrt()
+        assert torch.equal(sqrt(x), expected)
+        y = x.clone()
+        assert sqrt_(y) is y and torch.equal(y, expected)
+        assert torch.get_num_threads() == 2
+    assert sqrt(2.0) == math.sqrt(2.0)
+
+
 
 def _subnormals(state) -> int:
     """Nonzero values below the smallest normal number, over a rule state's tensors."""

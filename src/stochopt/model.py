@@ -11,6 +11,8 @@ returns one value per model (a scalar, or a ``(K,)`` tensor).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -70,7 +72,7 @@ class SeedBatch:
         if self.one:  # matmul folds (1, M, C, d) into one (M*C, d) product itself: the same
             # mm call without two Python-level views, a few microseconds of a K = 1 step
             if self.serial and M == 1:
-                return _one_thread(torch.matmul, Wt, self._xt)
+                return one_thread(torch.matmul, Wt, self._xt)
             return torch.matmul(Wt, self._xt)
         return torch.bmm(Wt.reshape(S, M * C, d), self._xt).view(S, M, C, -1)
 
@@ -78,7 +80,7 @@ class SeedBatch:
         """``scale * R^T X_B`` (S, M, C, d) for R^T (S, M, C, B)."""
         if self.one:  # as in logits: matmul folds R^T (1, M, C, B) into one (M*C, B)
             # product; scaling its result costs less than the two views addmm's alpha needs
-            G = (_one_thread(torch.matmul, Rt, self._x) if self.serial and Rt.shape[1] == 1
+            G = (one_thread(torch.matmul, Rt, self._x) if self.serial and Rt.shape[1] == 1
                  else torch.matmul(Rt, self._x))
             return G if scale == 1 else G.mul_(_number(scale, G))
         S, M, C, B = Rt.shape
@@ -104,16 +106,16 @@ class SeedBatch:
 ONE_THREAD_BATCH = 128
 
 
-def _one_thread(f, *args: torch.Tensor) -> torch.Tensor:
+def one_thread(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``f(*args)`` with torch's intra-op threads set to one (a sub-microsecond switch). The
     setting is the process's: stochopt never trains in two Python threads of one process,
     and a caller that does should set one thread itself."""
     n = torch.get_num_threads()
     if n == 1:
-        return f(*args)
+        return f(*args, **kwargs)
     torch.set_num_threads(1)
     try:
-        return f(*args)
+        return f(*args, **kwargs)
     finally:
         torch.set_num_threads(n)
 

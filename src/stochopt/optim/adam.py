@@ -6,7 +6,18 @@ from __future__ import annotations
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from .base import Reference, Rule, add_, addcdiv_, addcmul_, cautious_, is_zero, with_betas
+from .base import (
+    Reference,
+    Rule,
+    add_,
+    addcdiv_,
+    addcmul_,
+    cautious_,
+    is_zero,
+    sqrt,
+    sqrt_,
+    with_betas,
+)
 from .registry import register
 
 # the settings Adam and NAdam share: one declaration, one flag, one help line
@@ -45,7 +56,7 @@ class CautiousAdamLoop(torch.optim.Optimizer):
             g = g.add(p, alpha=self.wd)
         self.m.lerp_(g, 1 - b1)
         self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        u = self.m / (self.v.sqrt() / (1 - b2**self.t) ** 0.5).add_(self.eps)
+        u = self.m / (sqrt(self.v) / (1 - b2**self.t) ** 0.5).add_(self.eps)
         mask = (u * g > 0).to(g.dtype)
         mask.mul_(mask.numel() / (mask.sum() + 1))
         p.add_(u * mask, alpha=-lr / (1 - b1**self.t))
@@ -95,7 +106,7 @@ class Adam(Rule):
         v = addcmul_(state["v"].mul_(self.beta2), 1 - self.beta2, g, g)
         if self.amsgrad:
             v = torch.maximum(state["vmax"], v, out=state["vmax"])
-        denom = v.sqrt().div_((1 - self.beta2**t) ** 0.5).add_(self.eps)
+        denom = sqrt(v).div_((1 - self.beta2**t) ** 0.5).add_(self.eps)
         if self.cautious:
             add_(w, -lr / (1 - self.beta1**t), cautious_(m / denom, g))
         else:
@@ -153,7 +164,7 @@ class NAdam(Rule):
         state["mu_product"] = mu_product = state["mu_product"] * mu
         m = state["m"].lerp_(g, 1 - b1)
         v = addcmul_(state["v"].mul_(self.beta2), 1 - self.beta2, g, g)
-        denom = v.div(1 - self.beta2**t).sqrt_().add_(self.eps)
+        denom = sqrt_(v.div(1 - self.beta2**t)).add_(self.eps)
         addcdiv_(w, -lr * (1 - mu) / (1 - mu_product), g, denom)
         addcdiv_(w, -lr * mu_next / (1 - mu_product * mu_next), m, denom)
 
@@ -233,11 +244,11 @@ class RAdam(Rule):
         if isinstance(rho_t, torch.Tensor):  # K configurations with different b2
             rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
                     / ((rho_inf - 4) * (rho_inf - 2) * rho_t)).clamp(min=0) ** 0.5
-            adaptive = bc2**0.5 / v.sqrt().add_(self.eps)
+            adaptive = bc2**0.5 / sqrt(v).add_(self.eps)
             w.sub_(m_hat * lr * torch.where(rho_t > 5, adaptive * rect, 1.0))
         elif rho_t > 5:
             rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
                     / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-            w.sub_(m_hat * lr * (bc2**0.5 / v.sqrt().add_(self.eps)) * rect)
+            w.sub_(m_hat * lr * (bc2**0.5 / sqrt(v).add_(self.eps)) * rect)
         else:
             w.sub_(m_hat * lr)

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Interval, Setting
-from .base import Reference, Rule, add_, addcdiv_, addcmul_, from_package, is_zero
+from .base import Reference, Rule, add_, addcdiv_, addcmul_, from_package, is_zero, sqrt, sqrt_
 from .registry import register
 
 
@@ -33,7 +33,7 @@ class AdaGrad(Rule):
 
     def update(self, w, g, state, lr):
         s = state["s"].addcmul_(g, g)
-        addcdiv_(w, -lr, g, s.sqrt().add_(self.eps))
+        addcdiv_(w, -lr, g, sqrt(s).add_(self.eps))
 
 
 @register
@@ -69,7 +69,7 @@ class RMSProp(Rule):
         if self.centered:
             a = state["a"].lerp_(g, 1 - self.alpha)
             v = v.addcmul(a, a, value=-1)
-        denom = v.sqrt().add_(self.eps)
+        denom = sqrt(v).add_(self.eps)
         if "b" in state:
             add_(w, -lr, state["b"].mul_(self.momentum).addcdiv_(g, denom))
         else:
@@ -98,7 +98,7 @@ class AdaDelta(Rule):
     def update(self, w, g, state, lr):
         v = addcmul_(state["v"].mul_(self.rho), 1 - self.rho, g, g)
         u = state["u"]
-        d = (u + self.eps).sqrt_().div_((v + self.eps).sqrt_()).mul_(g)
+        d = sqrt_(u + self.eps).div_(sqrt_(v + self.eps)).mul_(g)
         addcmul_(u.mul_(self.rho), 1 - self.rho, d, d)
         add_(w, -lr, d)
 

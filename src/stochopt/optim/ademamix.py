@@ -82,7 +82,7 @@ class AdEMAMix(Rule):
         m1 = state["m1"].lerp_(g, 1 - self.beta1)
         v = addcmul_(state["v"].mul_(self.beta2), 1 - self.beta2, g, g)
         m2 = state["m2"].lerp_(g, 1 - beta3)
-        denom = v.sqrt().div_(sqrt(1 - self.beta2**t)).add_(self.eps)
+        denom = sqrt(v).div_(sqrt(1 - self.beta2**t)).add_(self.eps)
         if self.cautious:
             step = cautious_(m1.clone(), g).div_(1 - self.beta1**t)
         else:

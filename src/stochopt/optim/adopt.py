@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from .base import Reference, Rule, add_, addcmul_, from_package, is_zero, with_betas
+from .base import Reference, Rule, add_, addcmul_, from_package, is_zero, sqrt, with_betas
 from .registry import register
 
 
@@ -62,7 +62,7 @@ class ADOPT(Rule):
             return
         if self.decouple and not is_zero(self.weight_decay):
             add_(w, -lr * self.weight_decay, w)
-        normed = g.div(torch.clamp(v.sqrt(), self.eps))
+        normed = g.div(torch.clamp(sqrt(v), self.eps))
         if self.clip:
             normed.clamp_(-t**0.25, t**0.25)
         state["m"].lerp_(normed, 1 - self.beta1)

@@ -24,6 +24,7 @@ from .base import (
     addcmul_,
     from_package,
     is_zero,
+    sqrt,
     sumsq,
     with_betas,
 )
@@ -137,7 +138,7 @@ class Prodigy(_DAdapted):
         d_hat = self.d_coef * numerator / _l1(s)
         d_max = torch.maximum(state["d_max"], d_hat)
         state.update(numerator=numerator, d=d_max, d_max=d_max)  # growth_rate infinite
-        denom = v.sqrt().add_(c(d_max * self.eps))
+        denom = sqrt(v).add_(c(d_max * self.eps))
         self._decoupled_decay(w, dlr)
         addcdiv_(w, c(-dlr), m, denom)
 
@@ -173,7 +174,7 @@ class DAdaptAdam(_DAdapted):
         c = _coefficient(w)
         dlr = self._dlr(state, lr)
         m, v, s = state["m"], state["v"], state["s"]
-        denom = v.sqrt().add_(self.eps)
+        denom = sqrt(v).add_(self.eps)
         acc = dlr * _dot(g, s.div(denom))
         add_(m.mul_(b1), c(dlr * (1 - b1)), g)
         addcmul_(v.mul_(b2), 1 - b2, g, g)
@@ -181,7 +182,7 @@ class DAdaptAdam(_DAdapted):
         numerator = sb2 * state["numerator"] + (1 - sb2) * acc
         d_hat = numerator / ((1 - sb2) * _l1(s))
         state.update(numerator=numerator, d=torch.maximum(state["d"], d_hat))
-        denom = v.sqrt().add_(self.eps)
+        denom = sqrt(v).add_(self.eps)
         self._decoupled_decay(w, dlr)
         w.addcdiv_(m, denom, value=-1)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Setting
-from .base import Reference, Rule, add_, addcmul_, cautious_, from_package, is_zero, sqrt
+from .base import Reference, Rule, add_, addcmul_, cautious_, from_package, is_zero, sqrt, sqrt_
 from .registry import register
 
 
@@ -100,7 +100,7 @@ class MARS(Rule):
         v = addcmul_(state["v"].mul_(b2), 1 - b2, c, c)
         if self.ams_bound:
             v = torch.maximum(state["vmax"], v, out=state["vmax"])
-        u.div_(v.add(1e-15).sqrt_().add_(self.eps).div_(sqrt(1 - b2**t)).mul_(1 - b1**t))
+        u.div_(sqrt_(v.add(1e-15)).add_(self.eps).div_(sqrt(1 - b2**t)).mul_(1 - b1**t))
         if not is_zero(self.weight_decay):
             w.mul_(1 - lr * self.weight_decay)
         add_(w, -lr, u)

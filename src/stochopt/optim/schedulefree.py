@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 
 from ..settings import NON_NEGATIVE, POSITIVE, Interval, Setting
-from .base import Reference, Rule, add_, addcmul_, from_package, is_zero, with_betas
+from .base import Reference, Rule, add_, addcmul_, from_package, is_zero, sqrt_, with_betas
 from .registry import register
 
 OPEN_UNIT = Interval(0.0, 1.0, low_open=True, high_open=True)
@@ -125,7 +125,7 @@ class AdamWScheduleFree(_ScheduleFree):
         v, b2 = state["v"], self.beta2
         v.mul_(b2)
         addcmul_(v, 1 - b2, g, g)
-        denom = (v / (1 - b2 ** state["t"])).sqrt_().add_(self.eps)
+        denom = sqrt_(v / (1 - b2 ** state["t"])).add_(self.eps)
         u = g / denom
         if not is_zero(self.weight_decay):
             add_(u, self.weight_decay, w)

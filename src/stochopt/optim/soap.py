@@ -10,7 +10,7 @@ import torch
 
 from ..model import seed_batch_gradient
 from ..settings import NON_NEGATIVE, POSITIVE, UNIT, Interval, Setting
-from .base import Reference, Rule, StepBatch, from_package, is_zero, with_betas
+from .base import Reference, Rule, StepBatch, from_package, is_zero, sqrt, with_betas
 from .kronecker import matrix, models, value
 from .registry import register
 
@@ -141,7 +141,7 @@ class SOAP(Rule):
         m, v, Q = own["m"], own["v"], own["bases"]
         v.lerp_(project(G, Q).square(), weight=1.0 - b2)
         m.lerp_(G, weight=1.0 - b1)
-        denom = v.sqrt().add_(eps)
+        denom = sqrt(v).add_(eps)
         u = project(project(m, Q) / denom, Q, back=True)
         if self.normalize_gradient:
             u.div_(torch.mean(u.square()).sqrt_().add_(eps))
