@@ -6,6 +6,7 @@ import errno
 import os
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 from conftest import fail_renames_to
 
@@ -301,7 +302,7 @@ LANDSCAPES = [f"{kind}_{fn}" for fn in ("rosenbrock", "beale", "himmelblau", "qu
 
 
 @pytest.mark.parametrize("name", ["curves", "curves_log", "curves_symlog", "lr_sensitivity",
-                                  "batch_sizes", "profile", *LANDSCAPES])
+                                  "batch_sizes", "profile", "weights", "samples", *LANDSCAPES])
 def test_laid_out_figures_keep_every_text_inside_and_their_panels_apart(name):
     """The figures with fixed margins (drawn once, not measured and cropped) must still fit
     their tick labels, axis labels and titles, for the widest labels they carry."""
@@ -328,7 +329,14 @@ def test_laid_out_figures_keep_every_text_inside_and_their_panels_apart(name):
            "lr_sensitivity": lambda: plots.lr_sensitivity(summary),
            "batch_sizes": lambda: plots.batch_sizes(fit, 64.5, summary),
            "profile": lambda: plots.profile({"sgd": [0.1, 0.5, 1.0], "adam": [0.4, 0.8, 1.0]},
-                                            [1.0, 2.0, 4.0], "steps")}[name]()
+                                            [1.0, 2.0, 4.0], "steps"),
+           # the longest title a run's name gives, and values whose ticks are the widest
+           "weights": lambda: plots.weights(
+               np.linspace(-12.5, 12.5, 7840).reshape(784, 10),
+               "adamw-schedulefree: columns of W (adamw-schedulefree-lr0.0025-bs512-s4-"
+               "1f675634)"),
+           "samples": lambda: plots.samples(np.linspace(0, 1, 32 * 784).reshape(32, 784),
+                                            np.arange(32) % 10)}[name]()
     _inside_and_apart(fig)
 
 
@@ -340,10 +348,16 @@ def _inside_and_apart(fig) -> None:
     canvas.draw()  # as saving draws it
     renderer = canvas.get_renderer()
     page = fig.bbox
-    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.get_visible() and ax.axison]
+    # every axes: an image's with its axis off holds its labels and title
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.get_visible()]
     for box in boxes:  # titles, tick labels and axis labels inside the figure
         assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 <= box.y1 <= page.y1
     for i, a in enumerate(boxes):  # and no panel's texts run into another's
         for b in boxes[i + 1:]:
             assert not a.overlaps(b), (a, b)
+    for ax in fig.axes:  # nor a title into its panel's own texts (a mosaic's labels)
+        if ax.get_visible() and ax.get_title():
+            title = ax.title.get_window_extent(renderer)
+            for text in ax.texts:
+                assert not title.overlaps(text.get_window_extent(renderer)), text.get_text()
     plt.close("all")

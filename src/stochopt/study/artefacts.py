@@ -303,9 +303,9 @@ def write_all(out: str | Path, records: Sequence[RunRecord], title: str,
                      next(r for r in records if r.config.optimizer == optimizer))
         images[optimizer] = first.load_weights(out)
         name = f"weights_{safe_name(optimizer)}.png"
-        drawings.append(Drawing(out / name, partial(
+        drawings.append(Drawing(out / name, partial(  # ten tiles and a bar: about 2 panels
             plots.weights, images[optimizer], f"{optimizer}: columns of W ({first.run})",
-            image[0])))
+            image[0]), 2))
         figures.append(name)
     save_figures(drawings)
     if failed:

@@ -134,24 +134,41 @@ def curves(histories: Sequence[RunRecord], labels: Sequence[str] | None = None,
 
 
 def _mosaic(tiles: np.ndarray, labels: Sequence[str], cols: int, width: float, cmap: str,
-            vmin: float, vmax: float, fontsize: float) -> Figure:
+            vmin: float, vmax: float, fontsize: float, title: str = "",
+            right: float = 0.1) -> Figure:
     """Square tiles on one image, labelled above: one imshow instead of an axes per tile,
-    which makes the figure several times faster to lay out and save."""
+    which makes the figure several times faster to lay out and save. Laid out in inches, as
+    :func:`fixed_margins` lays out the panels, so that saving draws it once: the image
+    fills its axes (its height follows from the width), with room above for the first
+    row's labels and ``title``, and ``right`` inches beside it (a colour bar's)."""
     import matplotlib
+    from matplotlib.figure import Figure
 
     side = tiles.shape[-1]
     gap = max(2, side // 5)
     rows, step = math.ceil(len(tiles) / cols), side + gap
     canvas = np.full((rows * step - gap, cols * step - gap), np.nan)  # NaN: the white gaps
-    fig, ax = _subplots((width, width * rows * step / (cols * step) + 0.6))
+    margin, inner = 0.1, width - 0.1 - right
+    height = inner * canvas.shape[0] / canvas.shape[1]  # the image's, at its aspect
+    unit = inner / canvas.shape[1]  # inches per pixel of the canvas
+    label = (0.05 * side + 0.5) * unit + 1.3 * fontsize / 72  # a label's top above the image
+    pad = label * 72 + 4  # the title's, in points, clear of the labels
+    points = 12  # the title's size, matplotlib's default ("large")
+    top = (pad + 1.3 * points) / 72 if title else label
+    fig = Figure(figsize=(width, margin + height + top + margin))
+    total = fig.get_figheight()
+    ax = fig.add_axes((margin / width, margin / total, inner / width, height / total))
     colours = matplotlib.colormaps[cmap].with_extremes(bad="white")
-    for i, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
+    for i, (tile, text) in enumerate(zip(tiles, labels, strict=True)):
         r, c = divmod(i, cols)
         canvas[r * step:r * step + side, c * step:c * step + side] = tile
-        ax.text(c * step + (side - 1) / 2, r * step - 0.05 * side, label, ha="center",
+        ax.text(c * step + (side - 1) / 2, r * step - 0.05 * side, text, ha="center",
                 va="bottom", fontsize=fontsize)
     ax.imshow(canvas, cmap=colours, vmin=vmin, vmax=vmax)
     ax.axis("off")
+    if title:
+        ax.set_title(title, pad=pad, fontsize=points)
+    fig.laid_out = True  # type: ignore[attr-defined]
     return fig
 
 
@@ -163,13 +180,15 @@ def weights(W: np.ndarray, title: str = "", side: int = 28) -> Figure:
     largest weights and would otherwise wash out the digits (beyond it, the end colours)."""
     images = W[:side * side].T.reshape(-1, side, side)
     scale = float(np.percentile(np.abs(images), 99)) or 1.0
+    # the bar (0.2 in), 0.15 in from the image; its tick labels and label to its right
     fig = _mosaic(images, [str(c) for c in range(len(images))], 5, 10, "RdBu_r", -scale,
-                  scale, 12)
+                  scale, 12, title, right=1.2)
     ax = fig.axes[0]
-    bar = fig.colorbar(ax.images[0], ax=ax, fraction=0.025, pad=0.02, extend="both")
+    box = ax.get_position()
+    width = fig.get_figwidth()
+    bar = fig.colorbar(ax.images[0], cax=fig.add_axes(
+        (box.x1 + 0.15 / width, box.y0, 0.2 / width, box.height)), extend="both")
     bar.set_label("weight (red +: for the class, blue -: against)")
-    if title:
-        ax.set_title(title, pad=24)
     return fig
 
 
