@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,34 @@ def test_the_commands_read_ahead_are_those_with_a_data_dir_flag():
     assert set(cli.COMMANDS) == set(commands)
     assert set(cli.READS_DATA) == {name for name, p in commands.items()
                                    if "--data-dir" in p._option_string_actions}
+
+
+@pytest.mark.parametrize("thread", [False, True])
+def test_the_installed_command_ends_at_once_after_its_exit_handlers_and_output(
+        tmp_path, thread):
+    """``stochopt`` (``cli.run``) exits with main's code once the exit handlers have run and
+    stdout is flushed (no newline, a pipe: nothing written until then), and nothing after
+    it runs; a live thread that is not a daemon is waited for."""
+    script = tmp_path / "command.py"
+    script.write_text(textwrap.dedent(f"""
+        import atexit, sys, threading, time
+        from stochopt import cli
+        cli.main = lambda: (print("said", end=""), 3)[1]
+        atexit.register(lambda: open({str(tmp_path / "handler")!r}, "w").write("ran"))
+        if {thread}:
+            def late():
+                time.sleep(0.5)
+                open({str(tmp_path / "thread")!r}, "w").write("done")
+            threading.Thread(target=late).start()
+        sys.argv = ["stochopt"]
+        cli.run()
+        print("after")
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 3 and done.stdout == "said", (done.stdout, done.stderr)
+    assert (tmp_path / "handler").read_text() == "ran"
+    assert (tmp_path / "thread").exists() == thread
 
 
 def test_the_console_entry_returns_mains_code_and_freezes_the_collector(monkeypatch):

@@ -1,5 +1,3 @@
-import sys
+from .cli import run
 
-from .cli import console
-
-sys.exit(console())
+run()

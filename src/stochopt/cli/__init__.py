@@ -9,9 +9,13 @@ as its flag); a diverged ``train`` run writes its complete files and exits with 
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import gc
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
@@ -111,6 +115,24 @@ def console() -> int:
         stop_drawer()
     gc.freeze()
     return code
+
+
+def run() -> None:
+    """The installed ``stochopt`` command (and ``python -m stochopt``): :func:`console`, then
+    the process ends at once. The exit handlers run (a Ray cluster the command started is
+    stopped by its own), stdout and stderr are flushed, and ``os._exit`` skips the
+    interpreter's teardown of torch's thousands of modules: 0.15 s of every command, nothing
+    left to write by then (every file is complete and closed). While a thread other than a
+    daemon one is alive (a plug-in's, say), the process ends as Python ends it, after it."""
+    code = console()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said
+            stream.flush()
+    os._exit(code)
 
 
 def _runs(argv: Sequence[str], commands: Sequence[str]) -> bool:
