@@ -432,7 +432,6 @@ def test_the_rules_square_root_is_torchs_bit_for_bit(n):
     assert sqrt(2.0) == math.sqrt(2.0)
 
 
-
 def _subnormals(state) -> int:
     """Nonzero values below the smallest normal number, over a rule state's tensors."""
     tensors = [v for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]

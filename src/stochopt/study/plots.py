@@ -148,15 +148,16 @@ def _mosaic(tiles: np.ndarray, labels: Sequence[str], cols: int, width: float, c
     gap = max(2, side // 5)
     rows, step = math.ceil(len(tiles) / cols), side + gap
     canvas = np.full((rows * step - gap, cols * step - gap), np.nan)  # NaN: the white gaps
-    margin, inner = 0.1, width - 0.1 - right
+    margin = 0.1  # left and below the image, above the title or labels
+    inner = width - margin - right
     height = inner * canvas.shape[0] / canvas.shape[1]  # the image's, at its aspect
     unit = inner / canvas.shape[1]  # inches per pixel of the canvas
     label = (0.05 * side + 0.5) * unit + 1.3 * fontsize / 72  # a label's top above the image
     pad = label * 72 + 4  # the title's, in points, clear of the labels
     points = 12  # the title's size, matplotlib's default ("large")
     top = (pad + 1.3 * points) / 72 if title else label
-    fig = Figure(figsize=(width, margin + height + top + margin))
-    total = fig.get_figheight()
+    total = margin + height + top + margin
+    fig = Figure(figsize=(width, total))
     ax = fig.add_axes((margin / width, margin / total, inner / width, height / total))
     colours = matplotlib.colormaps[cmap].with_extremes(bad="white")
     for i, (tile, text) in enumerate(zip(tiles, labels, strict=True)):
