@@ -189,6 +189,26 @@ def test_bias_appends_a_constant_feature(tmp_path):
     assert s.X_train.shape == (48, 785) and torch.all(s.X_test[:, -1] == 1)
 
 
+def test_the_split_reads_its_arrays_without_a_warning_and_never_writes_into_them(tmp_path):
+    import warnings
+
+    read_only = load_idx_dir(write_idx_set(tmp_path), "idx")  # the files' own bytes
+    assert not read_only["train_images"].flags.writeable
+    given = {k: a.copy() for k, a in read_only.items()}  # writable: shared by the split
+    before = {k: a.copy() for k, a in given.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns of a tensor on read-only memory
+        split = make_split(read_only)
+        shared = make_split(given, bias=True)
+    for s in (split, shared):  # every part is the split's own: the arrays stay as given
+        for part in ("train", "val", "test"):
+            getattr(s, f"X_{part}").add_(1)
+            getattr(s, f"y_{part}").add_(1)
+    for k, a in given.items():
+        np.testing.assert_array_equal(a, before[k])
+        np.testing.assert_array_equal(read_only[k], before[k])
+
+
 def _read_ahead_and_wait(directory, dataset="idx"):
     idx.read_ahead(directory, dataset)
     thread, _ = idx._ahead[(directory.resolve(), dataset)]
