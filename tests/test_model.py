@@ -120,25 +120,33 @@ def test_gradient_derivation_equals_autograd_and_central_differences(split):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("S", [1, 3])
 @pytest.mark.parametrize("B", [64, 100, 7])
-def test_seed_batch_products_equal_plain_products_bit_for_bit(dtype, S, B):
-    """The step's products (views made once, 1/B inside the product when that is exact) give
-    the bits of the plain products ``W X_B^T`` and ``(R X_B) * (1/B)``: per seed's ``mm``
-    for one seed; for several, the same batched ``bmm`` call (MKL's batched kernel may sum
-    in another order than its ``mm`` on some CPUs, so a seed in a batch of seeds equals
-    itself alone to rounding, not bit for bit)."""
+@pytest.mark.parametrize("tiny", [False, True], ids=["", "near-subnormal residuals"])
+def test_seed_batch_products_equal_plain_products_bit_for_bit(dtype, S, B, tiny):
+    """The step's products (views made once) give the bits of the plain products
+    ``W X_B^T`` and, for the gradient, ``((1/B) R) X_B`` when B is a power of two (exact),
+    else ``(R X_B) (1/B)``: per seed's ``mm`` for one seed; for several, the same batched
+    ``bmm`` call (MKL's batched kernel may sum in another order than its ``mm`` on some
+    CPUs, so a seed in a batch of seeds equals itself alone to rounding, not bit for bit).
+    Near the subnormal range too, which an Adam run reaches: BLAS's alpha, used for 1/B
+    before, gave other bits there (two seeds at lr 0.225, batch 64, one epoch: the batch
+    5.6e-37 from each run alone)."""
     g = torch.Generator().manual_seed(B)
     M, C, d = 4, 10, 784
     Xb = torch.rand(S, B, d, generator=g, dtype=dtype)
     Wt = torch.randn(S, M, C, d, generator=g, dtype=dtype)
-    Rt = torch.randn(S, M, C, B, generator=g, dtype=dtype)
+    Rt = torch.randn(S, M, C, B, generator=g, dtype=dtype) * (2.0**-120 if tiny else 1.0)
     batch = SeedBatch(Xb)
     Z, G = batch.logits(Wt), batch.gradient(Rt, 1 / B)
+    exact = B & (B - 1) == 0
+    R = Rt * (1 / B) if exact else Rt
     if S == 1:
         assert torch.equal(Z[0], torch.mm(Wt[0].reshape(M * C, d), Xb[0].T).view(M, C, B))
-        plain = torch.mm(Rt[0].reshape(M * C, B), Xb[0]).mul_(1 / B).view(M, C, d)
+        plain = torch.mm(R[0].reshape(M * C, B), Xb[0]).view(M, C, d)
     else:
         assert torch.equal(Z, torch.bmm(Wt.reshape(S, M * C, d), Xb.mT).view(S, M, C, B))
-        plain = torch.bmm(Rt.reshape(S, M * C, B), Xb).mul_(1 / B).view(S, M, C, d)
+        plain = torch.bmm(R.reshape(S, M * C, B), Xb).view(S, M, C, d)
+    if not exact:
+        plain.mul_(1 / B)
     assert torch.equal(G, plain.view_as(G))
     for s in range(S):  # each seed's own product, within the rounding bound of a d-term sum
         alone = torch.mm(Wt[s].reshape(M * C, d), Xb[s].T).view(M, C, B)

@@ -78,21 +78,21 @@ class SeedBatch:
 
     def gradient(self, Rt: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """``scale * R^T X_B`` (S, M, C, d) for R^T (S, M, C, B)."""
+        after = scale
+        if scale != 1 and math.frexp(scale)[0] == 0.5:
+            # 1/B for a power of two B scales exactly, so it goes on the residuals, B/d of
+            # the gradient's entries, before the product, in every path alike (BLAS's alpha
+            # gave other bits near the subnormal range, so a run in a batch of seeds
+            # differed from itself alone); another scale rounds, and scales the result
+            Rt, after = Rt * _number(scale, Rt), 1
         if self.one:  # as in logits: matmul folds R^T (1, M, C, B) into one (M*C, B)
-            # product; scaling its result costs less than the two views addmm's alpha needs
+            # product, without the views a batched call needs
             G = (one_thread(torch.matmul, Rt, self._x) if self.serial and Rt.shape[1] == 1
                  else torch.matmul(Rt, self._x))
-            return G if scale == 1 else G.mul_(_number(scale, G))
-        S, M, C, B = Rt.shape
-        # 1/B for a power of two B scales exactly, so it may go into the product as BLAS's
-        # alpha (C = alpha A B): the same bits as scaling R or the result, one kernel fewer
-        alpha = scale if scale != 1 and math.frexp(scale)[0] == 0.5 else 1.0
-        if alpha != 1:
-            G = torch.baddbmm(_number(0.0, Rt), Rt.reshape(S, M * C, B), self._x, beta=0,
-                              alpha=alpha).view(S, M, C, -1)
         else:
+            S, M, C, B = Rt.shape
             G = torch.bmm(Rt.reshape(S, M * C, B), self._x).view(S, M, C, -1)
-        return G if alpha == scale else G.mul_(_number(scale, G))
+        return G if after == 1 else G.mul_(_number(after, G))
 
 
 # One model's products at a batch of at most this many examples run on one thread. Their
