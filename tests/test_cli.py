@@ -262,3 +262,40 @@ def test_the_console_entry_returns_mains_code_and_freezes_the_collector(monkeypa
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_the_command_imports_with_the_collector_off_and_runs_with_it_on(monkeypatch):
+    """The collections that importing torch sets off are skipped (they find no garbage):
+    the command's modules import with the collector off, and the command runs with it on,
+    every object imported so far frozen. ``main`` alone leaves the collector as it is."""
+    import gc
+
+    import stochopt.cli as cli
+
+    seen = {}
+
+    def command(name):
+        seen["importing"] = gc.isenabled()
+
+        def run(args):
+            seen["running"], seen["frozen"] = gc.isenabled(), gc.get_freeze_count()
+            return 0
+        return run
+
+    monkeypatch.setattr(cli, "command", command)
+    monkeypatch.setattr(cli, "read_ahead", lambda argv: None)
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(cli.sys, "argv", ["stochopt", "optimum"])
+    gc.unfreeze()
+    try:
+        assert cli.console() == 0
+        assert seen == {"importing": False, "running": True, "frozen": seen["frozen"]}
+        assert seen["frozen"] > 1000 and gc.isenabled()
+        gc.unfreeze()
+        assert cli.main(["optimum"]) == 0  # main alone: on throughout, nothing frozen
+        assert seen["importing"] and seen["running"] and seen["frozen"] == 0
+        # a command that ends before its modules are in (a bad flag) leaves it on too
+        monkeypatch.setattr(cli.sys, "argv", ["stochopt", "optimum", "--no-such-flag"])
+        assert cli.console() == 2 and gc.isenabled()
+    finally:
+        gc.unfreeze()
