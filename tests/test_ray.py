@@ -139,17 +139,19 @@ def test_a_worker_killed_mid_run_resumes_from_its_checkpoint(cluster, tmp_path):
     assert main([*CHECKPOINTED, "--out", str(local)]) == 0
     out = tmp_path / "ray"
     driver = cluster.stochopt([*CHECKPOINTED, "--out", str(out)])
-    deadline, victim = time.time() + 240, None
+    deadline, victim, epoch = time.time() + 240, None, 0
     while victim is None and time.time() < deadline and driver.poll() is None:
         found = list((out / "runs").glob("group-*.pt")) if (out / "runs").is_dir() else []
-        if found and torch.load(found[0], weights_only=False)["epoch"] >= 20:
+        if found and (epoch := torch.load(found[0], weights_only=False)["epoch"]) >= 20:
             busy = cluster.workers()
             if busy:
                 victim = busy[0]
                 os.kill(victim, signal.SIGKILL)
         time.sleep(0.02)
     code, err = finish(driver)
-    assert victim is not None, "no checkpointed task was seen running"
+    assert victim is not None, (f"no checkpointed task was seen running (last checkpoint "
+                                f"seen: epoch {epoch}; the driver's exit code {code}): "
+                                f"{err[-2000:]}")
     assert code == 0, err
     (task,) = pd.read_csv(out / "tasks.csv").to_dict("records")
     assert 20 <= task["resumed_from_epoch"] < 40 and task["pid"] != victim
