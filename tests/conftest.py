@@ -106,6 +106,13 @@ def pytest_collection_finish(session):
     gc.callbacks.append(_freeze_after_full_collections)
 
 
+def pytest_unconfigure(config):
+    """Thawed for the interpreter's last collection: what is frozen at exit is never freed,
+    and triton's bindings (kron-torch's) then report their objects as leaked."""
+    gc.callbacks[:] = [c for c in gc.callbacks if c is not _freeze_after_full_collections]
+    gc.unfreeze()
+
+
 def _freeze_after_full_collections(phase: str, info: dict) -> None:
     """Right after a full collection every object left is alive, so none is garbage when
     frozen (one that later dies in a reference cycle stays in memory until the suite
