@@ -5,7 +5,6 @@ writers for the reader's unit tests."""
 from __future__ import annotations
 
 import contextlib
-import gc
 import gzip
 import os
 import struct
@@ -93,32 +92,6 @@ def write_idx_set(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool
 
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-
-
-def pytest_collection_finish(session):
-    """Python's collector walks every object that is not frozen on each full collection:
-    with what the test modules import (torch, scikit-learn, pandas, matplotlib, later Ray
-    and JAX: millions of objects) that was 0.2-0.85 s a time, 10.4 s of the suite in 25 of
-    them. So what survives a full collection is frozen out of the next ones, and what the
-    imports made is frozen now, collected first so that no garbage is frozen with it."""
-    gc.collect()
-    gc.freeze()
-    gc.callbacks.append(_freeze_after_full_collections)
-
-
-def pytest_unconfigure(config):
-    """Thawed for the interpreter's last collection: what is frozen at exit is never freed,
-    and triton's bindings (kron-torch's) then report their objects as leaked."""
-    gc.callbacks[:] = [c for c in gc.callbacks if c is not _freeze_after_full_collections]
-    gc.unfreeze()
-
-
-def _freeze_after_full_collections(phase: str, info: dict) -> None:
-    """Right after a full collection every object left is alive, so none is garbage when
-    frozen (one that later dies in a reference cycle stays in memory until the suite
-    ends)."""
-    if phase == "stop" and info["generation"] == 2:
-        gc.freeze()
 
 
 @contextlib.contextmanager
