@@ -283,8 +283,11 @@ def test_the_command_imports_with_the_collector_off_and_runs_with_it_on(monkeypa
             return 0
         return run
 
-    def recorded(name, then=None):
-        return lambda: (calls.append(name), then and then())[-1]
+    def recorded(name, then=lambda: None):
+        def call():
+            calls.append(name)
+            then()
+        return call
 
     # the command's calls to the collector, recorded (its freezes not done: the test
     # process's objects stay where they are)
