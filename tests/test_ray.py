@@ -128,11 +128,12 @@ CHECKPOINTED = ["compare", "--optimizers", "momentum,adam", "--seeds", "0,1", "-
 
 @needs_ray
 def test_a_worker_killed_mid_run_resumes_from_its_checkpoint(cluster, tmp_path):
-    """SIGKILL of the worker after its group's 20th checkpoint of 40: the driver submits the
+    """SIGKILL of the worker after its group's 10th checkpoint of 40: the driver submits the
     task again with the checkpoint the store actor wrote into its folder, and it trains only
     the rest, in another worker; the results equal the local engine's, bit for bit. (A
     killed worker retried to the same results: this test covers it, on a group with a
-    checkpoint.)"""
+    checkpoint.) The kill may land anywhere in the 30 epochs after the 10th, about 0.7 s
+    on a 2-core machine (the 20 after the 20th were missed once in five full runs)."""
     import torch
 
     local = tmp_path / "local"
@@ -142,7 +143,7 @@ def test_a_worker_killed_mid_run_resumes_from_its_checkpoint(cluster, tmp_path):
     deadline, victim, epoch = time.time() + 240, None, 0
     while victim is None and time.time() < deadline and driver.poll() is None:
         found = list((out / "runs").glob("group-*.pt")) if (out / "runs").is_dir() else []
-        if found and (epoch := torch.load(found[0], weights_only=False)["epoch"]) >= 20:
+        if found and (epoch := torch.load(found[0], weights_only=False)["epoch"]) >= 10:
             busy = cluster.workers()
             if busy:
                 victim = busy[0]
@@ -154,7 +155,7 @@ def test_a_worker_killed_mid_run_resumes_from_its_checkpoint(cluster, tmp_path):
                                 f"{err[-2000:]}")
     assert code == 0, err
     (task,) = pd.read_csv(out / "tasks.csv").to_dict("records")
-    assert 20 <= task["resumed_from_epoch"] < 40 and task["pid"] != victim
+    assert 10 <= task["resumed_from_epoch"] < 40 and task["pid"] != victim
     assert task["status"] == "trained" and task["engine"] == "ray"
     a = pd.read_csv(out / "results.csv").drop(columns=TIMINGS)
     b = pd.read_csv(local / "results.csv").drop(columns=TIMINGS)
