@@ -25,11 +25,13 @@ machine's load, so compare the ratios of one run.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import jax_loop  # the benchmarks' own JAX loop, beside this file
 import numpy as np
@@ -168,6 +170,9 @@ def main() -> int:
     p.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (for the test)")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
+    # torch's allocations of 2 MB and more on huge pages, as the stochopt command asks
+    # (stochopt.cli.huge_pages); read at torch's first such allocation, which is still ahead
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     torch.manual_seed(0)
     split = load_split(os.environ.get("STOCHOPT_DATA"))
     if args.tiny:
@@ -219,18 +224,24 @@ def main() -> int:
     def sweep(K: int) -> list[Config]:
         return [Config(batch_size=64, lr=0.01 * (1 + i)) for i in range(K)]
 
+    def timed(name: str, seconds: Callable[..., float], *args: object, per: int = 1) -> None:
+        """This round's figure of one contender, ``seconds(*args) / per``, taken on a
+        collected heap (as ``timeit`` turns the collector off): otherwise a full collection
+        of the benchmark's own objects, JAX's among them, lands inside one timed epoch of
+        most runs (0.34-0.42 s for an epoch of 0.12-0.18 s), on whichever contender runs."""
+        gc.collect()
+        times.setdefault(name, []).append(seconds(*args) / per)
+
     for _ in range(args.rounds):
         for bs in sizes:
-            times.setdefault(f"stochopt @{bs}", []).append(
-                steady_epoch_seconds(split, [Config(batch_size=bs)]))
+            timed(f"stochopt @{bs}", steady_epoch_seconds, split, [Config(batch_size=bs)])
             if no_jax is None:
-                times.setdefault(f"jax @{bs}", []).append(jax_epochs[bs, None].epoch_seconds())
-            times.setdefault(f"torch @{bs}", []).append(idiomatic_torch(split, bs, None))
+                timed(f"jax @{bs}", jax_epochs[bs, None].epoch_seconds)
+            timed(f"torch @{bs}", idiomatic_torch, split, bs, None)
         for K in ks:
-            per = steady_epoch_seconds(split, sweep(K)) / K
-            times.setdefault(f"stochopt K={K}", []).append(per)
+            timed(f"stochopt K={K}", steady_epoch_seconds, split, sweep(K), per=K)
             if no_jax is None:
-                times.setdefault(f"jax K={K}", []).append(jax_epochs[64, K].epoch_seconds() / K)
+                timed(f"jax K={K}", jax_epochs[64, K].epoch_seconds, per=K)
         # the floor in the same round: the machine's peak drifts as its epochs do (101 and
         # 143 GFLOP/s an hour apart), so each round's K runs are set against its own
         times.setdefault("floor", []).append(floor_flops / gemm_peak(3))

@@ -61,10 +61,17 @@ def split(data_dir):
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's cache."""
+    """No test reads or writes the user's cache, nor hands the tests after it the huge-page
+    switch that a command run in this process sets for torch (``cli.huge_pages``)."""
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     monkeypatch.setenv("STOCHOPT_CACHE", str(cache / "stochopt"))
+    before = os.environ.get("THP_MEM_ALLOC_ENABLE")
+    yield
+    if before is None:
+        os.environ.pop("THP_MEM_ALLOC_ENABLE", None)
+    else:
+        os.environ["THP_MEM_ALLOC_ENABLE"] = before
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

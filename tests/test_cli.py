@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -246,6 +247,45 @@ def test_the_installed_command_ends_at_once_after_its_exit_handlers_and_output(
     assert done.returncode == 3 and done.stdout == "said", (done.stdout, done.stderr)
     assert (tmp_path / "handler").read_text() == "ran"
     assert (tmp_path / "thread").exists() == thread
+
+
+@pytest.mark.parametrize("given", [None, "0"])
+def test_the_command_puts_torchs_large_allocations_on_huge_pages_unless_told_not_to(
+        tmp_path, given):
+    """The command sets ``THP_MEM_ALLOC_ENABLE=1`` before torch allocates (unless the
+    environment already says), and torch's allocator then asks for transparent huge pages:
+    a 64 MB tensor made by the command lies on them where the kernel gives them on request
+    (``madvise`` mode), and not when the environment says 0."""
+    script = tmp_path / "command.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys
+        from pathlib import Path
+        from stochopt import cli
+
+        def main():
+            import torch
+            x = torch.ones(1 << 24)  # 64 MB, every page touched
+            rollup = Path("/proc/self/smaps_rollup")
+            huge = (int(rollup.read_text().split("AnonHugePages:")[1].split()[0])
+                    if rollup.exists() else -1)
+            print(os.environ.get("THP_MEM_ALLOC_ENABLE"), huge, float(x.sum()))
+            return 0
+
+        cli.main = main
+        sys.argv = ["stochopt"]
+        cli.run()
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if given is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = given
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    setting, huge_kb, total = done.stdout.split()
+    assert setting == (given or "1") and float(total) == 1 << 24
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if int(huge_kb) >= 0 and mode.exists() and "[madvise]" in mode.read_text():
+        assert (int(huge_kb) > 0) == (given is None), huge_kb
 
 
 def test_the_console_entry_returns_mains_code_and_freezes_the_collector(monkeypatch):

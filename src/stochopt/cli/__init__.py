@@ -113,7 +113,8 @@ def console() -> int:
     """The ``stochopt`` command: :func:`main`, with the data's files read ahead while torch
     imports (:func:`read_ahead`) and, for a command that draws, matplotlib set up in a
     drawing process forked first (:func:`stochopt.files.start_drawer`), which is ended when
-    the command ends; SIGTERM ending it as Ctrl-C does (:func:`_terminate`); the collector
+    the command ends; torch's large allocations on huge pages (:func:`huge_pages`); SIGTERM
+    ending it as Ctrl-C does (:func:`_terminate`); the collector
     off while the command's modules import (:func:`_imported`); then a quick exit: the
     collector is frozen first, so that the interpreter's last
     collections skip torch's hundreds of thousands of objects (about 0.4 s of every
@@ -134,6 +135,7 @@ def console() -> int:
         gc.disable()
         _startup[0] = True
     signal.signal(signal.SIGTERM, _terminate)
+    huge_pages()
     read_ahead(argv)
     try:
         code = main()
@@ -142,6 +144,17 @@ def console() -> int:
         _imported()  # a command that ended before its modules were in (a bad flag)
     gc.freeze()
     return code
+
+
+def huge_pages() -> None:
+    """Ask torch's CPU allocator to put every allocation of 2 MB or more on transparent huge
+    pages (``THP_MEM_ALLOC_ENABLE=1``, read at its first such allocation, so before torch
+    is imported), unless the caller's environment says otherwise. Random rows of the
+    training matrix each cost a TLB miss on 4 kB pages, and each 16 MB flush of the
+    per-step metrics thousands of page faults: epochs were 4-15% faster with it (paired
+    fresh processes on a 2-core AMD EPYC: batch 32 0.945x, 128 0.954x, 512 0.848x, the
+    main job's 0.956x), with the same numbers. Linux only; elsewhere torch ignores it."""
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 def run() -> None:
