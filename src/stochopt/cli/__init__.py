@@ -151,9 +151,10 @@ def huge_pages() -> None:
     pages (``THP_MEM_ALLOC_ENABLE=1``, read at its first such allocation, so before torch
     is imported), unless the caller's environment says otherwise. Random rows of the
     training matrix each cost a TLB miss on 4 kB pages, and each 16 MB flush of the
-    per-step metrics thousands of page faults: epochs were 4-15% faster with it (paired
-    fresh processes on a 2-core AMD EPYC: batch 32 0.945x, 128 0.954x, 512 0.848x, the
-    main job's 0.956x), with the same numbers. Linux only; elsewhere torch ignores it."""
+    per-step metrics thousands of page faults: epochs were 1-15% faster with it (paired
+    fresh processes on a 2-core AMD EPYC: batch 32 0.945-0.989x, 128 0.954x, 512
+    0.848-0.923x, the main job's 0.956-0.989x), with the same numbers. Linux only;
+    elsewhere torch ignores it."""
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
