@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from benchmark_args import machine, steady_epoch_seconds, tiny_split, write_results
 
+from stochopt.cli import huge_pages
 from stochopt.data import load_split
 from stochopt.model import logits, one_hot, residuals, xt_r
 from stochopt.train import Config, fit
@@ -170,9 +171,9 @@ def main() -> int:
     p.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (for the test)")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
-    # torch's allocations of 2 MB and more on huge pages, as the stochopt command asks
-    # (stochopt.cli.huge_pages); read at torch's first such allocation, which is still ahead
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    # torch's allocations of 2 MB and more on huge pages, as the stochopt command asks; read
+    # at torch's first such allocation, which is still ahead
+    huge_pages()
     torch.manual_seed(0)
     split = load_split(os.environ.get("STOCHOPT_DATA"))
     if args.tiny:
