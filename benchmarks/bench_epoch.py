@@ -18,8 +18,10 @@
     the matrix-product peak of this machine, measured in every round beside the K runs
 
 (a) is timed on --steps steps and scaled to a whole epoch (said in the table). JAX's
-compile time is printed, not counted. Nothing here is a test: timings vary with the
-machine's load, so compare the ratios of one run.
+compile time is printed, not counted. Beside the ratios of medians, JAX against stochopt
+round by round: the range of the rounds' ratios and how many rounds stochopt won (in the
+json: ``paired``), which says whether a ratio stands out of the machine's drift. Nothing
+here is a test: timings vary with the machine's load, so compare the ratios of one run.
 """
 
 from __future__ import annotations
@@ -159,6 +161,14 @@ def gemm_peak(repeats: int, n: int = 1536) -> float:
     return 2 * n**3 / median_time(lambda: A @ B, repeats)
 
 
+def rounds_against(theirs: list[float], ours: list[float]) -> dict[str, float | int]:
+    """Their seconds over ours in each round: the lowest and highest such ratio, and in how
+    many of the rounds ours was the faster."""
+    each = [t / o for t, o in zip(theirs, ours, strict=True)]
+    return {"low": min(each), "high": max(each), "won": sum(r > 1 for r in each),
+            "rounds": len(each)}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians of them")
@@ -287,13 +297,24 @@ def main() -> int:
         ratios[f"(g) stochopt/floor K={K}"] = statistics.median(
             k / f for k, f in zip(times[f"stochopt K={K}"], times["floor"], strict=True))
 
+    # each round against itself: the machine's speed moves between rounds (the same epoch
+    # 0.09-0.19 s within minutes), so a ratio of medians can sit inside that noise; the
+    # per-round ratios' range and how many rounds each side won say whether it does
+    paired = {at: rounds_against(times[f"jax {at}"], times[f"stochopt {at}"])
+              for at in [f"@{bs}" for bs in sizes] + [f"K={K}" for K in ks]
+              if f"jax {at}" in times}
     d64 = med["stochopt @64"] if "stochopt @64" in med else med[f"stochopt @{sizes[0]}"]
     ratios["(a)/(d) exercise loop vs stochopt @64"] = rows[0]["seconds"] / d64
     ratios["(d)/(e) stochopt @64 vs roofline"] = d64 / roof
     print()
     for name, r in ratios.items():
         print(f"{name:<52} {r:10.2f}x")
-    write_results(args.out, "bench_epoch", rows, ratios=ratios, rounds=times,
+    if paired:
+        print("\nJAX/stochopt round by round (above 1: stochopt faster in that round)")
+    for at, p in paired.items():
+        print(f"  {at:<8} {p['low']:.2f}-{p['high']:.2f}x, "
+              f"stochopt faster in {p['won']} of {p['rounds']} rounds")
+    write_results(args.out, "bench_epoch", rows, ratios=ratios, rounds=times, paired=paired,
                   jax=no_jax or "yes")
     return 0
 

@@ -96,14 +96,27 @@ def test_bench_epoch_runs_and_writes_its_table(bench, tmp_path):
         if importlib.util.find_spec("jax") and importlib.util.find_spec("optax"):
             assert jax == pytest.approx(statistics.median(rounds[f"jax @{bs}"]))
             assert ratios[f"(d) JAX/stochopt @{bs}"] == pytest.approx(jax / ours)
+            # round by round: the range of JAX's time over ours and the rounds ours won
+            each = [j / o for j, o in zip(rounds[f"jax @{bs}"], rounds[f"stochopt @{bs}"],
+                                          strict=True)]
+            assert result["paired"][f"@{bs}"] == pytest.approx(
+                {"low": min(each), "high": max(each), "won": sum(e > 1 for e in each),
+                 "rounds": len(each)})
+            assert f"stochopt faster in {sum(e > 1 for e in each)} of" in proc.stdout
         else:  # the column is there, empty, and says why
             assert math.isnan(jax) and "pip install -e \".[bench]\"" in proc.stdout
+            assert result["paired"] == {}
     for K in (1, 2):
         per = timing(f"(g) stochopt K={K}: per configuration")
         assert per == pytest.approx(statistics.median(rounds[f"stochopt K={K}"]))
         # each round's K runs against that round's floor, the median of those ratios
         assert ratios[f"(g) stochopt/floor K={K}"] == pytest.approx(statistics.median(
             k / f for k, f in zip(rounds[f"stochopt K={K}"], rounds["floor"], strict=True)))
+        if result["paired"]:  # JAX's vmap round by round, as its scan above
+            each = [j / o for j, o in zip(rounds[f"jax K={K}"], rounds[f"stochopt K={K}"],
+                                          strict=True)]
+            assert (result["paired"][f"K={K}"]["won"], result["paired"][f"K={K}"]["high"]) \
+                == (sum(e > 1 for e in each), pytest.approx(max(each)))
     assert timing("(g) compute floor") == pytest.approx(statistics.median(rounds["floor"]))
     assert ratios["(a)/(d) exercise loop vs stochopt @64"] == pytest.approx(
         timing("(a)") / timing("(d) stochopt momentum, epoch @64"))
