@@ -13,7 +13,7 @@ from conftest import torch_threads
 from stochopt.data import Split, batch_order, load_split
 from stochopt.model import cross_entropy, gradient
 from stochopt.optim import RULES
-from stochopt.train import Config, StepMetrics, fit, plan_groups
+from stochopt.train import Config, EpochCollector, StepMetrics, fit, plan_groups
 
 
 def _each_equals_it_alone(configs, split, keys=("val_loss",), tol=1e-5, f_star=None):
@@ -180,6 +180,16 @@ def test_no_garbage_collection_runs_between_the_steps_of_an_epoch(split, monkeyp
         assert not gc.isenabled()
     finally:
         gc.enable()
+    # a fit in another thread whose epoch begins during this one's and ends after it: the
+    # collector stays off until the last epoch ends, then is on, as the first found it
+    with EpochCollector() as first:
+        first.off()
+        with EpochCollector() as second:
+            second.off()
+            first.back()
+            assert not gc.isenabled()
+            second.back()
+        assert gc.isenabled()
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 1000])

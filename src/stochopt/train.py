@@ -16,6 +16,7 @@ import contextlib
 import gc
 import io
 import math
+import threading
 import time
 import warnings
 import weakref
@@ -547,21 +548,36 @@ class EpochCollector:
     epoch of a first ``fit`` in every fresh process, a 0.15 s epoch reported as 0.25 s. A
     step makes no cycles (its tensors go when their last reference does), so the
     collections it would set off wait until the epoch's seconds are taken, and run then,
-    outside them."""
+    outside them. The collector is the process's: fits in several threads share one count
+    of the epochs running, and the last to end gives back the state the first found."""
+
+    _lock = threading.Lock()
+    _running = 0  # epochs running now, in every thread
+    _found = True  # the collector's state when the first of them began
 
     def __enter__(self) -> EpochCollector:
-        self.caller = gc.isenabled()
+        self.holding = False
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.back()
 
     def off(self) -> None:
-        gc.disable()
+        with self._lock:
+            if not self.holding:
+                if EpochCollector._running == 0:
+                    EpochCollector._found = gc.isenabled()
+                EpochCollector._running += 1
+                self.holding = True
+            gc.disable()
 
     def back(self) -> None:
-        if self.caller:
-            gc.enable()
+        with self._lock:
+            if self.holding:
+                self.holding = False
+                EpochCollector._running -= 1
+                if EpochCollector._running == 0 and EpochCollector._found:
+                    gc.enable()
 
 
 @torch.no_grad()
