@@ -555,8 +555,10 @@ class EpochCollector:
     _running = 0  # epochs running now, in every thread
     _found = True  # the collector's state when the first of them began
 
+    def __init__(self) -> None:
+        self.holding = False  # whether an epoch of this fit counts among the running
+
     def __enter__(self) -> EpochCollector:
-        self.holding = False
         return self
 
     def __exit__(self, *exc: object) -> None:
