@@ -86,6 +86,14 @@ def test_bench_epoch_runs_and_writes_its_table(bench, tmp_path):
         return value
 
     ratios = result["ratios"]
+
+    def paired(at: str) -> dict:
+        """JAX's seconds over ours round by round: their range and the rounds ours won."""
+        each = [j / o for j, o in zip(rounds[f"jax {at}"], rounds[f"stochopt {at}"],
+                                      strict=True)]
+        return {"low": min(each), "high": max(each), "won": sum(e > 1 for e in each),
+                "rounds": len(each)}
+
     # every contender at every batch size, each figure the median of its rounds
     for bs in (64, 512):
         ours = timing(f"(d) stochopt momentum, epoch @{bs}")
@@ -96,13 +104,8 @@ def test_bench_epoch_runs_and_writes_its_table(bench, tmp_path):
         if importlib.util.find_spec("jax") and importlib.util.find_spec("optax"):
             assert jax == pytest.approx(statistics.median(rounds[f"jax @{bs}"]))
             assert ratios[f"(d) JAX/stochopt @{bs}"] == pytest.approx(jax / ours)
-            # round by round: the range of JAX's time over ours and the rounds ours won
-            each = [j / o for j, o in zip(rounds[f"jax @{bs}"], rounds[f"stochopt @{bs}"],
-                                          strict=True)]
-            assert result["paired"][f"@{bs}"] == pytest.approx(
-                {"low": min(each), "high": max(each), "won": sum(e > 1 for e in each),
-                 "rounds": len(each)})
-            assert f"stochopt faster in {sum(e > 1 for e in each)} of" in proc.stdout
+            assert result["paired"][f"@{bs}"] == pytest.approx(paired(f"@{bs}"))
+            assert f"stochopt faster in {paired(f'@{bs}')['won']} of" in proc.stdout
         else:  # the column is there, empty, and says why
             assert math.isnan(jax) and "pip install -e \".[bench]\"" in proc.stdout
             assert result["paired"] == {}
@@ -113,10 +116,7 @@ def test_bench_epoch_runs_and_writes_its_table(bench, tmp_path):
         assert ratios[f"(g) stochopt/floor K={K}"] == pytest.approx(statistics.median(
             k / f for k, f in zip(rounds[f"stochopt K={K}"], rounds["floor"], strict=True)))
         if result["paired"]:  # JAX's vmap round by round, as its scan above
-            each = [j / o for j, o in zip(rounds[f"jax K={K}"], rounds[f"stochopt K={K}"],
-                                          strict=True)]
-            assert (result["paired"][f"K={K}"]["won"], result["paired"][f"K={K}"]["high"]) \
-                == (sum(e > 1 for e in each), pytest.approx(max(each)))
+            assert result["paired"][f"K={K}"] == pytest.approx(paired(f"K={K}"))
     assert timing("(g) compute floor") == pytest.approx(statistics.median(rounds["floor"]))
     assert ratios["(a)/(d) exercise loop vs stochopt @64"] == pytest.approx(
         timing("(a)") / timing("(d) stochopt momentum, epoch @64"))

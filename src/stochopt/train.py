@@ -617,8 +617,8 @@ def fit(
     for group in groups:
         configs = [given[i] for i in group]
         with flushed_subnormals(configs, split.X_train), EpochCollector() as collector:
-            done = _fit_batch(configs, split, [stars[i] for i in group], on_epoch,
-                              noise_scale, carry, checkpoint, collector)
+            done = _fit_batch(configs, split, [stars[i] for i in group], on_epoch, collector,
+                              noise_scale, carry, checkpoint)
         for i, record in zip(group, done, strict=True):
             records[i] = record
     return records  # type: ignore[return-value]
@@ -626,9 +626,9 @@ def fit(
 
 def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
                on_epoch: Callable[[int, list[RunRecord]], bool | None] | None,
-               noise_scale: bool = False, carry: dict[str, Any] | None = None,
-               checkpoint: Checkpoint | None = None,
-               collector: EpochCollector | None = None) -> list[RunRecord]:
+               collector: EpochCollector, noise_scale: bool = False,
+               carry: dict[str, Any] | None = None,
+               checkpoint: Checkpoint | None = None) -> list[RunRecord]:
     """One batch of K = S x M models (see :class:`Batch`): the loop itself."""
     layout = Batch.of(configs)
     S, M = len(layout.index), len(layout.index[0])
@@ -698,8 +698,7 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
         return val_loss, val_acc, sub, b_simple
 
     for epoch in range(start, c0.epochs):
-        if collector is not None:
-            collector.off()
+        collector.off()
         _sync(X.device)
         t0 = time.perf_counter()
         evaluating = 0.0  # seconds spent at evaluation points inside the epoch
@@ -751,8 +750,7 @@ def _fit_batch(configs: list[Config], split: Split, f_star: list[FStar | None],
         train_loss, train_acc = metrics.means()
         _sync(X.device)
         wall = time.perf_counter() - t0 - evaluating
-        if collector is not None:
-            collector.back()
+        collector.back()
         seconds = own_seconds(wall, clock.totals() if clock else [0.0], blocks, S, M)
         W = evaluation_weights(Wt, updaters)  # (K, d, C), the models that answer
         val_loss, val_acc, sub, b_simple = measure(W)
